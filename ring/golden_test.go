@@ -1,0 +1,46 @@
+package ring
+
+import "testing"
+
+// Golden placement for a fixed set, config and seed. A change here means
+// every node of an existing mesh would route differently from nodes built
+// before it: a library bump, a hash change or an encoding change. If that
+// is intended, bump configDomain too, so mixed meshes see different config
+// fingerprints, and update these values.
+var (
+	goldenConfig = Config{Partitions: 4093, ReplicationFactor: 50, Load: 1.25, Seed: "golden"}
+	goldenIDs    = []string{"10.0.0.1:80", "10.0.0.1:801", "node1", "node11", "web-1", "web-11", "[::1]:8080", "ünïcødé-后端"}
+)
+
+const (
+	goldenConfigFP = 0x1943c7fb622fccea
+	goldenRingFP   = 0xcce2ce68c12ca7e1
+)
+
+var goldenKeys = []struct {
+	key       string
+	owner     string
+	partition int
+}{
+	{"10.1.2.3", "10.0.0.1:801", 2326},
+	{"192.168.0.1", "node1", 2290},
+	{"session-0123456789abcdef", "10.0.0.1:801", 1067},
+	{"", "ünïcødé-后端", 3925},
+	{"key", "web-1", 779},
+}
+
+func TestGolden(t *testing.T) {
+	r := mustBuild(t, goldenConfig, goldenIDs)
+	if got := r.Config().Fingerprint(); got != goldenConfigFP {
+		t.Errorf("config fingerprint = %#x; want %#x", got, uint64(goldenConfigFP))
+	}
+	if got := r.Fingerprint(); got != goldenRingFP {
+		t.Errorf("ring fingerprint = %#x; want %#x", got, uint64(goldenRingFP))
+	}
+	for _, g := range goldenKeys {
+		id, p, err := r.LocateString(g.key)
+		if err != nil || id != g.owner || p != g.partition {
+			t.Errorf("LocateString(%q) = %q, %d, %v; want %q, %d", g.key, id, p, err, g.owner, g.partition)
+		}
+	}
+}

@@ -1,0 +1,381 @@
+package ring
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/buraksezer/consistent"
+)
+
+// MaxIDLen is the longest backend ID, in bytes.
+const MaxIDLen = 255
+
+// terminator ends every member name the library sees. The library names
+// vnodes fmt.Sprintf("%s%d", name, i), which is ambiguous: "node1"+"10"
+// and "node11"+"0" are the same vnode, the member added last takes it, and
+// the table then depends on the order members were learned in (and the
+// library's Remove panics). IDs can't contain a NUL (ValidateID forbids
+// control characters, and no multi-byte UTF-8 sequence contains 0x00), so
+// in "id\x00i" the ID is everything before the only NUL and every vnode
+// name belongs to exactly one (member, i).
+const terminator = "\x00"
+
+// ValidateID reports whether id is acceptable as a backend ID: 1 to
+// MaxIDLen bytes of valid UTF-8 without control characters or white space.
+// That admits host:port, bare IPv4 and IPv6 addresses, "[::1]:80", "web-0"
+// and any printable name. The rules use only fixed character sets (C0/C1
+// controls and the Unicode White_Space property), not the Unicode version's
+// category tables, so nodes built with different Go versions agree.
+func ValidateID(id string) error {
+	if id == "" {
+		return fmt.Errorf("ring: empty backend id: %w", ErrInvalidBackends)
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("ring: backend id %q... of %d bytes: %w: at most %d", id[:32], len(id), ErrInvalidBackends, MaxIDLen)
+	}
+	if !utf8.ValidString(id) {
+		return fmt.Errorf("ring: backend id %q: %w: invalid UTF-8", id, ErrInvalidBackends)
+	}
+	for i, r := range id {
+		switch {
+		case unicode.IsControl(r):
+			return fmt.Errorf("ring: backend id %q: %w: control character %U at byte %d", id, ErrInvalidBackends, r, i)
+		case unicode.IsSpace(r):
+			return fmt.Errorf("ring: backend id %q: %w: white space %U at byte %d", id, ErrInvalidBackends, r, i)
+		}
+	}
+	return nil
+}
+
+// member is a backend as the library sees it: its ID plus terminator.
+type member string
+
+func (m member) String() string { return string(m) }
+
+// Ring is an immutable consistent-hash ring. All methods are safe for
+// concurrent use; a nil *Ring behaves as an empty ring with no config.
+type Ring struct {
+	cfg     Config
+	seed    uint64
+	parts   uint64
+	members []string // sorted
+	owners  []uint16 // partition → index into members
+	// The vnode circle as the library builds it, kept for Candidates:
+	// hashes ascending, and the member index of each.
+	vnodeHash   []uint64
+	vnodeMember []uint16
+	fp          uint64
+}
+
+// Build returns the ring for cfg and the backend ids, given in any order.
+// Every node that builds from the same config and the same set of ids gets
+// the same partition table. Build checks everything the library would
+// panic on first and returns an error instead; zero ids give a valid empty
+// ring whose lookups return ErrEmpty.
+func Build(cfg Config, ids []string) (*Ring, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := len(ids)
+	if n > MaxMembers {
+		return nil, fmt.Errorf("ring: %d backends: %w: at most %d", n, ErrInvalidBackends, MaxMembers)
+	}
+	for _, id := range ids {
+		if err := ValidateID(id); err != nil {
+			return nil, err
+		}
+	}
+	members := slices.Clone(ids)
+	slices.Sort(members)
+	for i := 1; i < n; i++ {
+		if members[i] == members[i-1] {
+			return nil, fmt.Errorf("ring: duplicate backend id %q: %w", members[i], ErrInvalidBackends)
+		}
+	}
+	r := &Ring{
+		cfg:     cfg,
+		seed:    deriveSeed(cfg.Seed),
+		parts:   uint64(cfg.Partitions),
+		members: members,
+	}
+	if n == 0 {
+		r.fp = r.fingerprint()
+		return r, nil
+	}
+	if err := checkRoom(cfg, n); err != nil {
+		return nil, err
+	}
+	if err := r.buildVnodes(); err != nil {
+		return nil, err
+	}
+
+	// The library is called once, on input it cannot panic on.
+	lib := make([]consistent.Member, n)
+	index := make(map[string]uint16, n)
+	for i, id := range members {
+		lib[i] = member(id + terminator)
+		index[id+terminator] = uint16(i)
+	}
+	c := consistent.New(lib, consistent.Config{
+		Hasher:            hasher{r.seed},
+		PartitionCount:    cfg.Partitions,
+		ReplicationFactor: cfg.ReplicationFactor,
+		Load:              cfg.Load,
+	})
+	r.owners = make([]uint16, cfg.Partitions)
+	for p := range r.owners {
+		m := c.GetPartitionOwner(p)
+		if m == nil {
+			return nil, fmt.Errorf("ring: library left partition %d without owner", p)
+		}
+		i, ok := index[m.String()]
+		if !ok {
+			return nil, fmt.Errorf("ring: library assigned partition %d to unknown member %q", p, m.String())
+		}
+		r.owners[p] = i
+	}
+	r.fp = r.fingerprint()
+	return r, nil
+}
+
+// checkRoom mirrors the library's panics that depend on the number of
+// backends n (cfg already valid, so RF ≥ 2 and the walk reaches every
+// member): "not enough room to distribute partitions" exactly when
+// n × ceil(float64(P/n) × Load) < P, P/n in integers; and the build cost.
+func checkRoom(cfg Config, n int) error {
+	p := cfg.Partitions
+	if n > p {
+		return fmt.Errorf("ring: %d backends exceed %d partitions: %w", n, p, ErrInvalidBackends)
+	}
+	perMember := math.Ceil(float64(p/n) * cfg.Load) // exactly the library's averageLoad
+	if float64(n)*perMember < float64(p) {
+		return fmt.Errorf("ring: %d backends × at most %v partitions each (load %v) can't hold %d partitions: %w: raise load or change partitions",
+			n, perMember, cfg.Load, p, ErrInvalidBackends)
+	}
+	if work := float64(n) * float64(n) * float64(cfg.ReplicationFactor); work > MaxBuildWork {
+		return fmt.Errorf("ring: %d backends × %d vnodes would take too long to build (backends² × vnodes = %.3g > %.3g): %w: lower the replication factor",
+			n, cfg.ReplicationFactor, work, float64(MaxBuildWork), ErrInvalidBackends)
+	}
+	return nil
+}
+
+// buildVnodes computes the vnode circle the library will build: the same
+// names, the same hasher. Two vnodes with one hash would make the library
+// keep whichever member came last and could leave a member with no vnode
+// at all (then the walk can miss it and panic); that is a 64-bit collision,
+// so it is refused rather than handled.
+func (r *Ring) buildVnodes() error {
+	rf := r.cfg.ReplicationFactor
+	total := len(r.members) * rf
+	type vnode struct {
+		h uint64
+		m uint16
+	}
+	vs := make([]vnode, 0, total)
+	var buf []byte
+	for i, id := range r.members {
+		for j := range rf {
+			buf = append(buf[:0], id...)
+			buf = append(buf, terminator...)
+			buf = strconv.AppendInt(buf, int64(j), 10)
+			vs = append(vs, vnode{sum64(buf, r.seed), uint16(i)})
+		}
+	}
+	slices.SortFunc(vs, func(a, b vnode) int {
+		if a.h != b.h {
+			if a.h < b.h {
+				return -1
+			}
+			return 1
+		}
+		return int(a.m) - int(b.m)
+	})
+	r.vnodeHash = make([]uint64, total)
+	r.vnodeMember = make([]uint16, total)
+	for i, v := range vs {
+		if i > 0 && v.h == vs[i-1].h {
+			return fmt.Errorf("ring: vnodes of %q and %q collide at hash %#x: %w: change the seed or an id",
+				r.members[vs[i-1].m], r.members[v.m], v.h, ErrInvalidBackends)
+		}
+		r.vnodeHash[i] = v.h
+		r.vnodeMember[i] = v.m
+	}
+	return nil
+}
+
+const tableDomain = "meshlb/ring/table/v1\x00"
+
+// fingerprint hashes the config fingerprint, the sorted members and the
+// partition table, so nodes whose library version built a different table
+// from the same inputs disagree visibly.
+func (r *Ring) fingerprint() uint64 {
+	h := sha256.New()
+	h.Write([]byte(tableDomain))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], r.cfg.Fingerprint())
+	h.Write(b[:])
+	binary.LittleEndian.PutUint64(b[:], uint64(len(r.members)))
+	h.Write(b[:])
+	for _, id := range r.members {
+		binary.LittleEndian.PutUint64(b[:], uint64(len(id)))
+		h.Write(b[:])
+		h.Write([]byte(id))
+	}
+	binary.LittleEndian.PutUint64(b[:], uint64(len(r.owners)))
+	h.Write(b[:])
+	table := make([]byte, 2*len(r.owners))
+	for p, o := range r.owners {
+		binary.LittleEndian.PutUint16(table[2*p:], o)
+	}
+	h.Write(table)
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
+}
+
+// Locate returns the backend that owns key and the key's partition. It
+// does not allocate. On an empty ring it returns ErrEmpty with the
+// partition still computed (-1 on a nil ring).
+func (r *Ring) Locate(key []byte) (id string, partition int, err error) {
+	if r == nil {
+		return "", -1, ErrEmpty
+	}
+	p := sum64(key, r.seed) % r.parts
+	if len(r.members) == 0 {
+		return "", int(p), ErrEmpty
+	}
+	return r.members[r.owners[p]], int(p), nil
+}
+
+// LocateString is Locate for a string key; it does not allocate either.
+func (r *Ring) LocateString(key string) (id string, partition int, err error) {
+	if r == nil {
+		return "", -1, ErrEmpty
+	}
+	p := sum64String(key, r.seed) % r.parts
+	if len(r.members) == 0 {
+		return "", int(p), ErrEmpty
+	}
+	return r.members[r.owners[p]], int(p), nil
+}
+
+// Partition returns the partition of key: xxh64(key) % Partitions
+// (-1 on a nil ring).
+func (r *Ring) Partition(key []byte) int {
+	if r == nil {
+		return -1
+	}
+	return int(sum64(key, r.seed) % r.parts)
+}
+
+// Owner returns the backend that owns partition, or "" if the ring is
+// empty or partition is out of range.
+func (r *Ring) Owner(partition int) string {
+	if r == nil || partition < 0 || partition >= len(r.owners) {
+		return ""
+	}
+	return r.members[r.owners[partition]]
+}
+
+// Candidates returns up to n distinct backends for key in failover order:
+// the owner, then the other backends in the order the library's
+// bounded-load walk meets them, clockwise on the vnode circle from the
+// partition's point. Candidates[1] is thus the backend most likely to own
+// the partition once the owner is removed. The length is min(n, Len()).
+func (r *Ring) Candidates(key []byte, n int) []string {
+	if r == nil || len(r.members) == 0 || n <= 0 {
+		return nil
+	}
+	return r.candidates(r.Partition(key), n)
+}
+
+func (r *Ring) candidates(p, n int) []string {
+	n = min(n, len(r.members))
+	out := make([]string, 0, n)
+	owner := r.owners[p]
+	out = append(out, r.members[owner])
+	if n == 1 {
+		return out
+	}
+	seen := make([]bool, len(r.members))
+	seen[owner] = true
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(p))
+	start, _ := slices.BinarySearch(r.vnodeHash, sum64(b[:], r.seed))
+	total := len(r.vnodeHash)
+	for k := 0; k < total && len(out) < n; k++ {
+		i := start + k
+		if i >= total {
+			i -= total
+		}
+		m := r.vnodeMember[i]
+		if !seen[m] {
+			seen[m] = true
+			out = append(out, r.members[m])
+		}
+	}
+	return out
+}
+
+// Members returns a sorted copy of the backend IDs.
+func (r *Ring) Members() []string {
+	if r == nil {
+		return nil
+	}
+	return slices.Clone(r.members)
+}
+
+// Len returns the number of backends.
+func (r *Ring) Len() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.members)
+}
+
+// Partitions returns the number of partitions.
+func (r *Ring) Partitions() int {
+	if r == nil {
+		return 0
+	}
+	return int(r.parts)
+}
+
+// Config returns the config the ring was built with, defaults filled.
+func (r *Ring) Config() Config {
+	if r == nil {
+		return Config{}
+	}
+	return r.cfg
+}
+
+// Fingerprint identifies the ring across the mesh: a hash of
+// Config().Fingerprint(), the sorted members and the partition table. Two
+// nodes agree on placement exactly when their fingerprints match.
+func (r *Ring) Fingerprint() uint64 {
+	if r == nil {
+		return 0
+	}
+	return r.fp
+}
+
+// Loads returns the number of partitions each backend owns.
+func (r *Ring) Loads() map[string]int {
+	if r == nil {
+		return map[string]int{}
+	}
+	out := make(map[string]int, len(r.members))
+	for _, id := range r.members {
+		out[id] = 0
+	}
+	for _, o := range r.owners {
+		out[r.members[o]]++
+	}
+	return out
+}
