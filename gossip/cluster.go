@@ -1,0 +1,617 @@
+package gossip
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/rs/zerolog"
+)
+
+const (
+	// metaUpdateTimeout bounds how long Leave waits for memberlist to send
+	// the leaving meta; the update is applied locally anyway.
+	metaUpdateTimeout = time.Second
+	// tcpTimeout bounds memberlist's push/pull and joins to a peer that does
+	// not answer, and so how long Shutdown may wait for a join in progress.
+	tcpTimeout = 5 * time.Second
+	// maxQueued bounds our broadcast queue; older, most-sent deltas go first
+	// (push/pull repairs whatever that drops).
+	maxQueued = 4096
+	// maxRelayFromState caps how many records learned from one push/pull are
+	// re-broadcast; beyond that, digests and push/pull carry them.
+	maxRelayFromState = 32
+	// failedPeerTTL is how long a failed peer is retried by the rejoin loop.
+	failedPeerTTL = 24 * time.Hour
+)
+
+// errShutdown is returned by calls made after Shutdown.
+var errShutdown = errors.New("cluster is shut down")
+
+// Cluster is this node's membership in the mesh and its replica of the
+// backend catalog. All methods are safe for concurrent use.
+type Cluster struct {
+	cfg     Config
+	log     zerolog.Logger
+	m       *metrics
+	changes chan struct{}
+	queue   *memberlist.TransmitLimitedQueue
+
+	numNodes atomic.Int64  // live members incl. self, for the queue
+	digest   atomic.Uint64 // catalog digest, for acks
+	synced   atomic.Bool
+	left     atomic.Bool
+	ml       atomic.Pointer[memberlist.Memberlist]
+
+	repairCh  chan repairRequest // cap 1: at most one pending repair
+	rejectLog rateLimiter
+
+	// mu guards the fields below. It is held only briefly and never while
+	// calling into memberlist (except its queue, which has its own lock).
+	mu        sync.Mutex
+	catalog   *Catalog
+	clock     uint64 // last HLC value seen or issued
+	meta      Meta
+	metaBytes []byte
+	addr      string                // advertised gossip address, once started
+	history   digestHistory         // recent catalog digests
+	peers     map[string]peer       // live members by name, self included
+	failed    map[string]failedPeer // members that disappeared without leaving
+
+	// life serialises Start, SetMeta, Leave and Shutdown.
+	life     sync.Mutex
+	started  bool
+	shutdown bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	// wrapTransportForTest, set before Start, wraps memberlist's transport.
+	wrapTransportForTest func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+	// tweakMemberlistForTest, set before Start, edits memberlist's config.
+	tweakMemberlistForTest func(*memberlist.Config)
+}
+
+// peer is a live member as the event delegate last saw it. memberlist
+// mutates the Nodes it hands out, so we keep copies.
+type peer struct {
+	addr  string
+	meta  []byte
+	state NodeState // from meta; 0 if it does not decode
+}
+
+type failedPeer struct {
+	addr  string
+	since time.Time
+}
+
+// Member is a live member of the mesh.
+type Member struct {
+	Name    string
+	Addr    string // gossip host:port
+	Meta    Meta
+	MetaErr error // meta undecodable (another version?); the member is still listed
+}
+
+// New validates cfg and returns a Cluster that is not started: it opens no
+// socket and starts no goroutine.
+func New(cfg Config) (*Cluster, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("new gossip cluster: %w", err)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("new gossip cluster: %w", err)
+	}
+	metaBytes, _ := cfg.Meta.Encode() // validated above
+	c := &Cluster{
+		cfg:       cfg,
+		log:       cfg.Logger.With().Str("component", "gossip").Logger(),
+		m:         m,
+		changes:   make(chan struct{}, 1),
+		repairCh:  make(chan repairRequest, 1),
+		catalog:   NewCatalog(cfg.TombstoneTTL),
+		meta:      cfg.Meta,
+		metaBytes: metaBytes,
+		peers:     make(map[string]peer),
+		failed:    make(map[string]failedPeer),
+	}
+	c.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(max(1, c.numNodes.Load())) },
+		RetransmitMult: cfg.RetransmitMult,
+	}
+	c.noteCatalogLocked()
+	return c, nil
+}
+
+// Start binds the gossip port, starts memberlist and the Cluster's
+// goroutines, and joins the seeds in the background, retrying with backoff
+// until one answers (see Synced). ctx bounds Start only; the Cluster runs
+// until Shutdown.
+func (c *Cluster) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	c.life.Lock()
+	defer c.life.Unlock()
+	switch {
+	case c.shutdown:
+		return fmt.Errorf("start gossip: %w", errShutdown)
+	case c.started:
+		return errors.New("start gossip: already started")
+	}
+
+	mc, err := c.memberlistConfig(ctx)
+	if err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		_ = mc.Transport.Shutdown()
+		return fmt.Errorf("start gossip on %s: %w", c.cfg.BindAddr, err)
+	}
+	c.ml.Store(ml)
+	c.started = true
+	c.mu.Lock()
+	c.addr = c.peers[c.cfg.Name].addr // Create has called NotifyJoin for us
+	c.mu.Unlock()
+	if len(c.cfg.Seeds) == 0 {
+		c.synced.Store(true)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.wg.Go(func() { (&joiner{c: c}).run(runCtx) })
+	c.wg.Go(func() { (&repairer{c: c}).run(runCtx) })
+	c.wg.Go(func() { c.housekeep(runCtx) })
+	c.log.Info().Str("addr", c.GossipAddr()).Strs("seeds", c.cfg.Seeds).
+		Bool("encrypted", c.cfg.SecretKey != nil).Msg("gossip started")
+	return nil
+}
+
+// memberlistConfig starts from DefaultLANConfig and binds the transport.
+func (c *Cluster) memberlistConfig(ctx context.Context) (*memberlist.Config, error) {
+	cfg := c.cfg
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.GossipInterval = cfg.GossipInterval
+	mc.GossipNodes = cfg.GossipNodes
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
+	mc.TCPTimeout = tcpTimeout
+	mc.Delegate = &delegate{c}
+	mc.Events = &eventDelegate{c}
+	mc.Ping = &pingDelegate{c}
+	mc.LogOutput = &logWriter{
+		log:   cfg.Logger.With().Str("component", "memberlist").Logger(),
+		lines: c.m.logLines,
+	}
+	if cfg.SecretKey != nil {
+		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
+		if err != nil {
+			return nil, fmt.Errorf("start gossip: keyring: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+
+	bindIP, bindPort, err := resolveHostPort(ctx, cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip: bind address: %w", err)
+	}
+	mc.BindAddr, mc.BindPort = bindIP.String(), bindPort
+	if cfg.AdvertiseAddr != "" {
+		ip, port, err := resolveHostPort(ctx, cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("start gossip: advertise address: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ip.String(), port
+	} else {
+		mc.AdvertiseAddr, mc.AdvertisePort = "", 0
+	}
+	nt, err := bindTransport(mc, bindIP.String(), bindPort)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip: bind %s: %w", cfg.BindAddr, err)
+	}
+	if mc.AdvertiseAddr != "" && mc.AdvertisePort == 0 {
+		mc.AdvertisePort = nt.GetAutoBindPort()
+	}
+	mc.BindPort = nt.GetAutoBindPort()
+	mc.Transport = nt
+	if c.wrapTransportForTest != nil {
+		mc.Transport = c.wrapTransportForTest(nt)
+	}
+	if c.tweakMemberlistForTest != nil {
+		c.tweakMemberlistForTest(mc)
+	}
+	return mc, nil
+}
+
+// bindTransport opens the TCP and UDP listeners. For port 0 it retries, as
+// memberlist does, because the kernel's free TCP port may be taken for UDP.
+func bindTransport(mc *memberlist.Config, ip string, port int) (*memberlist.NetTransport, error) {
+	tries := 1
+	if port == 0 {
+		tries = 10
+	}
+	var err error
+	for range tries {
+		var nt *memberlist.NetTransport
+		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{ip},
+			BindPort:  port,
+			Logger:    newStdLogger(mc.LogOutput),
+		})
+		if err == nil {
+			return nt, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, err
+}
+
+// Changes returns a channel that receives a value, coalesced, whenever the
+// catalog, the membership or a member's meta changed. It is never closed.
+func (c *Cluster) Changes() <-chan struct{} { return c.changes }
+
+func (c *Cluster) signal() {
+	select {
+	case c.changes <- struct{}{}:
+	default:
+	}
+}
+
+// CatalogDigest is an order-independent hash of the live catalog: equal
+// digests mean equal catalogs. A consumer can tell catalog changes from
+// membership and meta changes on Changes() by comparing it.
+func (c *Cluster) CatalogDigest() uint64 { return c.digest.Load() }
+
+// LocalName returns this node's name.
+func (c *Cluster) LocalName() string { return c.cfg.Name }
+
+// GossipAddr returns the host:port peers reach us at, once started; before
+// Start it returns the configured advertise or bind address.
+func (c *Cluster) GossipAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cmp.Or(c.addr, c.cfg.AdvertiseAddr, c.cfg.BindAddr)
+}
+
+// Synced reports whether this node has exchanged full state with a peer
+// (joined one, or been joined), or has no seeds to join.
+func (c *Cluster) Synced() bool { return c.synced.Load() }
+
+// Records returns a snapshot of the catalog, tombstones included, sorted by ID.
+func (c *Cluster) Records() []Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.catalog.Records()
+}
+
+// Upsert writes backend id at addr in state active, with a new version, and
+// broadcasts it. Upserting an active backend at the same address changes
+// nothing and returns the record held.
+func (c *Cluster) Upsert(id, addr string) (Record, error) {
+	if err := validateID(id); err != nil {
+		return Record{}, fmt.Errorf("upsert: %w", err)
+	}
+	if err := validateAddr(addr); err != nil {
+		return Record{}, fmt.Errorf("upsert %s: %w", id, err)
+	}
+	c.mu.Lock()
+	cur, ok := c.catalog.Get(id)
+	if ok && cur.State == StateActive && cur.Addr == addr {
+		c.mu.Unlock()
+		return cur, nil
+	}
+	if !ok && c.catalog.Len() >= maxRecords {
+		c.mu.Unlock()
+		return Record{}, fmt.Errorf("upsert %s: catalog full (%d records)", id, maxRecords)
+	}
+	r := c.writeLocked(Record{ID: id, Addr: addr, State: StateActive})
+	c.mu.Unlock()
+	c.signal()
+	return r, nil
+}
+
+// SetState sets the admin state of backend id (drain, remove or re-activate)
+// with a new version and broadcasts it. It returns ErrUnknownBackend if id is
+// not in the catalog or already removed.
+func (c *Cluster) SetState(id string, s State) (Record, error) {
+	if !s.valid() {
+		return Record{}, fmt.Errorf("set state of %s: unknown state %d", id, uint8(s))
+	}
+	c.mu.Lock()
+	cur, ok := c.catalog.Get(id)
+	if !ok || cur.State == StateRemoved {
+		c.mu.Unlock()
+		return Record{}, fmt.Errorf("set state of %s: %w", id, ErrUnknownBackend)
+	}
+	if cur.State == s {
+		c.mu.Unlock()
+		return cur, nil
+	}
+	r := c.writeLocked(Record{ID: id, Addr: cur.Addr, State: s})
+	c.mu.Unlock()
+	c.signal()
+	return r, nil
+}
+
+// writeLocked stamps r with a new version and this node as origin, merges it
+// and queues its broadcast.
+func (c *Cluster) writeLocked(r Record) Record {
+	now := time.Now()
+	c.clock = max(c.clock+1, uint64(now.UnixMilli())<<16)
+	r.Version = c.clock
+	r.Origin = c.cfg.Name
+	c.catalog.Merge(r, now) // always true: the clock is above every version seen
+	c.queueLocked(r)
+	c.noteCatalogLocked()
+	return r
+}
+
+// mergeRemoteLocked merges a record from a peer and reports whether it was
+// new here.
+func (c *Cluster) mergeRemoteLocked(r Record, now time.Time) bool {
+	c.clock = max(c.clock, r.Version)
+	return c.catalog.Merge(r, now)
+}
+
+// queueLocked queues r's broadcast; a newer version of an ID replaces a
+// queued older one. Called under mu so queue order follows merge order.
+func (c *Cluster) queueLocked(r Record) {
+	c.queue.QueueBroadcast(&recordBroadcast{name: r.ID, msg: encodeRecordMsg(r)})
+	if c.queue.NumQueued() > maxQueued {
+		c.queue.Prune(maxQueued)
+	}
+}
+
+// noteCatalogLocked publishes the digest and the record gauges.
+func (c *Cluster) noteCatalogLocked() {
+	c.digest.Store(c.catalog.Digest())
+	c.history.add(c.catalog.Digest())
+	for _, s := range []State{StateActive, StateDraining, StateRemoved} {
+		c.m.records.WithLabelValues(s.String()).Set(float64(c.catalog.count(s)))
+	}
+}
+
+// digestHistory remembers the last catalog digests. A peer whose digest is
+// one of them holds a state we had: it is behind and repairs itself when it
+// probes someone, so we need not push/pull with it.
+type digestHistory struct {
+	d    [64]uint64
+	next int
+	n    int
+}
+
+func (h *digestHistory) add(d uint64) {
+	if h.n > 0 && h.d[(h.next+len(h.d)-1)%len(h.d)] == d {
+		return
+	}
+	h.d[h.next] = d
+	h.next = (h.next + 1) % len(h.d)
+	h.n = min(h.n+1, len(h.d))
+}
+
+func (h *digestHistory) has(d uint64) bool {
+	for i := range h.n {
+		if h.d[i] == d {
+			return true
+		}
+	}
+	return false
+}
+
+// knownDigest reports whether the catalog had digest d recently.
+func (c *Cluster) knownDigest(d uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.history.has(d)
+}
+
+// mergeForTest merges r without broadcasting it, as if its broadcast had
+// reached no one else.
+func (c *Cluster) mergeForTest(r Record) bool {
+	c.mu.Lock()
+	changed := c.mergeRemoteLocked(r, time.Now())
+	c.noteCatalogLocked()
+	c.mu.Unlock()
+	if changed {
+		c.signal()
+	}
+	return changed
+}
+
+// Members returns the live members, this node included, sorted by name.
+func (c *Cluster) Members() []Member {
+	c.mu.Lock()
+	out := make([]Member, 0, max(1, len(c.peers)))
+	for name, p := range c.peers {
+		m := Member{Name: name, Addr: p.addr}
+		m.Meta, m.MetaErr = DecodeMeta(p.meta)
+		out = append(out, m)
+	}
+	if len(c.peers) == 0 { // not started
+		out = append(out, Member{Name: c.cfg.Name, Addr: cmp.Or(c.addr, c.cfg.AdvertiseAddr, c.cfg.BindAddr), Meta: c.meta})
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// SetMeta replaces this node's meta and announces it (memberlist UpdateNode,
+// waiting up to a second for the broadcast to go out). It is a no-op when m
+// is unchanged. A zero Role or State keeps the current one.
+func (c *Cluster) SetMeta(m Meta) error {
+	c.life.Lock()
+	defer c.life.Unlock()
+	if c.shutdown {
+		return fmt.Errorf("set meta: %w", errShutdown)
+	}
+	if c.left.Load() {
+		return errors.New("set meta: left the mesh")
+	}
+	return c.setMetaLocked(m, 0)
+}
+
+// setMetaLocked is SetMeta with c.life held. wait is how long to wait for
+// the broadcast to go out: memberlist's UpdateNode blocks until the alive
+// message has been retransmitted in full, which takes many gossip rounds,
+// so SetMeta (called after every ring rebuild) only queues it; Leave waits,
+// so that peers learn we are leaving before the leave itself arrives.
+func (c *Cluster) setMetaLocked(m Meta, wait time.Duration) error {
+	c.mu.Lock()
+	if m.Role == 0 {
+		m.Role = c.meta.Role
+	}
+	if m.State == 0 {
+		m.State = c.meta.State
+	}
+	b, err := m.Encode()
+	if err != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("set meta: %w", err)
+	}
+	if bytes.Equal(b, c.metaBytes) {
+		c.mu.Unlock()
+		return nil
+	}
+	c.meta, c.metaBytes = m, b
+	c.mu.Unlock()
+	c.signal()
+	if ml := c.ml.Load(); ml != nil {
+		// A zero timeout would wait forever; the alive message is queued
+		// before UpdateNode starts waiting, so a nanosecond only skips the wait.
+		if err := ml.UpdateNode(max(wait, time.Nanosecond)); err != nil && wait > 0 {
+			c.log.Debug().Err(err).Msg("meta update not yet sent")
+		}
+	}
+	return nil
+}
+
+// Leave announces NodeLeaving in the meta, then broadcasts memberlist's
+// leave, waiting up to timeout. Peers drop this node and do not try to
+// re-join it. Leave is idempotent; after Shutdown it returns an error.
+func (c *Cluster) Leave(timeout time.Duration) error {
+	c.life.Lock()
+	defer c.life.Unlock()
+	switch {
+	case c.shutdown:
+		return fmt.Errorf("leave: %w", errShutdown)
+	case !c.started:
+		return errors.New("leave: not started")
+	case c.left.Load():
+		return nil
+	}
+	c.left.Store(true)
+	c.mu.Lock()
+	m := c.meta
+	c.mu.Unlock()
+	m.State = NodeLeaving
+	if err := c.setMetaLocked(m, metaUpdateTimeout); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	if err := c.ml.Load().Leave(timeout); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	c.log.Info().Msg("left the mesh")
+	return nil
+}
+
+// Shutdown stops memberlist and waits for every goroutine of the Cluster.
+// Without a Leave before it, peers see a crash. It is safe to call more than
+// once, and before Start.
+func (c *Cluster) Shutdown() error {
+	c.life.Lock()
+	defer c.life.Unlock()
+	if c.shutdown {
+		return nil
+	}
+	c.shutdown = true
+	if !c.started {
+		return nil
+	}
+	if !c.left.Load() {
+		c.log.Warn().Msg("shutdown without leave")
+	}
+	c.cancel()
+	err := c.ml.Load().Shutdown()
+	c.wg.Wait()
+	c.log.Info().Msg("gossip stopped")
+	if err != nil {
+		return fmt.Errorf("shutdown gossip: %w", err)
+	}
+	return nil
+}
+
+// housekeep expires tombstones, forgets old failed peers and keeps the
+// member gauge, once a second.
+func (c *Cluster) housekeep(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.mu.Lock()
+			n := c.catalog.Expire(now)
+			if n > 0 {
+				c.noteCatalogLocked()
+			}
+			for name, f := range c.failed {
+				if now.Sub(f.since) > failedPeerTTL {
+					delete(c.failed, name)
+				}
+			}
+			c.mu.Unlock()
+			if n > 0 {
+				c.log.Debug().Int("tombstones", n).Msg("tombstones expired")
+				c.signal()
+			}
+		}
+	}
+}
+
+// rateLimiter lets one event through per second and counts the rest.
+type rateLimiter struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now, and how many were suppressed before.
+func (r *rateLimiter) allow(now time.Time) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.last) < time.Second {
+		r.suppressed++
+		return false, 0
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	return true, n
+}
+
+// rejected counts and, rate-limited, logs a message we could not accept.
+func (c *Cluster) rejected(kind string, err error) {
+	reason := rejectReason(err)
+	c.m.rejected.WithLabelValues(reason).Inc()
+	if ok, n := c.rejectLog.allow(time.Now()); ok {
+		c.log.Warn().Err(err).Str("type", kind).Str("reason", reason).
+			Int("suppressed", n).Msg("gossip message rejected")
+	}
+}

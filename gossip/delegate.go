@@ -1,0 +1,246 @@
+package gossip
+
+import (
+	"io"
+	"log"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// The delegates below are memberlist's callbacks. memberlist calls them
+// under its own locks, on its packet and probe paths, so each one copies what
+// it needs, works under c.mu briefly and signals without blocking.
+
+var (
+	_ memberlist.Delegate       = &delegate{}
+	_ memberlist.EventDelegate  = &eventDelegate{}
+	_ memberlist.PingDelegate   = &pingDelegate{}
+	_ memberlist.NamedBroadcast = &recordBroadcast{}
+)
+
+// delegate carries the catalog: deltas as user messages, full state in
+// push/pull, and our node meta.
+type delegate struct{ c *Cluster }
+
+func (d *delegate) NodeMeta(limit int) []byte       { return d.c.nodeMeta(limit) }
+func (d *delegate) NotifyMsg(b []byte)              { d.c.notifyMsg(b) }
+func (d *delegate) GetBroadcasts(o, l int) [][]byte { return d.c.getBroadcasts(o, l) }
+func (d *delegate) LocalState(join bool) []byte     { return d.c.localState(join) }
+func (d *delegate) MergeRemoteState(b []byte, join bool) {
+	d.c.mergeRemoteState(b, join)
+}
+
+// eventDelegate tracks membership.
+type eventDelegate struct{ c *Cluster }
+
+func (e *eventDelegate) NotifyJoin(n *memberlist.Node)   { e.c.notifyJoin(nodeOf(n)) }
+func (e *eventDelegate) NotifyLeave(n *memberlist.Node)  { e.c.notifyLeave(nodeOf(n)) }
+func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { e.c.notifyUpdate(nodeOf(n)) }
+
+// pingDelegate puts the catalog digest in every ack and compares the peer's.
+type pingDelegate struct{ c *Cluster }
+
+func (p *pingDelegate) AckPayload() []byte { return p.c.ackPayload() }
+func (p *pingDelegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, payload []byte) {
+	p.c.notifyPingComplete(n.Name, n.Address(), payload)
+}
+
+// recordBroadcast is one catalog delta in our TransmitLimitedQueue, named by
+// backend ID so that a newer version replaces a queued older one.
+type recordBroadcast struct {
+	name string
+	msg  []byte
+}
+
+func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
+	nb, ok := o.(memberlist.NamedBroadcast)
+	return ok && nb.Name() == b.name
+}
+func (b *recordBroadcast) Name() string    { return b.name }
+func (b *recordBroadcast) Message() []byte { return b.msg }
+func (b *recordBroadcast) Finished()       {}
+
+// nodeInfo is what we copy out of a *memberlist.Node.
+type nodeInfo struct {
+	name  string
+	addr  string
+	meta  []byte
+	state NodeState // 0 if the meta does not decode
+}
+
+func nodeOf(n *memberlist.Node) nodeInfo {
+	ni := nodeInfo{name: n.Name, addr: n.Address(), meta: append([]byte(nil), n.Meta...)}
+	if m, err := DecodeMeta(n.Meta); err == nil {
+		ni.state = m.State
+	}
+	return ni
+}
+
+func newStdLogger(w io.Writer) *log.Logger { return log.New(w, "", 0) }
+
+func (c *Cluster) nodeMeta(limit int) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.metaBytes) > limit { // unreachable: Encode caps meta far lower
+		c.log.Error().Int("len", len(c.metaBytes)).Int("limit", limit).Msg("node meta too long")
+		return nil
+	}
+	return append([]byte(nil), c.metaBytes...)
+}
+
+func (c *Cluster) notifyMsg(b []byte) {
+	if len(b) > maxMsgSize {
+		c.rejected("record", reject(reasonOversized, "message of %d bytes", len(b)))
+		return
+	}
+	r, err := decodeRecordMsg(b)
+	if err != nil {
+		c.rejected("record", err)
+		return
+	}
+	c.m.received.WithLabelValues("record").Inc()
+	now := time.Now()
+	c.mu.Lock()
+	changed := c.mergeRemoteLocked(r, now)
+	if changed {
+		// memberlist does not relay user messages: pass on what is new.
+		c.queueLocked(r)
+		c.noteCatalogLocked()
+	}
+	c.mu.Unlock()
+	if changed {
+		c.m.relayed.Inc()
+		c.m.propagation.Observe(max(0, now.Sub(r.physical()).Seconds()))
+		c.signal()
+	}
+}
+
+func (c *Cluster) getBroadcasts(overhead, limit int) [][]byte {
+	msgs := c.queue.GetBroadcasts(overhead, limit)
+	if len(msgs) > 0 {
+		c.m.sent.WithLabelValues("record").Add(float64(len(msgs)))
+	}
+	return msgs
+}
+
+// localState is never empty: memberlist skips MergeRemoteState for an empty
+// remote state, and the header names the sender.
+func (c *Cluster) localState(bool) []byte {
+	c.mu.Lock()
+	b := encodeStateMsg(c.cfg.Name, c.catalog.state())
+	c.mu.Unlock()
+	c.m.sent.WithLabelValues("state").Inc()
+	return b
+}
+
+func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
+	sender, recs, err := decodeStateMsg(b)
+	if err != nil {
+		c.rejected("state", err)
+		return
+	}
+	c.m.received.WithLabelValues("state").Inc()
+	wasSynced := c.synced.Load()
+	now := time.Now()
+	var fresh []Record
+	c.mu.Lock()
+	for _, r := range recs {
+		if c.mergeRemoteLocked(r, now) {
+			fresh = append(fresh, r)
+		}
+	}
+	if len(fresh) > 0 {
+		// Pass on a few repaired records so the others get them by gossip.
+		for _, r := range fresh[:min(len(fresh), maxRelayFromState)] {
+			c.queueLocked(r)
+		}
+		c.noteCatalogLocked()
+	}
+	c.mu.Unlock()
+	if sender != c.cfg.Name {
+		c.synced.Store(true)
+	}
+	if len(fresh) > 0 {
+		c.m.relayed.Add(float64(min(len(fresh), maxRelayFromState)))
+		if wasSynced { // a repair, not the first download of the catalog
+			for _, r := range fresh {
+				c.m.propagation.Observe(max(0, now.Sub(r.physical()).Seconds()))
+			}
+		}
+		c.signal()
+	}
+}
+
+func (c *Cluster) notifyJoin(n nodeInfo) {
+	c.mu.Lock()
+	c.peers[n.name] = peer{addr: n.addr, meta: n.meta, state: n.state}
+	delete(c.failed, n.name)
+	count := len(c.peers)
+	c.numNodes.Store(int64(count))
+	c.mu.Unlock()
+	c.m.members.Set(float64(count))
+	if n.name != c.cfg.Name {
+		c.log.Info().Str("peer", n.name).Str("addr", n.addr).Int("members", count).Msg("member joined")
+	}
+	c.signal()
+}
+
+// notifyLeave cannot tell a crash from a leave (memberlist never fills in
+// Node.State): a member whose last meta said NodeLeaving left and is
+// forgotten; any other is remembered for the rejoin loop.
+func (c *Cluster) notifyLeave(n nodeInfo) {
+	if n.name == c.cfg.Name {
+		return // our own Leave: we still list ourselves
+	}
+	c.mu.Lock()
+	p, known := c.peers[n.name]
+	delete(c.peers, n.name)
+	leaving := n.state == NodeLeaving || (known && p.state == NodeLeaving)
+	if leaving {
+		delete(c.failed, n.name)
+	} else {
+		c.failed[n.name] = failedPeer{addr: n.addr, since: time.Now()}
+	}
+	count := len(c.peers)
+	c.numNodes.Store(int64(count))
+	c.mu.Unlock()
+	c.m.members.Set(float64(count))
+	c.log.Info().Str("peer", n.name).Str("addr", n.addr).Bool("left", leaving).
+		Int("members", count).Msg("member gone")
+	c.signal()
+}
+
+func (c *Cluster) notifyUpdate(n nodeInfo) {
+	c.mu.Lock()
+	if _, ok := c.peers[n.name]; ok {
+		c.peers[n.name] = peer{addr: n.addr, meta: n.meta, state: n.state}
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *Cluster) ackPayload() []byte {
+	c.m.sent.WithLabelValues("ack").Inc()
+	return encodeAckMsg(c.digest.Load())
+}
+
+func (c *Cluster) notifyPingComplete(name, addr string, payload []byte) {
+	if len(payload) == 0 {
+		return // a peer without our ping delegate
+	}
+	d, err := decodeAckMsg(payload)
+	if err != nil {
+		c.rejected("ack", err)
+		return
+	}
+	c.m.received.WithLabelValues("ack").Inc()
+	mine := c.digest.Load()
+	if d == mine || c.knownDigest(d) {
+		return // same, or a state we had: the peer is behind and pulls itself
+	}
+	select {
+	case c.repairCh <- repairRequest{peer: name, addr: addr, digest: d, mine: mine, seen: time.Now()}:
+	default: // a repair is already pending
+	}
+}

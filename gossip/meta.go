@@ -1,0 +1,90 @@
+package gossip
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Meta is what a node announces about itself. It rides in every memberlist
+// alive message, so it is kept to tens of bytes (149 at most).
+//
+// Wire format: version(1 byte, = 1) role(1) state(1) uvarint(len) proxy_addr
+// uvarint(len) admin_addr config_fp(8, big endian) ring_fp(8, big endian).
+type Meta struct {
+	Role      Role
+	State     NodeState
+	ProxyAddr string // at most 64 bytes
+	AdminAddr string // at most 64 bytes
+	ConfigFP  uint64 // fingerprint of the mesh-wide config
+	RingFP    uint64 // fingerprint of this node's current ring
+}
+
+const (
+	metaVersion    = 1
+	maxMetaAddrLen = 64
+	// maxMetaLen is the longest meta we encode; memberlist panics past 512.
+	maxMetaLen = 3 + 2*(1+maxMetaAddrLen) + 16
+	// memberlistMetaLimit is memberlist.MetaMaxSize.
+	memberlistMetaLimit = 512
+)
+
+// Encode returns the wire form of m. It returns an error, never panics, for a
+// field out of range; the result is never longer than 512 bytes.
+func (m Meta) Encode() ([]byte, error) {
+	if !m.Role.valid() {
+		return nil, fmt.Errorf("encode meta: unknown role %d", uint8(m.Role))
+	}
+	if !m.State.valid() {
+		return nil, fmt.Errorf("encode meta: unknown state %d", uint8(m.State))
+	}
+	if len(m.ProxyAddr) > maxMetaAddrLen || len(m.AdminAddr) > maxMetaAddrLen {
+		return nil, fmt.Errorf("encode meta: address longer than %d bytes", maxMetaAddrLen)
+	}
+	b := make([]byte, 0, maxMetaLen)
+	b = append(b, metaVersion, byte(m.Role), byte(m.State))
+	b = appendString(b, m.ProxyAddr)
+	b = appendString(b, m.AdminAddr)
+	b = binary.BigEndian.AppendUint64(b, m.ConfigFP)
+	b = binary.BigEndian.AppendUint64(b, m.RingFP)
+	if len(b) > memberlistMetaLimit { // unreachable with the limits above
+		return nil, fmt.Errorf("encode meta: %d bytes, limit %d", len(b), memberlistMetaLimit)
+	}
+	return b, nil
+}
+
+// DecodeMeta parses what [Meta.Encode] returns, strictly: a meta of another
+// version, an unknown role or state, or trailing bytes are errors.
+func DecodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) > memberlistMetaLimit {
+		return m, reject(reasonOversized, "meta of %d bytes", len(b))
+	}
+	d := decoder{b: b}
+	v := d.byte("meta version")
+	if d.err == nil && v != metaVersion {
+		return m, fmt.Errorf("decode meta: %w", reject(reasonVersion, "meta version %d, want %d", v, metaVersion))
+	}
+	m.Role = Role(d.byte("role"))
+	m.State = NodeState(d.byte("node state"))
+	m.ProxyAddr = d.string("proxy addr", maxMetaAddrLen)
+	m.AdminAddr = d.string("admin addr", maxMetaAddrLen)
+	if d.err == nil && len(d.b) < 16 {
+		d.fail(reject(reasonTruncated, "fingerprints: truncated"))
+	}
+	if d.err != nil {
+		return Meta{}, fmt.Errorf("decode meta: %w", d.err)
+	}
+	m.ConfigFP = binary.BigEndian.Uint64(d.b)
+	m.RingFP = binary.BigEndian.Uint64(d.b[8:])
+	d.b = d.b[16:]
+	if err := d.end(); err != nil {
+		return Meta{}, fmt.Errorf("decode meta: %w", err)
+	}
+	if !m.Role.valid() {
+		return Meta{}, fmt.Errorf("decode meta: %w", reject(reasonMalformed, "unknown role %d", uint8(m.Role)))
+	}
+	if !m.State.valid() {
+		return Meta{}, fmt.Errorf("decode meta: %w", reject(reasonMalformed, "unknown state %d", uint8(m.State)))
+	}
+	return m, nil
+}
