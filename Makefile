@@ -1,0 +1,54 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -euc
+MAKEFLAGS += --warn-undefined-variables
+.DEFAULT_GOAL := build
+
+GO ?= go
+BIN := bin/meshlb
+PKGS := ./...
+
+# Build the meshlb binary into bin/.
+build:
+	$(GO) build -o $(BIN) ./cmd/meshlb
+
+# Run a 3-node mesh on loopback and show every node routing alike (Ctrl-C stops it).
+demo: build
+	./scripts/demo.sh
+
+# Everything CI runs: lint, then every test with the race detector.
+test: lint race
+
+# All tests with the race detector, uncached.
+race:
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# gofmt, go vet, staticcheck and a go.mod tidiness check.
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+	@cp go.mod /tmp/meshlb-go.mod.$$$$ && cp go.sum /tmp/meshlb-go.sum.$$$$ && $(GO) mod tidy && \
+	  if ! diff -q go.mod /tmp/meshlb-go.mod.$$$$ >/dev/null || ! diff -q go.sum /tmp/meshlb-go.sum.$$$$ >/dev/null; then \
+	    echo "go mod tidy changed go.mod/go.sum: commit the tidy result"; rm -f /tmp/meshlb-go.*.$$$$; exit 1; fi; \
+	  rm -f /tmp/meshlb-go.*.$$$$
+
+# Benchmarks: ring figures (balance, movement, lookup, build) and gossip/mesh convergence.
+bench:
+	MESHLB_RING_FIGURES=1 $(GO) test -run 'TestRingFigures' -bench 'Locate|Build' -benchmem -count 1 ./ring/
+	$(GO) test -run '^$$' -bench 'Convergence' -benchtime 5x -timeout 30m ./node/
+
+# Short fuzzing of every parser of untrusted bytes (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in ./ring/ ./gossip/ ./config/; do \
+	  for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+# Remove build output.
+clean:
+	rm -rf bin
+
+.PHONY: build demo test race lint bench fuzz clean

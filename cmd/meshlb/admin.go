@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meshlb/meshlb/node"
+)
+
+var adminUsage = map[string]string{
+	"status":   "Usage: meshlb status [--admin-url URL] [--json]\n\nShow the node's view of the mesh: members, ring, and whether every node agrees.\n",
+	"route":    "Usage: meshlb route KEY [--admin-url URL] [--json]\n\nShow which backend KEY (a session ID or client IP) is routed to.\n",
+	"backends": "Usage: meshlb backends [list | add [id=]host:port | drain ID | remove ID] [--admin-url URL] [--json]\n\nList or change the mesh-wide backend catalog through any node.\n",
+}
+
+type adminClient struct {
+	base string
+	http *http.Client
+}
+
+func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("meshlb "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	defURL := "http://127.0.0.1:9901"
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "MESHLB_ADMIN_URL="); ok && v != "" {
+			defURL = v
+		}
+	}
+	adminURL := fs.String("admin-url", defURL, "admin API of the node to ask (env MESHLB_ADMIN_URL)")
+	asJSON := fs.Bool("json", false, "print the raw JSON answer")
+	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	// Accept flags before and after the positional arguments.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	u, err := url.Parse(*adminURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fmt.Fprintf(stderr, "meshlb %s: --admin-url %q is not an http(s) URL\n", cmd, *adminURL)
+		return 2
+	}
+	c := adminClient{base: strings.TrimRight(*adminURL, "/"), http: &http.Client{Timeout: *timeout}}
+
+	var method, path string
+	var body any
+	switch cmd {
+	case "status":
+		if len(pos) != 0 {
+			return usageErr(stderr, cmd, "takes no arguments")
+		}
+		method, path = "GET", "/v1/status"
+	case "route":
+		if len(pos) != 1 {
+			return usageErr(stderr, cmd, "needs exactly one KEY")
+		}
+		method, path = "GET", "/v1/route?key="+url.QueryEscape(pos[0])
+	case "backends":
+		sub := "list"
+		if len(pos) > 0 {
+			sub = pos[0]
+		}
+		switch {
+		case sub == "list" && len(pos) <= 1:
+			method, path = "GET", "/v1/backends"
+		case sub == "add" && len(pos) == 2:
+			spec, err := node.ParseBackendSpec(pos[1])
+			if err != nil {
+				return usageErr(stderr, cmd, err.Error())
+			}
+			method, path, body = "POST", "/v1/backends", map[string]string{"id": spec.ID, "addr": spec.Addr}
+		case sub == "drain" && len(pos) == 2:
+			method, path = "POST", "/v1/backends/"+url.PathEscape(pos[1])+"/drain"
+		case sub == "remove" && len(pos) == 2:
+			method, path = "DELETE", "/v1/backends/"+url.PathEscape(pos[1])
+		default:
+			return usageErr(stderr, cmd, "expected list, add [id=]host:port, drain ID or remove ID")
+		}
+	}
+	raw, err := c.do(method, path, body)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshlb %s: %v\n", cmd, err)
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(raw)
+		return 0
+	}
+	if err := printHuman(stdout, cmd, method != "GET", raw); err != nil {
+		fmt.Fprintf(stderr, "meshlb %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+func usageErr(stderr io.Writer, cmd, msg string) int {
+	fmt.Fprintf(stderr, "meshlb %s: %s\n\n%s", cmd, msg, adminUsage[cmd])
+	return 2
+}
+
+func (c adminClient) do(method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin API unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode >= 400 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return raw, nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "NO"
+}
+
+// printHuman renders an answer for a person; changed says the answer is
+// the one backend a change touched rather than a list.
+func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	switch {
+	case cmd == "status":
+		var s node.Status
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return err
+		}
+		ready := "ready"
+		if !s.Ready {
+			ready = "not ready: " + s.Reason
+		}
+		fmt.Fprintf(tw, "node %s (%s)\n", s.Node, ready)
+		fmt.Fprintf(tw, "ring %s: %d backends, %d partitions\n", s.Ring.Fingerprint, s.Ring.Backends, s.Ring.Partitions)
+		if s.Ring.Error != "" {
+			fmt.Fprintf(tw, "ring error: %s\n", s.Ring.Error)
+		}
+		fmt.Fprintf(tw, "every node has this ring: %s; same config: %s\n\n", yesNo(s.RingAgreed), yesNo(s.ConfigAgreed))
+		fmt.Fprintln(tw, "NAME\tSTATE\tGOSSIP\tPROXY\tADMIN\tRING\tCONFIG")
+		for _, m := range s.Members {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.GossipAddr, m.ProxyAddr, m.AdminAddr, m.RingFingerprint, m.ConfigFingerprint)
+		}
+	case cmd == "route":
+		var r node.RouteAnswer
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%s -> %s (%s), partition %d, ring %s\n", r.Key, r.Backend, r.Addr, r.Partition, r.Fingerprint)
+	case changed:
+		var b node.BackendStatus
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", b.ID, b.Addr, b.State)
+	default:
+		var l struct {
+			Backends []node.BackendStatus `json:"backends"`
+		}
+		if err := json.Unmarshal(raw, &l); err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "ID\tADDR\tSTATE\tIN RING\tUPDATED\tBY")
+		for _, b := range l.Backends {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.State, yesNo(b.InRing), b.Updated.Format(time.RFC3339), b.Origin)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+// Command meshlb runs a meshlb node and talks to one through its admin API.
+//
+//	meshlb node      run a node
+//	meshlb status    show a node's view of the mesh
+//	meshlb route K   show where a key goes
+//	meshlb backends  list, add, drain or remove backends
+//
+// cmd/meshlb only turns flags, environment and config files into a
+// node.Config, sets up the logger and signals, and picks the exit code:
+// 0 success, 1 a runtime failure, 2 a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/config"
+	"github.com/meshlb/meshlb/node"
+)
+
+const usage = `Usage: meshlb <command> [flags]
+
+meshlb balances long-lived WebSocket and HTTP sessions across backends with no
+central load balancer: run identical nodes, join them through a seed, and any
+node routes a session to the same backend.
+
+Commands:
+  node       run a node                      (meshlb node --help)
+  status     a node's view of the mesh       (meshlb status --help)
+  route KEY  which backend a key goes to
+  backends   list | add [id=]host:port | drain ID | remove ID
+
+Admin commands talk to --admin-url (default $MESHLB_ADMIN_URL or
+http://127.0.0.1:9901).
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "node":
+		return runNode(args[1:], environ, stderr)
+	case "status", "route", "backends":
+		return runAdmin(args[0], args[1:], environ, stdout, stderr)
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "meshlb: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func runNode(args, environ []string, stderr io.Writer) int {
+	c, err := config.ParseNode(args, environ, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "meshlb node: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, c.LogLevel, c.LogFormat)
+	c.Node.Logger = log
+
+	n, err := node.New(c.Node)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshlb node: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := n.Start(ctx); err != nil {
+		log.Error().Err(err).Msg("start failed")
+		fmt.Fprintf(stderr, "meshlb node: %v\n", err)
+		return 1
+	}
+	<-ctx.Done()
+	stop() // from here a second signal takes the default action: exit at once
+	log.Info().Msg("signal received; leaving the mesh (send it again to stop at once)")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Shutdown(sctx); err != nil {
+		log.Error().Err(err).Msg("shutdown incomplete")
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, level zerolog.Level, format string) zerolog.Logger {
+	if format == "console" || (format == "auto" && isTerminal(w)) {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

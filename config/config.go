@@ -1,0 +1,371 @@
+// Package config turns command-line flags, MESHLB_* environment variables
+// and a YAML file into a node.Config, in that order of precedence (flags
+// win). Every option has one name used three ways: the flag --gossip-addr,
+// the variable MESHLB_GOSSIP_ADDR and the YAML key gossip-addr (options
+// named ring-* may also be nested: ring: {seed: ...}). Errors name the
+// option and where its bad value came from.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshlb/meshlb/node"
+)
+
+// UsageError is a bad flag, value or config file: the command exits 2.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usageErrorf(format string, a ...any) error { return &UsageError{fmt.Errorf(format, a...)} }
+
+// Node is everything `meshlb node` needs.
+type Node struct {
+	Node      node.Config
+	LogLevel  zerolog.Level
+	LogFormat string // auto, json or console
+}
+
+type option struct {
+	name  string
+	usage string
+	def   string
+	list  bool
+	apply func(c *Node, v string) error
+}
+
+// maxConfigFile bounds the config file we read: a real one is a few kB.
+const maxConfigFile = 1 << 20
+
+func nodeOptions() []option {
+	return []option{
+		{name: "config", usage: "YAML config file; its keys are the flag names (ring-* may be nested under ring:)"},
+		{name: "name", usage: "unique node name in the mesh (default: the host name)", apply: func(c *Node, v string) error {
+			if v == "" {
+				return errors.New("must not be empty")
+			}
+			c.Node.Name = v
+			return nil
+		}},
+		{name: "gossip-addr", def: "0.0.0.0:7946", usage: "host:port to bind gossip (UDP and TCP) to", apply: hostPort(func(c *Node, v string) { c.Node.Gossip.BindAddr = v })},
+		{name: "advertise-addr", usage: "host:port peers use to reach this node's gossip (default: derived from --gossip-addr)", apply: hostPort(func(c *Node, v string) { c.Node.Gossip.AdvertiseAddr = v })},
+		{name: "join", list: true, usage: "seed host:port to join; repeat or comma-separate; a DNS name with several addresses joins them all", apply: func(c *Node, v string) error {
+			for s := range strings.SplitSeq(v, ",") {
+				s = strings.TrimSpace(s)
+				if s == "" {
+					continue
+				}
+				if err := checkHostPort(s); err != nil {
+					return err
+				}
+				c.Node.Gossip.Seeds = append(c.Node.Gossip.Seeds, s)
+			}
+			return nil
+		}},
+		{name: "listen", def: ":8080", usage: "host:port of the proxy listener", apply: hostPort(func(c *Node, v string) { c.Node.ListenAddr = v })},
+		{name: "admin", def: "127.0.0.1:9901", usage: "host:port of the admin HTTP API (it can change backends: keep it private)", apply: hostPort(func(c *Node, v string) { c.Node.AdminAddr = v })},
+		{name: "backend", list: true, usage: "static backend [id=]host:port; repeat or comma-separate", apply: func(c *Node, v string) error {
+			for s := range strings.SplitSeq(v, ",") {
+				if s = strings.TrimSpace(s); s == "" {
+					continue
+				}
+				b, err := node.ParseBackendSpec(s)
+				if err != nil {
+					return err
+				}
+				c.Node.Backends = append(c.Node.Backends, b)
+			}
+			return nil
+		}},
+		{name: "gossip-key", usage: "base64 of a 16, 24 or 32-byte key encrypting gossip; every node needs the same", apply: func(c *Node, v string) error {
+			k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("not base64: %w", err)
+			}
+			if n := len(k); n != 16 && n != 24 && n != 32 {
+				return fmt.Errorf("decodes to %d bytes; want 16, 24 or 32", n)
+			}
+			c.Node.Gossip.SecretKey = k
+			return nil
+		}},
+		{name: "ring-partitions", usage: "ring partitions (mesh-wide; default chosen by measurement, see README)", apply: posInt(func(c *Node, v int) { c.Node.Ring.Partitions = v })},
+		{name: "ring-replication", usage: "virtual nodes per backend (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.Ring.ReplicationFactor = v })},
+		{name: "ring-load", usage: "bounded-load factor, >= 1 (mesh-wide)", apply: func(c *Node, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			c.Node.Ring.Load = f
+			return nil
+		}},
+		{name: "ring-seed", usage: "secret keying the ring's hash so outsiders can't aim keys at one backend (mesh-wide)", apply: func(c *Node, v string) error {
+			c.Node.Ring.Seed = v
+			return nil
+		}},
+		{name: "log-level", def: "info", usage: "debug, info, warn or error", apply: func(c *Node, v string) error {
+			l, err := zerolog.ParseLevel(v)
+			if err != nil || v == "" {
+				return fmt.Errorf("%q is not one of debug, info, warn, error", v)
+			}
+			c.LogLevel = l
+			return nil
+		}},
+		{name: "log-format", def: "auto", usage: "auto (console on a terminal, else JSON), json or console", apply: func(c *Node, v string) error {
+			switch v {
+			case "auto", "json", "console":
+				c.LogFormat = v
+				return nil
+			}
+			return fmt.Errorf("%q is not one of auto, json, console", v)
+		}},
+	}
+}
+
+func hostPort(set func(*Node, string)) func(*Node, string) error {
+	return func(c *Node, v string) error {
+		if err := checkHostPort(v); err != nil {
+			return err
+		}
+		set(c, v)
+		return nil
+	}
+}
+
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (IPv6 hosts go in brackets)", v)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: port must be a number in 0..65535", v)
+	}
+	return nil
+}
+
+func posInt(set func(*Node, int)) func(*Node, string) error {
+	return func(c *Node, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%q is not a positive integer", v)
+		}
+		set(c, n)
+		return nil
+	}
+}
+
+// EnvName is the environment variable of an option.
+func EnvName(option string) string {
+	return "MESHLB_" + strings.ToUpper(strings.ReplaceAll(option, "-", "_"))
+}
+
+// ParseNode reads `meshlb node` arguments, environment (as from os.Environ)
+// and the config file they name. flag.ErrHelp is returned after --help has
+// printed the usage to out.
+func ParseNode(args, environ []string, out io.Writer) (Node, error) {
+	opts := nodeOptions()
+	fs := flag.NewFlagSet("meshlb node", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { printUsage(out, opts) }
+	fromFlags := map[string][]string{}
+	for _, o := range opts {
+		fs.Func(o.name, o.usage, func(v string) error {
+			if o.list {
+				fromFlags[o.name] = append(fromFlags[o.name], v)
+			} else {
+				fromFlags[o.name] = []string{v}
+			}
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Node{}, err
+		}
+		return Node{}, &UsageError{err}
+	}
+	if fs.NArg() > 0 {
+		return Node{}, usageErrorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "MESHLB_") {
+			env[k] = v
+		}
+	}
+	known := map[string]bool{}
+	for _, o := range opts {
+		known[EnvName(o.name)] = true
+	}
+	for k := range env {
+		if !known[k] && k != "MESHLB_ADMIN_URL" {
+			return Node{}, usageErrorf("environment %s: unknown option", k)
+		}
+	}
+
+	var fromFile map[string][]string
+	path := ""
+	if v, ok := fromFlags["config"]; ok {
+		path = v[0]
+	} else if v, ok := env[EnvName("config")]; ok {
+		path = v
+	}
+	if path != "" {
+		b, err := readLimited(path)
+		if err != nil {
+			return Node{}, usageErrorf("config file %s: %w", path, err)
+		}
+		if fromFile, err = ParseYAML(b, known); err != nil {
+			return Node{}, usageErrorf("config file %s: %w", path, err)
+		}
+	}
+
+	c := Node{}
+	host, _ := os.Hostname()
+	c.Node.Name = host
+	for _, o := range opts {
+		if o.apply == nil {
+			continue
+		}
+		var vals []string
+		var src string
+		if v, ok := fromFlags[o.name]; ok {
+			vals, src = v, "flag --"+o.name
+		} else if v, ok := env[EnvName(o.name)]; ok {
+			vals, src = []string{v}, "environment "+EnvName(o.name)
+		} else if v, ok := fromFile[o.name]; ok {
+			vals, src = v, fmt.Sprintf("config file %s: key %s", path, o.name)
+		} else if o.def != "" {
+			vals, src = []string{o.def}, "default of --"+o.name
+		}
+		for _, v := range vals {
+			if err := o.apply(&c, v); err != nil {
+				return Node{}, usageErrorf("%s: %w", src, err)
+			}
+		}
+	}
+	if c.Node.Name == "" {
+		return Node{}, usageErrorf("--name is required (the host name is unknown)")
+	}
+	return c, nil
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxConfigFile {
+		return nil, fmt.Errorf("larger than %d bytes", maxConfigFile)
+	}
+	return b, nil
+}
+
+// ParseYAML flattens a YAML mapping into option values. Nested mappings join
+// their keys with "-" (ring: {seed: x} is ring-seed); sequences give repeated
+// values. known holds the environment names of the accepted options; any
+// other key is an error that names it.
+func ParseYAML(b []byte, known map[string]bool) (map[string][]string, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	if doc.Kind == 0 { // empty file
+		return out, nil
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, errors.New("must be a mapping of option names to values")
+	}
+	if err := flatten(doc.Content[0], "", known, out, 0); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func flatten(m *yaml.Node, prefix string, known map[string]bool, out map[string][]string, depth int) error {
+	if depth > 2 {
+		return fmt.Errorf("key %s: nested too deep", prefix)
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: keys must be plain names", k.Line)
+		}
+		name := k.Value
+		if prefix != "" {
+			name = prefix + "-" + k.Value
+		}
+		switch v.Kind {
+		case yaml.MappingNode:
+			if err := flatten(v, name, known, out, depth+1); err != nil {
+				return err
+			}
+			continue
+		case yaml.SequenceNode:
+			for _, item := range v.Content {
+				if item.Kind != yaml.ScalarNode {
+					return fmt.Errorf("line %d: key %s: list items must be plain values", item.Line, name)
+				}
+				out[name] = append(out[name], item.Value)
+			}
+		case yaml.ScalarNode:
+			out[name] = append(out[name], v.Value)
+		default:
+			return fmt.Errorf("line %d: key %s: unsupported value", v.Line, name)
+		}
+		if !known[EnvName(name)] || name == "config" {
+			return fmt.Errorf("line %d: unknown key %q", k.Line, name)
+		}
+	}
+	return nil
+}
+
+func printUsage(out io.Writer, opts []option) {
+	fmt.Fprintf(out, `Usage: meshlb node [flags]
+
+Run one meshlb node. Nodes join through a seed, gossip the backend catalog and
+build the same consistent-hash ring, so any node routes a key to the same backend.
+
+Every flag can also be set as MESHLB_<NAME> in the environment (--gossip-addr is
+MESHLB_GOSSIP_ADDR) or as a key of the --config YAML file; flags win over the
+environment, which wins over the file.
+
+Flags:
+`)
+	for _, o := range opts {
+		line := "  --" + o.name
+		if o.list {
+			line += " (repeatable)"
+		}
+		fmt.Fprintf(out, "%s\n        %s", line, o.usage)
+		if o.def != "" {
+			fmt.Fprintf(out, " (default %q)", o.def)
+		}
+		fmt.Fprintln(out)
+	}
+	fmt.Fprint(out, `
+Example:
+  meshlb node --name a --gossip-addr 127.0.0.1:7946 --listen 127.0.0.1:8080 \
+    --admin 127.0.0.1:9901 --backend web-1=10.0.0.5:9000
+  meshlb node --name b --gossip-addr 127.0.0.1:7947 --listen 127.0.0.1:8081 \
+    --admin 127.0.0.1:9902 --join 127.0.0.1:7946
+`)
+}

@@ -1,0 +1,168 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "meshlb.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrecedenceFlagsEnvFile(t *testing.T) {
+	file := writeFile(t, `
+name: from-file
+listen: 127.0.0.1:1111
+admin: 127.0.0.1:2222
+join: [10.0.0.1:7946, 10.0.0.2:7946]
+backend:
+  - web-1=10.0.1.1:80
+  - 10.0.1.2:80
+ring:
+  seed: s3cret
+  partitions: 4099
+log-level: warn
+`)
+	env := []string{"MESHLB_LISTEN=127.0.0.1:3333", "MESHLB_CONFIG=" + file, "PATH=/bin"}
+	c, err := ParseNode([]string{"--name", "from-flag"}, env, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := c.Node
+	if n.Name != "from-flag" {
+		t.Errorf("name = %q; want the flag's", n.Name)
+	}
+	if n.ListenAddr != "127.0.0.1:3333" {
+		t.Errorf("listen = %q; want the environment's", n.ListenAddr)
+	}
+	if n.AdminAddr != "127.0.0.1:2222" {
+		t.Errorf("admin = %q; want the file's", n.AdminAddr)
+	}
+	if n.Gossip.BindAddr != "0.0.0.0:7946" {
+		t.Errorf("gossip-addr = %q; want the default", n.Gossip.BindAddr)
+	}
+	if got := strings.Join(n.Gossip.Seeds, ","); got != "10.0.0.1:7946,10.0.0.2:7946" {
+		t.Errorf("join = %q", got)
+	}
+	if len(n.Backends) != 2 || n.Backends[0].ID != "web-1" || n.Backends[1].ID != "10.0.1.2:80" {
+		t.Errorf("backends = %+v", n.Backends)
+	}
+	if n.Ring.Seed != "s3cret" || n.Ring.Partitions != 4099 {
+		t.Errorf("ring = %+v", n.Ring)
+	}
+	if c.LogLevel != zerolog.WarnLevel {
+		t.Errorf("log level = %v; want warn", c.LogLevel)
+	}
+}
+
+func TestRepeatedAndCommaSeparated(t *testing.T) {
+	c, err := ParseNode([]string{"--name=a", "--backend", "a=1.2.3.4:80,b=1.2.3.5:80", "--backend", "c=[::1]:80", "--join", "x:1,y:2"}, nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Node.Backends) != 3 || c.Node.Backends[2].Addr != "[::1]:80" {
+		t.Errorf("backends = %+v", c.Node.Backends)
+	}
+	if len(c.Node.Gossip.Seeds) != 2 {
+		t.Errorf("seeds = %v", c.Node.Gossip.Seeds)
+	}
+}
+
+func TestGossipKey(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		ok  bool
+	}{
+		{"MDEyMzQ1Njc4OWFiY2RlZg==", true},                     // 16 bytes
+		{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", true}, // 32 bytes
+		{"c2hvcnQ=", false},                                    // 5 bytes
+		{"not base64!", false},
+	} {
+		_, err := ParseNode([]string{"--name=a", "--gossip-key", tc.key}, nil, &bytes.Buffer{})
+		if (err == nil) != tc.ok {
+			t.Errorf("key %q: err = %v; want ok=%v", tc.key, err, tc.ok)
+		}
+	}
+}
+
+// Every bad input is a UsageError (exit 2) whose message names the option
+// and where the value came from.
+func TestErrorsNameTheOption(t *testing.T) {
+	file := writeFile(t, "listen: 127.0.0.1:1\nbogus: 1\n")
+	bad := writeFile(t, "ring:\n  load: heavy\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, nil, "nope"},
+		{"bad port", []string{"--listen", "127.0.0.1:http"}, nil, "--listen"},
+		{"no port", []string{"--admin", "localhost"}, nil, "--admin"},
+		{"bad backend", []string{"--backend", "x=nohostport"}, nil, "--backend"},
+		{"bad env", nil, []string{"MESHLB_RING_PARTITIONS=-3"}, "MESHLB_RING_PARTITIONS"},
+		{"unknown env", nil, []string{"MESHLB_LISTN=:1"}, "MESHLB_LISTN"},
+		{"unknown key", []string{"--config", file}, nil, `"bogus"`},
+		{"bad nested value", []string{"--config", bad}, nil, "ring-load"},
+		{"missing file", []string{"--config", "/nonexistent/x.yaml"}, nil, "/nonexistent/x.yaml"},
+		{"positional", []string{"extra"}, nil, "extra"},
+		{"bad level", []string{"--log-level", "loud"}, nil, "--log-level"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseNode(tc.args, tc.env, &bytes.Buffer{})
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err = %v; want a UsageError", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %q; want it to name %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out bytes.Buffer
+	_, err := ParseNode([]string{"--help"}, nil, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v; want flag.ErrHelp", err)
+	}
+	for _, o := range nodeOptions() {
+		if !strings.Contains(out.String(), "--"+o.name) {
+			t.Errorf("help does not mention --%s", o.name)
+		}
+	}
+}
+
+func FuzzParseYAML(f *testing.F) {
+	for _, s := range []string{"", "name: a\n", "ring:\n  seed: x\n", "backend: [a=b:1, c:2]\n", "- 1\n", "a: {b: {c: {d: 1}}}\n", "&a [*a]\n", "name: !!binary aGk=\n"} {
+		f.Add([]byte(s))
+	}
+	known := map[string]bool{}
+	for _, o := range nodeOptions() {
+		known[EnvName(o.name)] = true
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := ParseYAML(b, known)
+		if err != nil {
+			return
+		}
+		for k := range out {
+			if !known[EnvName(k)] {
+				t.Fatalf("accepted unknown key %q", k)
+			}
+		}
+	})
+}

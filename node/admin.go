@@ -1,0 +1,297 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/ring"
+)
+
+// maxAdminBody bounds admin request bodies; a backend is a few dozen bytes.
+const maxAdminBody = 64 << 10
+
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	// Methods are dispatched in the handlers rather than in the patterns so
+	// that a wrong method gets a JSON 405 like every other error.
+	mux.HandleFunc("/healthz", only("GET", n.handleHealthz))
+	mux.HandleFunc("/readyz", only("GET", n.handleReadyz))
+	mux.HandleFunc("/v1/status", only("GET", n.handleStatus))
+	mux.HandleFunc("/v1/route", only("GET", n.handleRoute))
+	mux.HandleFunc("/v1/backends", func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet:
+			n.handleListBackends(w, r)
+		case http.MethodPost:
+			n.handleAddBackend(w, r)
+		default:
+			methodNotAllowed(w, "GET, POST")
+		}
+	})
+	mux.HandleFunc("/v1/backends/{id}", only("DELETE", n.handleRemoveBackend))
+	mux.HandleFunc("/v1/backends/{id}/drain", only("POST", n.handleDrainBackend))
+	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{ErrorLog: newStdLogger(n.log, "metrics")}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})
+	return mux
+}
+
+func only(method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			methodNotAllowed(w, method)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed; use "+allow)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func (n *Node) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (n *Node) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	if ok, reason := n.Ready(); !ok {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "error": "not ready: " + reason, "reason": reason})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+// MemberStatus is one live node as this node sees it.
+type MemberStatus struct {
+	Name              string `json:"name"`
+	GossipAddr        string `json:"gossip_addr"`
+	ProxyAddr         string `json:"proxy_addr"`
+	AdminAddr         string `json:"admin_addr"`
+	State             string `json:"state"`
+	RingFingerprint   string `json:"ring_fingerprint"`
+	ConfigFingerprint string `json:"config_fingerprint"`
+	Error             string `json:"error,omitempty"`
+}
+
+// RingStatus describes the ring this node routes with.
+type RingStatus struct {
+	Fingerprint string    `json:"fingerprint"`
+	Backends    int       `json:"backends"`
+	Partitions  int       `json:"partitions"`
+	BuiltAt     time.Time `json:"built_at"`
+	Error       string    `json:"error,omitempty"`
+}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Node              string         `json:"node"`
+	Ready             bool           `json:"ready"`
+	Reason            string         `json:"reason,omitempty"`
+	ConfigFingerprint string         `json:"config_fingerprint"`
+	Members           []MemberStatus `json:"members"`
+	Ring              RingStatus     `json:"ring"`
+	// RingAgreed: every live, non-leaving member reports this node's ring
+	// fingerprint. ConfigAgreed: the same for the config fingerprint.
+	RingAgreed   bool `json:"ring_agreed"`
+	ConfigAgreed bool `json:"config_agreed"`
+}
+
+// Status reports the node's view of the mesh.
+func (n *Node) Status() Status {
+	s := Status{Node: n.cfg.Name, ConfigFingerprint: fp(n.configFP), RingAgreed: true, ConfigAgreed: true}
+	s.Ready, s.Reason = n.Ready()
+	t := n.table.Load()
+	var ringFP uint64
+	if t != nil {
+		ringFP = t.Fingerprint
+		s.Ring = RingStatus{Fingerprint: fp(t.Fingerprint), Backends: t.Ring.Len(), Partitions: t.Ring.Partitions(), BuiltAt: t.Built.UTC()}
+	}
+	if err := n.lastBuildErr(); err != nil {
+		s.Ring.Error = err.Error()
+	}
+	for _, m := range n.sortedMembers() {
+		ms := MemberStatus{Name: m.Name, GossipAddr: m.Addr}
+		if m.MetaErr != nil {
+			ms.State = "unknown"
+			ms.Error = m.MetaErr.Error()
+			s.RingAgreed, s.ConfigAgreed = false, false
+			s.Members = append(s.Members, ms)
+			continue
+		}
+		ms.ProxyAddr, ms.AdminAddr = m.Meta.ProxyAddr, m.Meta.AdminAddr
+		ms.State = m.Meta.State.String()
+		ms.RingFingerprint, ms.ConfigFingerprint = fp(m.Meta.RingFP), fp(m.Meta.ConfigFP)
+		if m.Meta.State != gossip.NodeLeaving {
+			if m.Meta.RingFP != ringFP || ringFP == 0 {
+				s.RingAgreed = false
+			}
+			if m.Meta.ConfigFP != n.configFP {
+				s.ConfigAgreed = false
+			}
+		}
+		s.Members = append(s.Members, ms)
+	}
+	return s
+}
+
+func (n *Node) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, n.Status())
+}
+
+// RouteAnswer is the answer of GET /v1/route.
+type RouteAnswer struct {
+	Key         string `json:"key"`
+	Backend     string `json:"backend"`
+	Addr        string `json:"addr"`
+	Partition   int    `json:"partition"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("key") {
+		writeError(w, http.StatusBadRequest, "missing query parameter key")
+		return
+	}
+	key := q.Get("key")
+	t := n.table.Load()
+	if t == nil {
+		writeError(w, http.StatusServiceUnavailable, "no ring yet")
+		return
+	}
+	rt, err := t.Locate([]byte(key))
+	if errors.Is(err, ring.ErrEmpty) {
+		writeError(w, http.StatusServiceUnavailable, "no backends")
+		return
+	} else if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, RouteAnswer{Key: key, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(t.Fingerprint)})
+}
+
+// BackendStatus is one catalog entry as the admin API shows it.
+type BackendStatus struct {
+	ID      string    `json:"id"`
+	Addr    string    `json:"addr"`
+	State   string    `json:"state"`
+	InRing  bool      `json:"in_ring"`
+	Version uint64    `json:"version"`
+	Origin  string    `json:"origin"`
+	Updated time.Time `json:"updated"`
+}
+
+func (n *Node) backendStatus(rec gossip.Record) BackendStatus {
+	b := BackendStatus{ID: rec.ID, Addr: rec.Addr, State: rec.State.String(), Version: rec.Version, Origin: rec.Origin,
+		Updated: time.UnixMilli(int64(rec.Version >> 16)).UTC()}
+	if t := n.table.Load(); t != nil {
+		a, ok := t.Addr(rec.ID)
+		b.InRing = ok && a == rec.Addr
+	}
+	return b
+}
+
+func (n *Node) handleListBackends(w http.ResponseWriter, _ *http.Request) {
+	recs := n.cluster.Records()
+	out := make([]BackendStatus, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, n.backendStatus(rec))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"backends": out})
+}
+
+type addBackendRequest struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
+	var req addBackendRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body must be JSON {\"id\": \"...\", \"addr\": \"host:port\"}: "+err.Error())
+		return
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "body must hold exactly one JSON object")
+		return
+	}
+	req.ID, req.Addr = strings.TrimSpace(req.ID), strings.TrimSpace(req.Addr)
+	if req.ID == "" {
+		req.ID = req.Addr
+	}
+	if err := validateBackendAddr(req.Addr); err != nil {
+		writeError(w, http.StatusBadRequest, "addr: "+err.Error())
+		return
+	}
+	if err := ring.ValidateID(req.ID); err != nil {
+		writeError(w, http.StatusBadRequest, "id: "+err.Error())
+		return
+	}
+	rec, err := n.cluster.Upsert(req.ID, req.Addr)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	n.log.Info().Str("backend", rec.ID).Str("addr", rec.Addr).Msg("backend added")
+	writeJSON(w, http.StatusOK, n.backendStatus(rec))
+}
+
+func (n *Node) handleDrainBackend(w http.ResponseWriter, r *http.Request) {
+	n.setBackendState(w, r.PathValue("id"), gossip.StateDraining)
+}
+
+func (n *Node) handleRemoveBackend(w http.ResponseWriter, r *http.Request) {
+	n.setBackendState(w, r.PathValue("id"), gossip.StateRemoved)
+}
+
+func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State) {
+	rec, err := n.cluster.SetState(id, st)
+	switch {
+	case errors.Is(err, gossip.ErrUnknownBackend):
+		writeError(w, http.StatusNotFound, "no such backend: "+id)
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	n.log.Info().Str("backend", rec.ID).Str("state", rec.State.String()).Msg("backend state changed")
+	writeJSON(w, http.StatusOK, n.backendStatus(rec))
+}
+
+// newStdLogger routes net/http's internal error log into zerolog.
+func newStdLogger(l zerolog.Logger, component string) *log.Logger {
+	return log.New(stdLogWriter{l.With().Str("component", component).Logger()}, "", 0)
+}
+
+type stdLogWriter struct{ l zerolog.Logger }
+
+func (w stdLogWriter) Write(p []byte) (int, error) {
+	w.l.Warn().Str("error", strings.TrimSpace(string(p))).Msg("http server error")
+	return len(p), nil
+}

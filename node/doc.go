@@ -1,0 +1,12 @@
+// Package node owns one meshlb node: its configuration, the wiring of gossip,
+// ring and the listeners, the single goroutine that turns gossip changes into
+// ring rebuilds, readiness, the admin HTTP API and the lifecycle (start,
+// drain, leave, shutdown).
+//
+// The request path and the change path meet only at one atomic pointer: a
+// rebuild builds a fresh immutable ring off the hot path and swaps it in, so
+// lookups never wait for a rebuild, however large the mesh.
+//
+// node never parses flags, handles signals or exits the process; cmd/meshlb
+// does that and hands node a Config.
+package node

@@ -1,0 +1,346 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/gossip"
+)
+
+// Node is one meshlb node. Build it with New, run it with Start, stop it
+// with Shutdown.
+type Node struct {
+	cfg      Config
+	log      zerolog.Logger
+	reg      *prometheus.Registry
+	metrics  *metrics
+	cluster  *gossip.Cluster
+	configFP uint64
+
+	table    atomic.Pointer[Table]
+	draining atomic.Bool
+	leaving  atomic.Bool // meta belongs to gossip's leave from here on
+	started  atomic.Bool
+
+	// swapHookForTest, when set before Start, sees every table swapped in.
+	swapHookForTest func(*Table)
+
+	mu       sync.Mutex // guards buildErr
+	buildErr error
+
+	adminLn  net.Listener
+	proxyLn  net.Listener
+	adminSrv *http.Server
+	proxySrv *http.Server
+
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New validates cfg and prepares a node. It opens no sockets and starts no
+// goroutines.
+func New(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	log := cfg.Logger.With().Str("node", cfg.Name).Logger()
+	reg := prometheus.NewRegistry()
+	cfg.Gossip.Logger = log
+	cfg.Gossip.Registerer = reg
+	cfg.Gossip.Meta = gossip.Meta{Role: gossip.RoleBalancer, State: gossip.NodeActive, ConfigFP: configFingerprint(cfg)}
+	cluster, err := gossip.New(cfg.Gossip)
+	if err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	n := &Node{
+		cfg:      cfg,
+		log:      log,
+		reg:      reg,
+		cluster:  cluster,
+		configFP: configFingerprint(cfg),
+	}
+	n.metrics = newMetrics(n, reg)
+	return n, nil
+}
+
+// configFingerprint covers every parameter that must be identical mesh-wide
+// for nodes to route alike.
+func configFingerprint(cfg Config) uint64 {
+	return cfg.Ring.Fingerprint()
+}
+
+// Start binds every port (failing fast and naming the one that is taken),
+// starts gossip and joins the seeds in the background, and serves the admin
+// API. It returns once the node is serving; readiness follows when the node
+// has a ring and has synced with the mesh.
+func (n *Node) Start(ctx context.Context) error {
+	if n.started.Swap(true) {
+		return errors.New("node already started")
+	}
+	var err error
+	if n.adminLn, err = listen(n.cfg.AdminAddr, "admin"); err != nil {
+		return err
+	}
+	if n.proxyLn, err = listen(n.cfg.ListenAddr, "proxy"); err != nil {
+		n.adminLn.Close()
+		return err
+	}
+	if err := n.cluster.Start(ctx); err != nil {
+		n.adminLn.Close()
+		n.proxyLn.Close()
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	if err := n.publishMeta(); err != nil {
+		n.log.Error().Err(err).Msg("publish node meta failed")
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.adminSrv = &http.Server{
+		Handler:           n.adminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          newStdLogger(n.log, "admin"),
+	}
+	n.proxySrv = &http.Server{
+		Handler:           http.HandlerFunc(n.serveUnrouted),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          newStdLogger(n.log, "proxy"),
+	}
+	n.wg.Go(func() { n.serve(n.adminSrv, n.adminLn, "admin") })
+	n.wg.Go(func() { n.serve(n.proxySrv, n.proxyLn, "proxy") })
+	n.wg.Go(func() { n.rebuildLoop(runCtx) })
+	n.wg.Go(func() { n.upsertStatic(runCtx) })
+
+	n.log.Info().
+		Str("gossip_addr", n.cluster.GossipAddr()).
+		Str("proxy_addr", n.ProxyAddr()).
+		Str("admin_addr", n.AdminAddr()).
+		Strs("join", n.cfg.Gossip.Seeds).
+		Str("config_fingerprint", fp(n.configFP)).
+		Msg("node started")
+	return nil
+}
+
+func listen(addr, what string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%s address %s is already in use", what, addr)
+		}
+		return nil, fmt.Errorf("%s listen on %s: %w", what, addr, err)
+	}
+	return ln, nil
+}
+
+func (n *Node) serve(srv *http.Server, ln net.Listener, what string) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.log.Error().Err(err).Str("listener", what).Msg("listener stopped")
+	}
+}
+
+// serveUnrouted answers on the proxy listener until the router is wired in.
+func (n *Node) serveUnrouted(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotImplemented, "this build of meshlb does not proxy yet; use the admin API /v1/route")
+}
+
+// upsertStatic puts the configured backends into the catalog once the node
+// has seen the mesh's catalog, so a restart does not overwrite newer
+// changes made through the API unless the configuration says otherwise.
+func (n *Node) upsertStatic(ctx context.Context) {
+	if len(n.cfg.Backends) == 0 {
+		return
+	}
+	if !n.waitSynced(ctx) {
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn().Dur("timeout", n.cfg.SyncTimeout).Msg("no sync with the mesh yet; adding configured backends anyway")
+	}
+	current := make(map[string]gossip.Record)
+	for _, r := range n.cluster.Records() {
+		current[r.ID] = r
+	}
+	for _, b := range n.cfg.Backends {
+		if r, ok := current[b.ID]; ok && r.State != gossip.StateRemoved && r.Addr == b.Addr {
+			continue
+		}
+		if _, err := n.cluster.Upsert(b.ID, b.Addr); err != nil {
+			n.log.Error().Err(err).Str("backend", b.ID).Msg("add configured backend failed")
+		}
+	}
+}
+
+// waitSynced waits up to SyncTimeout for a first sync with the mesh.
+func (n *Node) waitSynced(ctx context.Context) bool {
+	deadline := time.NewTimer(n.cfg.SyncTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !n.cluster.Synced() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// Shutdown leaves the mesh gracefully and stops every goroutine. It is safe
+// to call more than once; later calls return the first call's result.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutdownOnce.Do(func() { n.shutdownErr = n.shutdown(ctx) })
+	return n.shutdownErr
+}
+
+func (n *Node) shutdown(ctx context.Context) error {
+	if !n.started.Load() {
+		return nil
+	}
+	var errs []error
+	n.draining.Store(true)
+	if err := n.publishMeta(); err != nil {
+		n.log.Warn().Err(err).Msg("announce draining failed")
+	}
+	if n.cancel != nil {
+		n.cancel() // no more rebuilds: they would republish meta over the leave
+	}
+	n.leaving.Store(true)
+	// Leave first so peers drop us before our sockets go away; a bare
+	// Shutdown looks like a crash to them.
+	leaveTimeout := 2 * time.Second
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < leaveTimeout {
+		leaveTimeout = max(time.Until(d), 0)
+	}
+	if err := n.cluster.Leave(leaveTimeout); err != nil {
+		errs = append(errs, fmt.Errorf("leave: %w", err))
+	}
+	if n.proxySrv != nil {
+		if err := n.proxySrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("proxy shutdown: %w", err))
+		}
+	}
+	if n.adminSrv != nil {
+		if err := n.adminSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		}
+	}
+	if err := n.cluster.Shutdown(); err != nil {
+		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
+	}
+	n.wg.Wait()
+	n.log.Info().Msg("node stopped")
+	return errors.Join(errs...)
+}
+
+// AdminAddr is the bound admin address (useful when configured with port 0).
+func (n *Node) AdminAddr() string { return addrOf(n.adminLn) }
+
+// ProxyAddr is the bound proxy address.
+func (n *Node) ProxyAddr() string { return addrOf(n.proxyLn) }
+
+// GossipAddr is the advertised gossip address.
+func (n *Node) GossipAddr() string { return n.cluster.GossipAddr() }
+
+// Name is the node's name in the mesh.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Registry holds the node's metrics; each node has its own, so several nodes
+// can live in one process.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Cluster exposes the node's gossip cluster (catalog changes, members).
+func (n *Node) Cluster() *gossip.Cluster { return n.cluster }
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// advertised turns a bound address into one peers can use: an unspecified
+// host (":8080", "0.0.0.0:8080") takes the host of the gossip advertise
+// address.
+func (n *Node) advertised(bound string) string {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if ghost, _, err := net.SplitHostPort(n.cluster.GossipAddr()); err == nil {
+			return net.JoinHostPort(ghost, port)
+		}
+	}
+	return bound
+}
+
+func (n *Node) publishMeta() error {
+	if n.leaving.Load() {
+		return nil
+	}
+	state := gossip.NodeActive
+	if n.draining.Load() {
+		state = gossip.NodeDraining
+	}
+	var ringFP uint64
+	if t := n.table.Load(); t != nil {
+		ringFP = t.Fingerprint
+	}
+	return n.cluster.SetMeta(gossip.Meta{
+		Role:      gossip.RoleBalancer,
+		State:     state,
+		ProxyAddr: n.advertised(n.ProxyAddr()),
+		AdminAddr: n.advertised(n.AdminAddr()),
+		ConfigFP:  n.configFP,
+		RingFP:    ringFP,
+	})
+}
+
+// Ready reports whether the node should receive traffic, and why not.
+func (n *Node) Ready() (bool, string) {
+	switch {
+	case !n.started.Load():
+		return false, "not started"
+	case n.draining.Load():
+		return false, "draining"
+	case !n.cluster.Synced():
+		return false, "not yet synced with a peer"
+	}
+	t := n.table.Load()
+	switch {
+	case t == nil:
+		return false, "no ring yet"
+	case t.Ring.Len() == 0:
+		return false, "no backends"
+	}
+	return true, ""
+}
+
+// Table returns the routing table in use. It is never nil after Start.
+func (n *Node) Table() *Table { return n.table.Load() }
+
+func fp(v uint64) string { return fmt.Sprintf("%016x", v) }
+
+// sortedMembers returns the live members sorted by name.
+func (n *Node) sortedMembers() []gossip.Member {
+	ms := n.cluster.Members()
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+	return ms
+}

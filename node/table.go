@@ -1,0 +1,221 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/ring"
+)
+
+// Table is an immutable routing snapshot: the ring and the address of each
+// backend on it. Readers load it through one atomic pointer and never lock.
+type Table struct {
+	Ring *ring.Ring
+	// Fingerprint covers the ring (config, members, partition table) and the
+	// backends' addresses: two nodes with equal fingerprints send every key
+	// to the same address.
+	Fingerprint uint64
+	Built       time.Time
+
+	addrs []string // parallel to Ring.Members()
+	index map[string]int
+}
+
+// Route is where one key goes.
+type Route struct {
+	Backend   string
+	Addr      string
+	Partition int
+}
+
+// Locate returns the route for key. It does not allocate.
+func (t *Table) Locate(key []byte) (Route, error) {
+	id, part, err := t.Ring.Locate(key)
+	if err != nil {
+		return Route{}, err
+	}
+	return Route{Backend: id, Addr: t.addrs[t.index[id]], Partition: part}, nil
+}
+
+// Addr returns the address of a backend on the ring.
+func (t *Table) Addr(id string) (string, bool) {
+	i, ok := t.index[id]
+	if !ok {
+		return "", false
+	}
+	return t.addrs[i], true
+}
+
+// newTable builds a table from the catalog: only active backends are on the
+// ring; draining and removed ones take no new sessions.
+func newTable(cfg ring.Config, records []gossip.Record) (*Table, error) {
+	ids, addrs := effective(records)
+	r, err := ring.Build(cfg, ids)
+	if err != nil {
+		return nil, err
+	}
+	members := r.Members()
+	t := &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members))}
+	for i, id := range members {
+		t.index[id] = i
+		t.addrs[i] = addrs[id]
+	}
+	t.Fingerprint = tableFingerprint(r.Fingerprint(), members, t.addrs)
+	return t, nil
+}
+
+func effective(records []gossip.Record) ([]string, map[string]string) {
+	ids := make([]string, 0, len(records))
+	addrs := make(map[string]string, len(records))
+	for _, rec := range records {
+		if rec.State == gossip.StateActive {
+			ids = append(ids, rec.ID)
+			addrs[rec.ID] = rec.Addr
+		}
+	}
+	slices.Sort(ids)
+	return ids, addrs
+}
+
+// sameInputs reports whether t was built from exactly these backends, so a
+// gossip change that does not touch the ring (a member joined, a drain of
+// an already drained backend) costs no rebuild.
+func (t *Table) sameInputs(records []gossip.Record) bool {
+	ids, addrs := effective(records)
+	if len(ids) != len(t.addrs) {
+		return false
+	}
+	for _, id := range ids {
+		if a, ok := t.Addr(id); !ok || a != addrs[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func tableFingerprint(ringFP uint64, ids, addrs []string) uint64 {
+	d := xxhash.New()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], ringFP)
+	d.Write(b[:])
+	for i := range ids {
+		// Length-prefixed so no two lists hash alike by concatenation.
+		for _, s := range [2]string{ids[i], addrs[i]} {
+			binary.BigEndian.PutUint64(b[:], uint64(len(s)))
+			d.Write(b[:])
+			d.WriteString(s)
+		}
+	}
+	return d.Sum64()
+}
+
+// rebuildLoop is the one goroutine that turns gossip changes into rings.
+// It coalesces bursts (a quiet period, bounded by a maximum delay, as serf's
+// coalescer does) and builds off the request path: the old table serves
+// until the new one is swapped in. Signals that leave the catalog as it was
+// (members joining, meta updates: every node republishes its meta after each
+// rebuild) neither start nor prolong a coalescing window.
+func (n *Node) rebuildLoop(ctx context.Context) {
+	built := n.rebuild(time.Now())
+	changes := n.cluster.Changes()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
+		if n.cluster.CatalogDigest() == built {
+			continue
+		}
+		first := time.Now()
+		if !n.coalesce(ctx, changes) {
+			return
+		}
+		built = n.rebuild(first)
+	}
+}
+
+// coalesce waits until the catalog has been quiet for CoalesceQuiet, or
+// CoalesceMax has passed. It returns false when ctx ends.
+func (n *Node) coalesce(ctx context.Context, changes <-chan struct{}) bool {
+	quiet := time.NewTimer(n.cfg.CoalesceQuiet)
+	defer quiet.Stop()
+	limit := time.NewTimer(n.cfg.CoalesceMax)
+	defer limit.Stop()
+	last := n.cluster.CatalogDigest()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-changes:
+			if d := n.cluster.CatalogDigest(); d != last {
+				last = d
+				quiet.Reset(n.cfg.CoalesceQuiet)
+			}
+		case <-quiet.C:
+			return true
+		case <-limit.C:
+			return true
+		}
+	}
+}
+
+// rebuild builds and swaps in a table for the current catalog if its
+// backends changed. It returns the catalog digest it read, taken before the
+// records so that a change landing in between is seen again.
+func (n *Node) rebuild(since time.Time) uint64 {
+	digest := n.cluster.CatalogDigest()
+	records := n.cluster.Records()
+	n.metrics.observeCatalog(records)
+	cur := n.table.Load()
+	if cur != nil && cur.sameInputs(records) {
+		return digest
+	}
+	start := time.Now()
+	t, err := newTable(n.cfg.Ring, records)
+	took := time.Since(start)
+	if err != nil {
+		n.metrics.rebuilds.WithLabelValues("error").Inc()
+		n.setBuildErr(err)
+		n.log.Error().Err(err).Msg("ring rebuild failed; keeping the previous ring")
+		return digest
+	}
+	n.table.Store(t)
+	if n.swapHookForTest != nil {
+		n.swapHookForTest(t)
+	}
+	n.setBuildErr(nil)
+	n.metrics.rebuilds.WithLabelValues("ok").Inc()
+	n.metrics.rebuildSeconds.Observe(took.Seconds())
+	n.metrics.changeToRing.Observe(time.Since(since).Seconds())
+	n.log.Info().
+		Int("backends", t.Ring.Len()).
+		Str("fingerprint", fp(t.Fingerprint)).
+		Dur("build", took).
+		Msg("ring rebuilt")
+	if err := n.publishMeta(); err != nil {
+		n.log.Error().Err(err).Msg("publish node meta failed")
+	}
+	return digest
+}
+
+func (n *Node) setBuildErr(err error) {
+	n.mu.Lock()
+	n.buildErr = err
+	n.mu.Unlock()
+}
+
+func (n *Node) lastBuildErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.buildErr
+}
+
+// String is for logs and tests.
+func (r Route) String() string { return fmt.Sprintf("%s(%s)#%d", r.Backend, r.Addr, r.Partition) }
