@@ -44,6 +44,10 @@ func (w *logWriter) line(s string) {
 		return
 	}
 	text = strings.TrimPrefix(text, "memberlist: ")
+	if level > zerolog.DebugLevel && strings.Contains(text, "use of closed network connection") {
+		// memberlist's loops race its own Shutdown closing the sockets.
+		level, name = zerolog.DebugLevel, "debug"
+	}
 	w.lines.WithLabelValues(name).Inc()
 	if e := w.log.WithLevel(level); e.Enabled() {
 		e.Str("line", text).Msg("memberlist")
