@@ -19,7 +19,7 @@ func libraryPanics(cfg Config, ids []string) (panicked bool) {
 	}()
 	var lib []consistent.Member // nil for no members, as Build would pass
 	for _, id := range ids {
-		lib = append(lib, member(id+terminator))
+		lib = append(lib, member{name: id + terminator})
 	}
 	consistent.New(lib, consistent.Config{
 		Hasher:            hasher{deriveSeed(cfg.Seed)},

@@ -53,10 +53,15 @@ func ValidateID(id string) error {
 	return nil
 }
 
-// member is a backend as the library sees it: its ID plus terminator.
-type member string
+// member is a backend as the library sees it: its ID plus terminator. The
+// index into the sorted member list rides along, so reading the owner
+// table back costs a type assertion instead of a map lookup per partition.
+type member struct {
+	name  string
+	index uint16
+}
 
-func (m member) String() string { return string(m) }
+func (m member) String() string { return m.name }
 
 // Ring is an immutable consistent-hash ring. All methods are safe for
 // concurrent use; a nil *Ring behaves as an empty ring with no config.
@@ -118,10 +123,8 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 
 	// The library is called once, on input it cannot panic on.
 	lib := make([]consistent.Member, n)
-	index := make(map[string]uint16, n)
 	for i, id := range members {
-		lib[i] = member(id + terminator)
-		index[id+terminator] = uint16(i)
+		lib[i] = member{name: id + terminator, index: uint16(i)}
 	}
 	c := consistent.New(lib, consistent.Config{
 		Hasher:            hasher{r.seed},
@@ -135,11 +138,11 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 		if m == nil {
 			return nil, fmt.Errorf("ring: library left partition %d without owner", p)
 		}
-		i, ok := index[m.String()]
+		mm, ok := m.(member)
 		if !ok {
 			return nil, fmt.Errorf("ring: library assigned partition %d to unknown member %q", p, m.String())
 		}
-		r.owners[p] = i
+		r.owners[p] = mm.index
 	}
 	r.fp = r.fingerprint()
 	return r, nil

@@ -333,7 +333,7 @@ func TestVnodeNamesUnambiguous(t *testing.T) {
 				plainClashes++
 			}
 			plain[k] = id
-			k = fmt.Sprintf("%s%d", member(id+terminator), i)
+			k = fmt.Sprintf("%s%d", member{name: id + terminator}, i)
 			if other, ok := ours[k]; ok {
 				t.Fatalf("vnode key %q shared by %q and %q", k, other, id)
 			}
