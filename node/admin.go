@@ -142,6 +142,11 @@ func (n *Node) Status() Status {
 			s.Members = append(s.Members, ms)
 			continue
 		}
+		if m.Name == n.cfg.Name {
+			// Our meta announces the ring a little after the swap (see
+			// rebuildLoop); our own view is the ring in use now.
+			m.Meta.RingFP = ringFP
+		}
 		ms.ProxyAddr, ms.AdminAddr = m.Meta.ProxyAddr, m.Meta.AdminAddr
 		ms.State = m.Meta.State.String()
 		ms.RingFingerprint, ms.ConfigFingerprint = fp(m.Meta.RingFP), fp(m.Meta.ConfigFP)

@@ -71,6 +71,10 @@ type Config struct {
 	CoalesceQuiet time.Duration
 	CoalesceMax   time.Duration
 
+	// AnnounceDelay is how long after a ring swap the node publishes its new
+	// ring fingerprint in its meta. Default 500 ms (see rebuildLoop).
+	AnnounceDelay time.Duration
+
 	// SyncTimeout bounds how long static backends wait for a first sync with
 	// the mesh before being upserted anyway. Default 3 s.
 	SyncTimeout time.Duration
@@ -96,6 +100,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CoalesceMax <= 0 {
 		c.CoalesceMax = 100 * time.Millisecond
+	}
+	if c.AnnounceDelay <= 0 {
+		c.AnnounceDelay = 500 * time.Millisecond
 	}
 	if c.SyncTimeout <= 0 {
 		c.SyncTimeout = 3 * time.Second

@@ -291,6 +291,12 @@ func (n *Node) advertised(bound string) string {
 	return bound
 }
 
+func (n *Node) publishMetaLogged() {
+	if err := n.publishMeta(); err != nil {
+		n.log.Error().Err(err).Msg("publish node meta failed")
+	}
+}
+
 func (n *Node) publishMeta() error {
 	if n.leaving.Load() {
 		return nil

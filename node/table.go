@@ -123,11 +123,23 @@ func tableFingerprint(ringFP uint64, ids, addrs []string) uint64 {
 // rebuild) neither start nor prolong a coalescing window.
 func (n *Node) rebuildLoop(ctx context.Context) {
 	built := n.rebuild(time.Now())
+	n.publishMetaLogged()
 	changes := n.cluster.Changes()
+	// The ring fingerprint goes out in node meta a little after a swap:
+	// every node rebuilds at about the same time, and a hundred alive
+	// messages sent at once would crowd the catalog delta, which rides in
+	// the same gossip packets after memberlist's own messages, out of the
+	// nodes that have yet to receive it.
+	announce := time.NewTimer(time.Hour)
+	announce.Stop()
+	defer announce.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-announce.C:
+			n.publishMetaLogged()
+			continue
 		case <-changes:
 		}
 		if n.cluster.CatalogDigest() == built {
@@ -138,6 +150,7 @@ func (n *Node) rebuildLoop(ctx context.Context) {
 			return
 		}
 		built = n.rebuild(first)
+		announce.Reset(n.cfg.AnnounceDelay)
 	}
 }
 
@@ -199,9 +212,6 @@ func (n *Node) rebuild(since time.Time) uint64 {
 		Str("fingerprint", fp(t.Fingerprint)).
 		Dur("build", took).
 		Msg("ring rebuilt")
-	if err := n.publishMeta(); err != nil {
-		n.log.Error().Err(err).Msg("publish node meta failed")
-	}
 	return digest
 }
 
