@@ -148,6 +148,23 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 	return r, nil
 }
 
+// CheckCapacity reports whether a ring of n backends can be built with cfg,
+// without building it: the admin API refuses an addition that would leave
+// every node unable to rebuild.
+func CheckCapacity(cfg Config, n int) error {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if n > MaxMembers {
+		return fmt.Errorf("ring: %d backends: %w: at most %d", n, ErrInvalidBackends, MaxMembers)
+	}
+	if n == 0 {
+		return nil
+	}
+	return checkRoom(cfg, n)
+}
+
 // checkRoom mirrors the library's panics that depend on the number of
 // backends n (cfg already valid, so RF ≥ 2 and the walk reaches every
 // member): "not enough room to distribute partitions" exactly when
@@ -246,7 +263,7 @@ func (r *Ring) fingerprint() uint64 {
 // does not allocate. On an empty ring it returns ErrEmpty with the
 // partition still computed (-1 on a nil ring).
 func (r *Ring) Locate(key []byte) (id string, partition int, err error) {
-	if r == nil {
+	if r == nil || r.parts == 0 { // a zero Ring, not from Build
 		return "", -1, ErrEmpty
 	}
 	p := sum64(key, r.seed) % r.parts
@@ -258,7 +275,7 @@ func (r *Ring) Locate(key []byte) (id string, partition int, err error) {
 
 // LocateString is Locate for a string key; it does not allocate either.
 func (r *Ring) LocateString(key string) (id string, partition int, err error) {
-	if r == nil {
+	if r == nil || r.parts == 0 {
 		return "", -1, ErrEmpty
 	}
 	p := sum64String(key, r.seed) % r.parts
@@ -271,7 +288,7 @@ func (r *Ring) LocateString(key string) (id string, partition int, err error) {
 // Partition returns the partition of key: xxh64(key) % Partitions
 // (-1 on a nil ring).
 func (r *Ring) Partition(key []byte) int {
-	if r == nil {
+	if r == nil || r.parts == 0 {
 		return -1
 	}
 	return int(sum64(key, r.seed) % r.parts)

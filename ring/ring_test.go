@@ -518,3 +518,24 @@ func TestDependencies(t *testing.T) {
 		}
 	}
 }
+
+func TestZeroRingAndCapacity(t *testing.T) {
+	var r Ring
+	if _, _, err := r.Locate([]byte("k")); err != ErrEmpty {
+		t.Fatalf("zero Ring Locate err = %v; want ErrEmpty", err)
+	}
+	if p := r.Partition([]byte("k")); p != -1 {
+		t.Fatalf("zero Ring Partition = %d; want -1", p)
+	}
+	cfg := Config{Partitions: 7, ReplicationFactor: 2, Load: 1.25}
+	for n := 0; n <= 9; n++ {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("b%d", i)
+		}
+		_, buildErr := Build(cfg, ids)
+		if capErr := CheckCapacity(cfg, n); (capErr == nil) != (buildErr == nil) {
+			t.Errorf("n=%d: CheckCapacity %v but Build %v", n, capErr, buildErr)
+		}
+	}
+}
