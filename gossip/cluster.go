@@ -274,6 +274,17 @@ func (c *Cluster) signal() {
 	}
 }
 
+// ErrClosed is returned for a write after Leave or Shutdown: it could never
+// reach the mesh.
+var ErrClosed = errors.New("node has left the mesh")
+
+// closed reports whether writes can no longer be broadcast.
+func (c *Cluster) closed() bool {
+	c.life.Lock()
+	defer c.life.Unlock()
+	return c.shutdown || c.left.Load()
+}
+
 // CatalogDigest is an order-independent hash of the live catalog: equal
 // digests mean equal catalogs. A consumer can tell catalog changes from
 // membership and meta changes on Changes() by comparing it.
@@ -305,6 +316,9 @@ func (c *Cluster) Records() []Record {
 // broadcasts it. Upserting an active backend at the same address changes
 // nothing and returns the record held.
 func (c *Cluster) Upsert(id, addr string) (Record, error) {
+	if c.closed() {
+		return Record{}, fmt.Errorf("upsert %s: %w", id, ErrClosed)
+	}
 	if err := validateID(id); err != nil {
 		return Record{}, fmt.Errorf("upsert: %w", err)
 	}
@@ -321,8 +335,11 @@ func (c *Cluster) Upsert(id, addr string) (Record, error) {
 		c.mu.Unlock()
 		return Record{}, fmt.Errorf("upsert %s: catalog full (%d records)", id, maxRecords)
 	}
-	r := c.writeLocked(Record{ID: id, Addr: addr, State: StateActive})
+	r, err := c.writeLocked(Record{ID: id, Addr: addr, State: StateActive})
 	c.mu.Unlock()
+	if err != nil {
+		return Record{}, err
+	}
 	c.signal()
 	return r, nil
 }
@@ -331,6 +348,9 @@ func (c *Cluster) Upsert(id, addr string) (Record, error) {
 // with a new version and broadcasts it. It returns ErrUnknownBackend if id is
 // not in the catalog or already removed.
 func (c *Cluster) SetState(id string, s State) (Record, error) {
+	if c.closed() {
+		return Record{}, fmt.Errorf("set state of %s: %w", id, ErrClosed)
+	}
 	if !s.valid() {
 		return Record{}, fmt.Errorf("set state of %s: unknown state %d", id, uint8(s))
 	}
@@ -344,30 +364,48 @@ func (c *Cluster) SetState(id string, s State) (Record, error) {
 		c.mu.Unlock()
 		return cur, nil
 	}
-	r := c.writeLocked(Record{ID: id, Addr: cur.Addr, State: s})
+	r, err := c.writeLocked(Record{ID: id, Addr: cur.Addr, State: s})
 	c.mu.Unlock()
+	if err != nil {
+		return Record{}, err
+	}
 	c.signal()
 	return r, nil
 }
 
 // writeLocked stamps r with a new version and this node as origin, merges it
-// and queues its broadcast.
-func (c *Cluster) writeLocked(r Record) Record {
+// and queues its broadcast. The clock is above every version we accepted, so
+// the merge can only fail if the clock is exhausted, which maxClockSkew
+// makes impossible; it is still checked rather than assumed.
+func (c *Cluster) writeLocked(r Record) (Record, error) {
 	now := time.Now()
 	c.clock = max(c.clock+1, uint64(now.UnixMilli())<<16)
 	r.Version = c.clock
 	r.Origin = c.cfg.Name
-	c.catalog.Merge(r, now) // always true: the clock is above every version seen
+	if !c.catalog.Merge(r, now) {
+		return Record{}, fmt.Errorf("write %s: version %d is not newer than the catalog's", r.ID, r.Version)
+	}
 	c.queueLocked(r)
 	c.noteCatalogLocked()
-	return r
+	return r, nil
 }
 
+// maxClockSkew bounds how far ahead of our clock a peer's record version may
+// be. Without it one record stamped near 2^64 would pin the clock there:
+// every later write would lose to it, and its tombstone would never expire.
+const maxClockSkew = time.Hour
+
 // mergeRemoteLocked merges a record from a peer and reports whether it was
-// new here.
-func (c *Cluster) mergeRemoteLocked(r Record, now time.Time) bool {
+// new here; a record from too far in the future is refused with an error.
+func (c *Cluster) mergeRemoteLocked(r Record, now time.Time) (bool, error) {
+	if r.physical().After(now.Add(maxClockSkew)) {
+		return false, reject(reasonFuture, "record %s is stamped %v, more than %v ahead", r.ID, r.physical().UTC(), maxClockSkew)
+	}
+	if !c.catalog.Has(r.ID) && c.catalog.Len() >= maxRecords {
+		return false, reject(reasonFull, "catalog full (%d records): record %s refused", maxRecords, r.ID)
+	}
 	c.clock = max(c.clock, r.Version)
-	return c.catalog.Merge(r, now)
+	return c.catalog.Merge(r, now), nil
 }
 
 // queueLocked queues r's broadcast; a newer version of an ID replaces a
@@ -426,7 +464,7 @@ func (c *Cluster) knownDigest(d uint64) bool {
 // reached no one else.
 func (c *Cluster) mergeForTest(r Record) bool {
 	c.mu.Lock()
-	changed := c.mergeRemoteLocked(r, time.Now())
+	changed, _ := c.mergeRemoteLocked(r, time.Now())
 	c.noteCatalogLocked()
 	c.mu.Unlock()
 	if changed {
@@ -524,7 +562,8 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	if err := c.setMetaLocked(m, metaUpdateTimeout); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
-	if err := c.ml.Load().Leave(timeout); err != nil {
+	// memberlist waits forever on a zero timeout.
+	if err := c.ml.Load().Leave(max(timeout, time.Millisecond)); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	c.log.Info().Msg("left the mesh")

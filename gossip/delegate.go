@@ -63,17 +63,20 @@ func (b *recordBroadcast) Finished()       {}
 
 // nodeInfo is what we copy out of a *memberlist.Node.
 type nodeInfo struct {
-	name  string
-	addr  string
-	meta  []byte
-	state NodeState // 0 if the meta does not decode
+	metaErr error // the meta did not decode: another version, or garbage
+	name    string
+	addr    string
+	meta    []byte
+	state   NodeState // 0 if the meta does not decode
 }
 
 func nodeOf(n *memberlist.Node) nodeInfo {
 	ni := nodeInfo{name: n.Name, addr: n.Address(), meta: append([]byte(nil), n.Meta...)}
-	if m, err := DecodeMeta(n.Meta); err == nil {
+	m, err := DecodeMeta(n.Meta)
+	if err == nil {
 		ni.state = m.State
 	}
+	ni.metaErr = err
 	return ni
 }
 
@@ -102,13 +105,16 @@ func (c *Cluster) notifyMsg(b []byte) {
 	c.m.received.WithLabelValues("record").Inc()
 	now := time.Now()
 	c.mu.Lock()
-	changed := c.mergeRemoteLocked(r, now)
+	changed, err := c.mergeRemoteLocked(r, now)
 	if changed {
 		// memberlist does not relay user messages: pass on what is new.
 		c.queueLocked(r)
 		c.noteCatalogLocked()
 	}
 	c.mu.Unlock()
+	if err != nil {
+		c.rejected("record", err)
+	}
 	if changed {
 		c.m.relayed.Inc()
 		c.m.propagation.Observe(max(0, now.Sub(r.physical()).Seconds()))
@@ -144,9 +150,14 @@ func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
 	wasSynced := c.synced.Load()
 	now := time.Now()
 	var fresh []Record
+	var errs []error
 	c.mu.Lock()
 	for _, r := range recs {
-		if c.mergeRemoteLocked(r, now) {
+		changed, err := c.mergeRemoteLocked(r, now)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if changed {
 			fresh = append(fresh, r)
 		}
 	}
@@ -158,6 +169,9 @@ func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
 		c.noteCatalogLocked()
 	}
 	c.mu.Unlock()
+	for _, err := range errs {
+		c.rejected("state", err)
+	}
 	if sender != c.cfg.Name {
 		c.synced.Store(true)
 	}
@@ -173,6 +187,9 @@ func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
 }
 
 func (c *Cluster) notifyJoin(n nodeInfo) {
+	if n.metaErr != nil {
+		c.rejected("meta", n.metaErr)
+	}
 	c.mu.Lock()
 	c.peers[n.name] = peer{addr: n.addr, meta: n.meta, state: n.state}
 	delete(c.failed, n.name)
@@ -212,6 +229,9 @@ func (c *Cluster) notifyLeave(n nodeInfo) {
 }
 
 func (c *Cluster) notifyUpdate(n nodeInfo) {
+	if n.metaErr != nil {
+		c.rejected("meta", n.metaErr)
+	}
 	c.mu.Lock()
 	if _, ok := c.peers[n.name]; ok {
 		c.peers[n.name] = peer{addr: n.addr, meta: n.meta, state: n.state}

@@ -58,7 +58,10 @@ func (j *joiner) joinSeeds(ctx context.Context) error {
 		c.log.Info().Msg("seeds point at this node only")
 		return nil
 	}
+	// Every address, not just the first that answers: seeds that started
+	// at the same time may be islands that only we can connect now.
 	errs := []error{err}
+	joined := ""
 	for _, a := range addrs {
 		if ctx.Err() != nil || c.left.Load() {
 			return ctx.Err()
@@ -67,10 +70,13 @@ func (j *joiner) joinSeeds(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		if c.synced.Load() { // false if a seed was ourselves under another address
-			c.log.Info().Str("seed", a).Int("members", int(c.numNodes.Load())).Msg("joined mesh")
-			return nil
+		if c.synced.Load() && joined == "" { // false if a seed was ourselves under another address
+			joined = a
 		}
+	}
+	if joined != "" {
+		c.log.Info().Str("seed", joined).Int("members", int(c.numNodes.Load())).Msg("joined mesh")
+		return nil
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -120,11 +126,18 @@ func (j *joiner) rejoin(ctx context.Context) {
 		if ctx.Err() != nil || c.left.Load() {
 			return
 		}
+		before := c.numNodes.Load()
 		if err := c.pushPull(a, "rejoin"); err != nil {
 			c.log.Debug().Err(err).Str("addr", a).Msg("rejoin failed")
 			continue
 		}
-		c.log.Info().Str("addr", a).Int("members", int(c.numNodes.Load())).Msg("rejoined peer")
+		// A seed reached under another address than it advertises is
+		// re-joined every round; say so only when it merged something.
+		if after := c.numNodes.Load(); after > before {
+			c.log.Info().Str("addr", a).Int64("members", after).Msg("rejoined peers")
+		} else {
+			c.log.Debug().Str("addr", a).Msg("rejoin found nothing new")
+		}
 	}
 }
 

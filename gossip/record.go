@@ -103,6 +103,11 @@ func validateName(name string) error {
 	return nil
 }
 
+// ValidateAddr checks a backend address as every node will: host:port with
+// a non-empty host and a canonical port 1-65535. The admin API and the
+// config use it, so what they accept a peer never refuses.
+func ValidateAddr(addr string) error { return validateAddr(addr) }
+
 // validateAddr checks host:port syntax: a non-empty host and a port 1-65535.
 func validateAddr(addr string) error {
 	if len(addr) > maxAddrLen || !printable(addr) {
@@ -215,6 +220,12 @@ func (c *Catalog) Get(id string) (Record, bool) {
 	return r, ok
 }
 
+// Has reports whether the catalog holds id (a tombstone included).
+func (c *Catalog) Has(id string) bool {
+	_, ok := c.recs[id]
+	return ok
+}
+
 // Len returns the number of records, tombstones included.
 func (c *Catalog) Len() int { return len(c.recs) }
 
@@ -246,7 +257,7 @@ func (c *Catalog) Expire(now time.Time) int {
 			}
 			if r.expired(c.ttl, now) {
 				c.remove(r)
-				c.floors[r.ID] = r
+				c.addFloor(r)
 				n++
 				continue
 			}

@@ -47,6 +47,8 @@ const (
 	reasonMalformed = "malformed"
 	reasonOversized = "oversized"
 	reasonTrailing  = "trailing"
+	reasonFuture    = "future"
+	reasonFull      = "full"
 )
 
 // decodeError is a rejected message, with the reason used as a metric label.
