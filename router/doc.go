@@ -1,0 +1,37 @@
+// Package router is the http.Handler of a meshlb node. It owns:
+//
+//   - routing-key extraction (KeyExtractor: query, cookie, header,
+//     subprotocol token, then the client IP, trusting forwarding headers
+//     only from configured proxies);
+//   - the session cookie: a request whose only key is its IP gets a random
+//     session ID cookie and is routed by it, so reconnects from a new IP
+//     stick;
+//   - HTTP proxying through one httputil.ReverseProxy and one shared
+//     transport, with X-Forwarded-* set;
+//   - WebSocket proxying: the router performs the backend handshake itself
+//     (client's path, query, headers and Sec-WebSocket-Key unchanged),
+//     passes a non-101 answer on as it was, and after a 101 relays bytes
+//     client → backend and whole frames backend → client (payloads
+//     untouched, so permessage-deflate works end to end);
+//   - failover: when the owner refuses the connection or fails before
+//     answering, the next candidate of the Picker is tried (at most
+//     Config.Retries more), and Config.OnFailure observes the failure;
+//   - the registry of hijacked connections, for Drain and Close;
+//   - the mapping of errors to statuses (statusError): 400 no routing key,
+//     503 no backends / draining / too many connections, 502 backend
+//     unreachable or broken, 504 backend timeout; bodies are JSON
+//     {"error": "..."}.
+//
+// Because the router keeps backend → client frame boundaries, it can close
+// a WebSocket cleanly at any time. The close codes it sends to clients:
+//
+//   - the code given to Drain: 1001 (Going Away) or 1012 (Service Restart);
+//   - 1001 (Going Away) when Config.WSIdleTimeout expires;
+//   - 1014 (Bad Gateway) when the backend connection is lost without a
+//     close frame. 1014 is the registered WebSocket counterpart of HTTP 502
+//     and differs from the drain codes, so a client can tell "this node is
+//     going away" from "your backend went away"; either way it should
+//     reconnect, and the node routes it anew.
+//
+// Close frames of the backend and of the client pass through unchanged.
+package router

@@ -1,0 +1,456 @@
+package router
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Backend is one upstream server.
+type Backend struct {
+	ID   string
+	Addr string // host:port, dialled over TCP
+}
+
+// Picker chooses backends for a key: the owner first, then failover
+// candidates, at most n in all. It must be safe for concurrent use and
+// fast: it is called once per request. node adapts its ring to it.
+type Picker interface {
+	Pick(key []byte, n int) ([]Backend, error)
+}
+
+// PickerFunc adapts a function to Picker, as http.HandlerFunc does.
+type PickerFunc func(key []byte, n int) ([]Backend, error)
+
+// Pick calls f(key, n).
+func (f PickerFunc) Pick(key []byte, n int) ([]Backend, error) { return f(key, n) }
+
+// ErrNoBackends is what a Picker returns when it has nothing to offer; the
+// router answers 503.
+var ErrNoBackends = errors.New("no backends")
+
+// Errors the router answers with itself; statusError maps them.
+var (
+	errNoKey        = errors.New("no routing key")
+	errTooManyConns = errors.New("too many connections")
+	errDraining     = errors.New("draining")
+	errBadUpgrade   = errors.New("bad websocket upgrade request")
+	errHijack       = errors.New("connection cannot be hijacked")
+)
+
+// dialError marks a failure to connect to a backend: nothing was sent, so
+// another candidate may be tried (caddy's DialError).
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "dial backend: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// clientGoneError wraps an error caused by the client going away.
+type clientGoneError struct{ err error }
+
+func (e *clientGoneError) Error() string { return "client gone: " + e.err.Error() }
+func (e *clientGoneError) Unwrap() error { return e.err }
+
+// Defaults for Config fields left at zero.
+const (
+	DefaultRetries               = 2
+	DefaultSessionCookieMaxAge   = 24 * time.Hour
+	DefaultDialTimeout           = 5 * time.Second
+	DefaultHandshakeTimeout      = 10 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+)
+
+// Config configures a Router. Zero values mean the documented default.
+type Config struct {
+	// Picker chooses backends for a routing key. Required.
+	Picker Picker
+	// Key configures routing-key extraction. Key.SessionCookie defaults to
+	// SessionCookie so that an issued cookie is read back.
+	Key KeyConfig
+	// Retries is the number of extra candidates tried when the owner
+	// refuses the connection or fails before the WebSocket handshake
+	// completes. Default 2; negative means 0.
+	Retries int
+	// SessionCookie, if set, names a cookie issued to a request that has
+	// no routing key other than the client IP: a random 128-bit session
+	// ID (hex), HttpOnly, SameSite=Lax, Path=/, Secure when the request
+	// came over TLS (or a trusted proxy says X-Forwarded-Proto: https).
+	// The request is routed by that ID, so reconnects from a new IP stick.
+	SessionCookie string
+	// SessionCookieMaxAge is the cookie's Max-Age. Default 24h; negative
+	// issues a browser-session cookie (no Max-Age).
+	SessionCookieMaxAge time.Duration
+	// DialTimeout bounds a TCP connect to a backend. Default 5s.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the whole WebSocket handshake with the
+	// backends, failover included; expiry answers 504. Default 10s.
+	HandshakeTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for an HTTP backend's response
+	// headers; expiry answers 504. Default 30s.
+	ResponseHeaderTimeout time.Duration
+	// MaxConns caps concurrent proxied requests plus WebSockets; the
+	// overflow gets 503. 0 means unlimited.
+	MaxConns int
+	// WSIdleTimeout, if positive, closes a WebSocket with 1001 when no
+	// byte has been read from either side for that long. The router's own
+	// pings are not activity, but the client's pongs are: with
+	// WSPingInterval < WSIdleTimeout the idle timeout detects dead clients
+	// rather than quiet sessions.
+	WSIdleTimeout time.Duration
+	// WSPingInterval, if positive, sends a ping to the client at this
+	// interval. The client's pong travels on to the backend, which ignores
+	// it (RFC 6455 5.5.3: an unsolicited pong needs no answer).
+	WSPingInterval time.Duration
+	// OnFailure, if set, observes each backend that refused or failed
+	// before answering. It is called on the request path and must not
+	// block.
+	OnFailure func(b Backend, err error)
+	// Logger receives debug lines per connection and rate-limited warnings
+	// for failovers and overflows. Default: zerolog.Nop().
+	Logger zerolog.Logger
+}
+
+// Router is an http.Handler that routes each request by its key to a
+// backend and proxies HTTP and WebSocket traffic. Its methods are safe for
+// concurrent use.
+type Router struct {
+	cfg       Config
+	keys      *KeyExtractor
+	log       zerolog.Logger
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
+
+	// closeTimeout bounds waiting for a WebSocket close handshake or for
+	// the second direction after the first one ended.
+	closeTimeout time.Duration
+
+	active      atomic.Int64 // proxied requests + WebSockets, for MaxConns
+	overflowLog logLimiter
+	failoverLog logLimiter
+
+	mu       sync.Mutex // guards the fields below
+	conns    map[uint64]*wsConn
+	nextID   uint64
+	draining bool
+	closed   bool
+	wg       sync.WaitGroup // one per registered WebSocket session
+}
+
+// New validates cfg and builds a Router. It starts no goroutines.
+func New(cfg Config) (*Router, error) {
+	if cfg.Picker == nil {
+		return nil, errors.New("router config: nil picker")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"dial timeout", cfg.DialTimeout},
+		{"handshake timeout", cfg.HandshakeTimeout},
+		{"response header timeout", cfg.ResponseHeaderTimeout},
+		{"websocket idle timeout", cfg.WSIdleTimeout},
+		{"websocket ping interval", cfg.WSPingInterval},
+	} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("router config: negative %s %v", d.name, d.v)
+		}
+	}
+	if cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("router config: negative max conns %d", cfg.MaxConns)
+	}
+	switch {
+	case cfg.Retries == 0:
+		cfg.Retries = DefaultRetries
+	case cfg.Retries < 0:
+		cfg.Retries = 0
+	}
+	if cfg.SessionCookieMaxAge == 0 {
+		cfg.SessionCookieMaxAge = DefaultSessionCookieMaxAge
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.ResponseHeaderTimeout == 0 {
+		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if cfg.SessionCookie != "" {
+		if err := (&http.Cookie{Name: cfg.SessionCookie, Value: "x"}).Valid(); err != nil {
+			return nil, fmt.Errorf("router config: session cookie: %w", err)
+		}
+		if cfg.Key.SessionCookie == "" {
+			cfg.Key.SessionCookie = cfg.SessionCookie
+		}
+	}
+	cfg.Key.TrustedProxies = append([]netip.Prefix(nil), cfg.Key.TrustedProxies...)
+	keys, err := NewKeyExtractor(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
+
+	rt := &Router{
+		cfg:          cfg,
+		keys:         keys,
+		log:          cfg.Logger.With().Str("component", "router").Logger(),
+		closeTimeout: 5 * time.Second,
+		conns:        make(map[uint64]*wsConn),
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	rt.transport = &http.Transport{
+		Proxy: nil, // never the environment's proxy
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return c, nil
+		},
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64, // many clients share few backends
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+	}
+	rt.proxy = &httputil.ReverseProxy{
+		Rewrite:        rt.rewrite,
+		Transport:      &failoverTransport{rt: rt},
+		ModifyResponse: rt.modifyResponse,
+		ErrorHandler:   rt.writeError,
+		ErrorLog:       log.New(debugWriter{rt.log}, "", 0),
+	}
+	return rt, nil
+}
+
+// ServeHTTP routes req by its key and proxies it, as a WebSocket when it
+// asks for an upgrade to websocket, as plain HTTP otherwise.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if limit := rt.cfg.MaxConns; limit > 0 {
+		if n := rt.active.Add(1); n > int64(limit) {
+			rt.active.Add(-1)
+			if ok, dropped := rt.overflowLog.allow(); ok {
+				rt.log.Warn().Int("max_conns", limit).Int64("suppressed", dropped).
+					Str("remote_addr", req.RemoteAddr).Msg("connection limit reached")
+			}
+			rt.writeError(w, req, errTooManyConns)
+			return
+		}
+		defer rt.active.Add(-1)
+	}
+
+	key, source, ok := rt.keys.Key(req)
+	if !ok {
+		rt.writeError(w, req, errNoKey)
+		return
+	}
+	var cookie *http.Cookie
+	if source == "ip" && rt.cfg.SessionCookie != "" {
+		cookie = rt.newSessionCookie(req)
+		key = cookie.Value
+	}
+
+	if isWebSocketUpgrade(req) {
+		rt.serveWebSocket(w, req, key, cookie)
+		return
+	}
+	cands, err := rt.pick(key)
+	if err != nil {
+		rt.writeError(w, req, err)
+		return
+	}
+	if cookie != nil {
+		w.Header().Add("Set-Cookie", cookie.String())
+	}
+	st := &route{cands: cands}
+	rt.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), routeKey{}, st)))
+}
+
+// pick asks the Picker for the owner and up to Retries failover candidates.
+func (rt *Router) pick(key string) ([]Backend, error) {
+	cands, err := rt.cfg.Picker.Pick([]byte(key), 1+rt.cfg.Retries)
+	if err != nil {
+		return nil, fmt.Errorf("pick backend: %w", err)
+	}
+	if len(cands) == 0 {
+		return nil, ErrNoBackends
+	}
+	if len(cands) > 1+rt.cfg.Retries {
+		cands = cands[:1+rt.cfg.Retries]
+	}
+	return cands, nil
+}
+
+// failure reports a failed backend to OnFailure and logs the failover.
+func (rt *Router) failure(b Backend, err error, next bool) {
+	if rt.cfg.OnFailure != nil {
+		rt.cfg.OnFailure(b, err)
+	}
+	if ok, dropped := rt.failoverLog.allow(); ok {
+		rt.log.Warn().Str("backend", b.ID).Str("addr", b.Addr).Err(err).
+			Bool("failover", next).Int64("suppressed", dropped).Msg("backend failed")
+	}
+}
+
+// newSessionCookie mints a random 128-bit session ID cookie for req.
+func (rt *Router) newSessionCookie(req *http.Request) *http.Cookie {
+	var id [16]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
+	c := &http.Cookie{
+		Name:     rt.cfg.SessionCookie,
+		Value:    hex.EncodeToString(id[:]),
+		Path:     "/",
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+		Secure:   rt.isHTTPS(req),
+	}
+	if age := rt.cfg.SessionCookieMaxAge; age > 0 {
+		c.MaxAge = int(age / time.Second)
+	}
+	return c
+}
+
+// isHTTPS reports whether the client reached us (or a trusted proxy in
+// front of us) over TLS.
+func (rt *Router) isHTTPS(req *http.Request) bool {
+	if req.TLS != nil {
+		return true
+	}
+	return rt.keys.IsTrusted(peerAddr(req)) &&
+		strings.EqualFold(strings.TrimSpace(req.Header.Get("X-Forwarded-Proto")), "https")
+}
+
+// peerAddr is the address of the immediate peer (after PROXY protocol).
+func peerAddr(req *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(req.RemoteAddr)
+	if err != nil {
+		a, _ := netip.ParseAddr(req.RemoteAddr)
+		return a.Unmap()
+	}
+	return ap.Addr().Unmap()
+}
+
+// setForwarded sets X-Forwarded-For/Proto/Host on h (the outbound header)
+// for the inbound request in. A trusted peer's X-Forwarded-For chain is
+// kept and our peer appended; its X-Forwarded-Proto and -Host are kept.
+// Anything an untrusted peer sent is replaced.
+func (rt *Router) setForwarded(in *http.Request, h http.Header) {
+	peer := peerAddr(in)
+	trusted := peer.IsValid() && rt.keys.IsTrusted(peer)
+	prior := ""
+	if trusted {
+		prior = strings.Join(in.Header.Values("X-Forwarded-For"), ", ")
+	}
+	h.Del("Forwarded")
+	h.Del("X-Forwarded-For")
+	switch {
+	case !peer.IsValid():
+		if prior != "" {
+			h.Set("X-Forwarded-For", prior)
+		}
+	case prior != "":
+		h.Set("X-Forwarded-For", prior+", "+peer.String())
+	default:
+		h.Set("X-Forwarded-For", peer.String())
+	}
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	if v := in.Header.Get("X-Forwarded-Proto"); trusted && v != "" {
+		proto = v
+	}
+	h.Set("X-Forwarded-Proto", proto)
+	host := in.Host
+	if v := in.Header.Get("X-Forwarded-Host"); trusted && v != "" {
+		host = v
+	}
+	h.Set("X-Forwarded-Host", host)
+}
+
+// statusError maps an error to the status and the message the client
+// sees; it is the only place that does (caddy's statusError).
+func statusError(err error) (int, string) {
+	var de *dialError
+	var cg *clientGoneError
+	var ne net.Error
+	switch {
+	case errors.Is(err, errNoKey):
+		return http.StatusBadRequest, "no routing key"
+	case errors.Is(err, errBadUpgrade):
+		return http.StatusBadRequest, "bad websocket upgrade request"
+	case errors.Is(err, ErrNoBackends):
+		return http.StatusServiceUnavailable, "no backends"
+	case errors.Is(err, errTooManyConns):
+		return http.StatusServiceUnavailable, "too many connections"
+	case errors.Is(err, errDraining):
+		return http.StatusServiceUnavailable, "draining"
+	case errors.Is(err, errHijack):
+		return http.StatusInternalServerError, "connection cannot be upgraded"
+	case errors.As(err, &cg), errors.Is(err, context.Canceled):
+		return 499, "client closed request" // nginx's code; the client is gone anyway
+	case errors.As(err, &de):
+		return http.StatusBadGateway, "backend unavailable"
+	case errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout, "backend timeout"
+	default:
+		return http.StatusBadGateway, "bad gateway"
+	}
+}
+
+// writeError answers req with the status statusError gives err and a JSON
+// body {"error": "..."}.
+func (rt *Router) writeError(w http.ResponseWriter, req *http.Request, err error) {
+	code, msg := statusError(err)
+	if e := rt.log.Debug(); e.Enabled() {
+		e.Err(err).Int("status", code).Str("remote_addr", req.RemoteAddr).
+			Str("path", req.URL.Path).Msg("request failed")
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "{\"error\": %q}\n", msg) // msg is a constant ASCII string
+}
+
+// logLimiter lets one log line through per second and counts the rest.
+type logLimiter struct {
+	next    atomic.Int64 // unix nanos before which lines are suppressed
+	dropped atomic.Int64
+}
+
+// allow reports whether a line may be logged now and how many were
+// suppressed since the last one.
+func (l *logLimiter) allow() (bool, int64) {
+	now := time.Now().UnixNano()
+	n := l.next.Load()
+	if now < n || !l.next.CompareAndSwap(n, now+int64(time.Second)) {
+		l.dropped.Add(1)
+		return false, 0
+	}
+	return true, l.dropped.Swap(0)
+}
+
+// debugWriter turns ReverseProxy's ErrorLog lines into debug events.
+type debugWriter struct{ log zerolog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug().Str("detail", strings.TrimSpace(string(p))).Msg("reverse proxy")
+	return len(p), nil
+}

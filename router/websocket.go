@@ -1,0 +1,680 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Close codes the router sends to clients.
+const (
+	// CloseGoingAway (1001) closes an idle WebSocket, and a drained one
+	// when Drain is given it.
+	CloseGoingAway uint16 = 1001
+	// CloseServiceRestart (1012) is the other code Drain accepts: the
+	// service restarts, reconnect (RFC 6455 registry).
+	CloseServiceRestart uint16 = 1012
+	// CloseBadGateway (1014) tells a client that the backend connection
+	// was lost: the WebSocket counterpart of HTTP 502 in the IANA
+	// registry. It is distinct from the drain codes, so a client can tell
+	// "this node goes away" from "your backend went away"; both mean
+	// reconnect.
+	CloseBadGateway uint16 = 1014
+)
+
+const (
+	relayBufSize   = 32 << 10 // one pooled buffer per direction
+	maxRelayedBody = 64 << 10 // body of a non-101 backend answer passed on
+)
+
+var relayBufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+
+// pingFrame is the keepalive ping sent to clients.
+var pingFrame = ws.MustCompileFrame(ws.NewPingFrame(nil))
+
+// hopHeaders are removed from a forwarded handshake and from a relayed
+// non-101 answer (RFC 9110 7.6.1, plus the legacy ones).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// isWebSocketUpgrade reports whether req asks to switch to websocket.
+func isWebSocketUpgrade(req *http.Request) bool {
+	return headerHasToken(req.Header, "Connection", "upgrade") &&
+		headerHasToken(req.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// removeHopHeaders deletes hop-by-hop headers, including those the
+// Connection header names.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				h.Del(t)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+// serveWebSocket performs the handshake with the first candidate that
+// answers, then hijacks the client connection and relays until both sides
+// are done. It returns when the session has ended.
+func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) {
+	if req.Method != http.MethodGet || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
+		rt.writeError(w, req, errBadUpgrade)
+		return
+	}
+	if rt.isDraining() {
+		rt.writeError(w, req, errDraining)
+		return
+	}
+	cands, err := rt.pick(key)
+	if err != nil {
+		rt.writeError(w, req, err)
+		return
+	}
+	handshake, err := rt.buildHandshake(req)
+	if err != nil {
+		rt.writeError(w, req, err)
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(req.Context(), rt.cfg.HandshakeTimeout)
+	defer cancel()
+	var (
+		b       Backend
+		conn    net.Conn
+		br      *bufio.Reader
+		res     *http.Response
+		lastErr error
+	)
+	for i, cand := range cands {
+		conn, br, res, err = rt.dialHandshake(ctx, cand, handshake)
+		if err == nil {
+			b = cand
+			break
+		}
+		if req.Context().Err() != nil {
+			rt.writeError(w, req, &clientGoneError{err})
+			return
+		}
+		timedOut := ctx.Err() != nil
+		last := timedOut || i == len(cands)-1
+		rt.failure(cand, err, !last)
+		lastErr = err
+		if timedOut {
+			rt.writeError(w, req, context.DeadlineExceeded)
+			return
+		}
+	}
+	if conn == nil {
+		rt.writeError(w, req, lastErr)
+		return
+	}
+
+	if res.StatusCode != http.StatusSwitchingProtocols && res.StatusCode >= 200 {
+		rt.relayAnswer(w, conn, res, cookie)
+		return
+	}
+	if res.StatusCode != http.StatusSwitchingProtocols || !headerHasToken(res.Header, "Upgrade", "websocket") {
+		conn.Close()
+		rt.writeError(w, req, fmt.Errorf("backend answered %q to a websocket upgrade", res.Status))
+		return
+	}
+
+	c := &wsConn{
+		rt:        rt,
+		backendID: b.ID,
+		backend:   conn,
+		backendBr: br,
+		closeReq:  make(chan uint16, 1),
+		wsem:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+	if !rt.register(c) {
+		conn.Close()
+		rt.writeError(w, req, errDraining)
+		return
+	}
+	defer rt.wg.Done() // after the last log line: Close waits for it
+
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		conn.Close()
+		c.finish()
+		rt.writeError(w, req, fmt.Errorf("%w: %w", errHijack, err))
+		return
+	}
+	if !c.attach(client) {
+		c.finish()
+		return
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		p, _ := brw.Reader.Peek(n)
+		c.clientBuf = bytes.Clone(p)
+	}
+
+	// Pass the backend's 101 on as it is: the client's key went through
+	// unchanged, so its Sec-WebSocket-Accept is right, and its chosen
+	// protocol and extensions (permessage-deflate end to end) stand.
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "HTTP/1.1 %s\r\n", res.Status)
+	if cookie != nil {
+		res.Header.Add("Set-Cookie", cookie.String())
+	}
+	_ = res.Header.Write(&head)
+	head.WriteString("\r\n")
+	_ = client.SetDeadline(time.Now().Add(rt.cfg.HandshakeTimeout))
+	_, err = client.Write(head.Bytes())
+	_ = client.SetDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
+	if err != nil {
+		c.hardClose()
+		c.finish()
+		rt.log.Debug().Err(err).Str("remote_addr", req.RemoteAddr).Msg("write upgrade response")
+		return
+	}
+
+	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Str("remote_addr", req.RemoteAddr).
+		Msg("websocket connected")
+	start := time.Now()
+	c.run()
+	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Dur("duration", time.Since(start)).
+		Int64("bytes_in", c.bytesIn.Load()).Int64("bytes_out", c.bytesOut.Load()).
+		Msg("websocket closed")
+}
+
+// buildHandshake writes the request line and headers forwarded to a
+// backend: the client's path, query and headers (key, version, protocol
+// and extension offers, cookies, origin, credentials), minus hop-by-hop
+// headers, plus Upgrade and X-Forwarded-*.
+func (rt *Router) buildHandshake(req *http.Request) ([]byte, error) {
+	uri := req.URL.RequestURI()
+	for i := 0; i < len(uri); i++ {
+		if uri[i] <= ' ' || uri[i] == 0x7f {
+			return nil, errBadUpgrade
+		}
+	}
+	h := req.Header.Clone()
+	removeHopHeaders(h)
+	h.Del("Content-Length")
+	rt.setForwarded(req, h)
+	h.Set("Connection", "Upgrade")
+	h.Set("Upgrade", "websocket")
+
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: %s\r\n", uri, strings.NewReplacer("\r", "", "\n", "").Replace(req.Host))
+	if err := h.Write(&buf); err != nil {
+		return nil, err
+	}
+	buf.WriteString("\r\n")
+	return buf.Bytes(), nil
+}
+
+// dialHandshake connects to b, sends the handshake and reads the answer.
+// Any error means b did not give a complete answer.
+func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte) (net.Conn, *bufio.Reader, *http.Response, error) {
+	d := net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", b.Addr)
+	if err != nil {
+		return nil, nil, nil, &dialError{err}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	// The client going away aborts the handshake at once.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	if _, err := conn.Write(handshake); err != nil {
+		conn.Close()
+		return nil, nil, nil, fmt.Errorf("write handshake: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", err, ctx.Err())
+		}
+		return nil, nil, nil, fmt.Errorf("read handshake answer: %w", err)
+	}
+	if !stop() {
+		// The context ended just now and may have spoiled the deadline.
+		conn.Close()
+		return nil, nil, nil, fmt.Errorf("read handshake answer: %w", ctx.Err())
+	}
+	return conn, br, res, nil
+}
+
+// relayAnswer passes a backend's non-101 answer to the client as it was:
+// status, headers, and the body up to maxRelayedBody.
+func (rt *Router) relayAnswer(w http.ResponseWriter, conn net.Conn, res *http.Response, cookie *http.Cookie) {
+	defer conn.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, maxRelayedBody))
+	res.Body.Close()
+	h := w.Header()
+	for k, v := range res.Header {
+		h[k] = v
+	}
+	removeHopHeaders(h)
+	h.Del("Content-Length")
+	if cookie != nil {
+		h.Add("Set-Cookie", cookie.String())
+	}
+	w.WriteHeader(res.StatusCode)
+	_, _ = w.Write(body)
+}
+
+// wsConn is one proxied WebSocket: the client and backend connections and
+// what the relay goroutines share.
+type wsConn struct {
+	rt        *Router
+	id        uint64
+	backendID string
+	backend   net.Conn
+	backendBr *bufio.Reader // may hold the first frames already
+	clientBuf []byte        // bytes the client sent after its handshake
+
+	mu     sync.Mutex // guards client and closed
+	client net.Conn
+	closed bool
+
+	// wsem is the write lock of the client connection, a channel so the
+	// supervisor can give up on it. Whoever holds it writes whole frames
+	// only, so a close frame can be injected at a frame boundary.
+	wsem      chan struct{}
+	closeSent bool // a close frame went to the client; guarded by wsem
+
+	closeReq   chan uint16 // Drain's request, buffered 1
+	lastActive atomic.Int64
+	bytesIn    atomic.Int64 // client → backend
+	bytesOut   atomic.Int64 // backend → client
+	done       chan struct{}
+}
+
+// attach sets the hijacked client connection. It reports false, closing
+// both connections, if the router closed the session in the meantime.
+func (c *wsConn) attach(client net.Conn) bool {
+	_ = client.SetDeadline(time.Time{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.client = client
+	if c.closed {
+		client.Close()
+		c.backend.Close()
+		return false
+	}
+	return true
+}
+
+// hardClose closes both connections now; it unblocks every relay.
+func (c *wsConn) hardClose() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.backend.Close()
+	if c.client != nil {
+		c.client.Close()
+	}
+}
+
+// requestClose asks the session to close with code; it never blocks.
+func (c *wsConn) requestClose(code uint16) {
+	select {
+	case c.closeReq <- code:
+	default:
+	}
+}
+
+// finish removes c from the registry and marks it done.
+func (c *wsConn) finish() {
+	c.rt.mu.Lock()
+	delete(c.rt.conns, c.id)
+	c.rt.mu.Unlock()
+	close(c.done)
+}
+
+func (c *wsConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// relayEnd is what a relay goroutine reports when it stops.
+type relayEnd struct {
+	upstream bool // client → backend
+	err      error
+}
+
+// run relays in both directions and supervises: keepalive pings, idle
+// timeout, close requests, half-close lingering. It returns when both
+// connections are closed and both relays have returned.
+func (c *wsConn) run() {
+	defer c.finish()
+	defer c.hardClose()
+	c.touch()
+
+	ends := make(chan relayEnd, 2) // room for both senders
+	go upstreamCopier{c}.run(ends)
+	go frameRelay{c}.run(ends)
+
+	var pingC, idleC, lingerC <-chan time.Time
+	if d := c.rt.cfg.WSPingInterval; d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		pingC = t.C
+	}
+	var idle *time.Timer
+	if d := c.rt.cfg.WSIdleTimeout; d > 0 {
+		idle = time.NewTimer(d)
+		defer idle.Stop()
+		idleC = idle.C
+	}
+	var linger *time.Timer
+	startLinger := func() {
+		if linger == nil {
+			linger = time.NewTimer(c.rt.closeTimeout)
+			lingerC = linger.C
+		}
+	}
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+
+	for pending := 2; pending > 0; {
+		select {
+		case e := <-ends:
+			pending--
+			if e.upstream {
+				// The backend reads EOF and may still send its last frames.
+				closeWrite(c.backend)
+			} else {
+				c.clientLost(e, pending == 1)
+			}
+			startLinger()
+		case code := <-c.closeReq:
+			c.inject(code, "node draining")
+			startLinger()
+		case <-pingC:
+			c.ping()
+		case <-idleC:
+			since := time.Since(time.Unix(0, c.lastActive.Load()))
+			if d := c.rt.cfg.WSIdleTimeout; since < d {
+				idle.Reset(d - since)
+				break
+			}
+			c.inject(CloseGoingAway, "idle timeout")
+			startLinger()
+		case <-lingerC:
+			c.hardClose()
+		}
+	}
+}
+
+// clientLost handles the end of the backend → client direction: unless a
+// close frame already went to the client, or the client is gone, it tells
+// the client with CloseBadGateway; then it half-closes the client side.
+func (c *wsConn) clientLost(e relayEnd, clientOpen bool) {
+	if clientOpen {
+		c.inject(CloseBadGateway, "backend connection lost")
+	}
+	if e.err != nil && !errors.Is(e.err, io.EOF) {
+		c.rt.log.Debug().Uint64("ws", c.id).Err(e.err).Msg("websocket backend read")
+	}
+	c.mu.Lock()
+	client := c.client
+	c.mu.Unlock()
+	closeWrite(client)
+}
+
+// inject sends a close frame to the client at a frame boundary unless one
+// was sent already. If the client connection cannot take it within the
+// close timeout, the session is closed hard.
+func (c *wsConn) inject(code uint16, reason string) {
+	t := time.NewTimer(c.rt.closeTimeout)
+	defer t.Stop()
+	select {
+	case c.wsem <- struct{}{}:
+	case <-t.C:
+		c.hardClose()
+		return
+	}
+	defer func() { <-c.wsem }()
+	if c.closeSent {
+		return
+	}
+	c.closeSent = true
+	frame, err := ws.CompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), reason)))
+	if err != nil {
+		c.hardClose()
+		return
+	}
+	if err := c.writeClient(frame); err != nil {
+		c.hardClose()
+		return
+	}
+	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Uint16("code", code).Str("reason", reason).Msg("websocket close sent")
+}
+
+// ping sends a keepalive ping unless a frame is being written (traffic is
+// flowing then) or the close handshake has begun.
+func (c *wsConn) ping() {
+	select {
+	case c.wsem <- struct{}{}:
+	default:
+		return
+	}
+	defer func() { <-c.wsem }()
+	if c.closeSent {
+		return
+	}
+	if err := c.writeClient(pingFrame); err != nil {
+		c.hardClose()
+	}
+}
+
+// writeClient writes p to the client with the close timeout as deadline.
+// The caller holds wsem.
+func (c *wsConn) writeClient(p []byte) error {
+	c.mu.Lock()
+	client := c.client
+	c.mu.Unlock()
+	_ = client.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
+	_, err := client.Write(p)
+	_ = client.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// closeWrite half-closes conn, or closes it when it cannot half-close.
+func closeWrite(conn net.Conn) {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	conn.Close()
+}
+
+// upstreamCopier copies client bytes to the backend as they come, the
+// bytes already buffered at hijack first. Client frames are masked and
+// never altered, so no parsing is needed.
+type upstreamCopier struct{ c *wsConn }
+
+func (u upstreamCopier) run(ends chan<- relayEnd) {
+	ends <- relayEnd{upstream: true, err: u.copy()}
+}
+
+func (u upstreamCopier) copy() error {
+	c := u.c
+	if len(c.clientBuf) > 0 {
+		c.bytesIn.Add(int64(len(c.clientBuf)))
+		if _, err := c.backend.Write(c.clientBuf); err != nil {
+			return err
+		}
+		c.clientBuf = nil
+	}
+	bp := relayBufPool.Get().(*[]byte)
+	defer relayBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := c.client.Read(buf)
+		if n > 0 {
+			c.touch()
+			c.bytesIn.Add(int64(n))
+			if _, werr := c.backend.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// frameRelay copies backend frames to the client one whole frame at a
+// time, under the write lock, payload untouched (compressed frames keep
+// RSV1). After a close frame went to the client it discards what the
+// backend still sends: nothing may follow a close.
+type frameRelay struct{ c *wsConn }
+
+func (f frameRelay) run(ends chan<- relayEnd) {
+	ends <- relayEnd{err: f.copy()}
+}
+
+func (f frameRelay) copy() error {
+	c := f.c
+	bp := relayBufPool.Get().(*[]byte)
+	defer relayBufPool.Put(bp)
+	buf := *bp
+	hbuf := make([]byte, ws.MaxHeaderSize)
+	br := c.backendBr
+	for {
+		h, err := ws.ReadHeaderBuffer(br, hbuf[:2])
+		if err != nil {
+			return err
+		}
+		c.touch()
+		c.wsem <- struct{}{}
+		if c.closeSent {
+			<-c.wsem
+			if _, err := io.CopyN(io.Discard, br, h.Length); err != nil {
+				return err
+			}
+			continue
+		}
+		if h.OpCode == ws.OpClose {
+			c.closeSent = true
+		}
+		err = f.writeFrame(h, br, buf, hbuf)
+		<-c.wsem
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// writeFrame writes header h and its payload from br to the client; small
+// frames go out in one write.
+func (f frameRelay) writeFrame(h ws.Header, br *bufio.Reader, buf, hbuf []byte) error {
+	c := f.c
+	pw := prefixWriter{p: buf[:0]}
+	if err := ws.WriteHeaderBuffer(&pw, h, hbuf); err != nil {
+		return err
+	}
+	hl := len(pw.p)
+	if int64(hl)+h.Length <= int64(len(buf)) {
+		n := hl + int(h.Length)
+		if _, err := io.ReadFull(br, buf[hl:n]); err != nil {
+			return err
+		}
+		c.bytesOut.Add(int64(n))
+		_, err := c.client.Write(buf[:n])
+		return err
+	}
+	if _, err := c.client.Write(buf[:hl]); err != nil {
+		return err
+	}
+	c.bytesOut.Add(int64(hl))
+	for left := h.Length; left > 0; {
+		n, err := br.Read(buf[:min(left, int64(len(buf)))])
+		if n > 0 {
+			c.touch()
+			c.bytesOut.Add(int64(n))
+			if _, werr := c.client.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			left -= int64(n)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixWriter appends to a slice; it encodes a frame header in place.
+type prefixWriter struct{ p []byte }
+
+func (w *prefixWriter) Write(b []byte) (int, error) {
+	w.p = append(w.p, b...)
+	return len(b), nil
+}
+
+// register adds c to the registry unless the router drains or is closed.
+// On true the caller owes c.finish() and rt.wg.Done().
+func (rt *Router) register(c *wsConn) bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.draining || rt.closed {
+		return false
+	}
+	rt.nextID++
+	c.id = rt.nextID
+	rt.conns[c.id] = c
+	rt.wg.Add(1)
+	return true
+}
+
+func (rt *Router) isDraining() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.draining || rt.closed
+}
+
+// ActiveWebSockets returns the number of proxied WebSockets.
+func (rt *Router) ActiveWebSockets() int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return len(rt.conns)
+}
