@@ -16,11 +16,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshlb/meshlb/node"
+	"github.com/meshlb/meshlb/router"
 )
 
 // UsageError is a bad flag, value or config file: the command exits 2.
@@ -43,6 +45,7 @@ type option struct {
 	usage string
 	def   string
 	list  bool
+	flag  bool // a boolean flag: --name alone means true
 	apply func(c *Node, v string) error
 }
 
@@ -114,6 +117,65 @@ func nodeOptions() []option {
 			c.Node.Ring.Seed = v
 			return nil
 		}},
+		{name: "route-key", def: router.DefaultKeySources, usage: "ordered routing-key sources: query:NAME, cookie:NAME, header:NAME, protocol:PREFIX (a Sec-WebSocket-Protocol token), ip (mesh-wide)", apply: func(c *Node, v string) error {
+			c.Node.Router.Key.Sources = v
+			return nil
+		}},
+		{name: "trusted-proxies", usage: "CIDRs or IPs whose X-Forwarded-For / Forwarded (and PROXY protocol) are believed, comma-separated", apply: func(c *Node, v string) error {
+			p, err := router.ParseTrustedProxies(v)
+			if err != nil {
+				return err
+			}
+			c.Node.Router.Key.TrustedProxies = p
+			return nil
+		}},
+		{name: "proxy-protocol", flag: true, usage: "expect a PROXY protocol v1/v2 header from --trusted-proxies", apply: boolean(func(c *Node, b bool) { c.Node.ProxyProtocol = b })},
+		{name: "ipv6-prefix", def: "64", usage: "IPv6 clients are keyed by this prefix length, 1-128 (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.Router.Key.IPv6Prefix = v })},
+		{name: "session-cookie", usage: "issue a random session ID in this cookie to a client without a key, and route by it", apply: func(c *Node, v string) error {
+			c.Node.Router.SessionCookie = v
+			return nil
+		}},
+		{name: "session-cookie-max-age", def: "24h", usage: "Max-Age of the session cookie; 0 for a browser-session cookie", apply: duration(func(c *Node, d time.Duration) {
+			if d == 0 {
+				d = -1 // the router's "no Max-Age"
+			}
+			c.Node.Router.SessionCookieMaxAge = d
+		})},
+		{name: "retries", def: "2", usage: "further ring candidates tried when a backend refuses or fails before answering", apply: func(c *Node, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 100 {
+				return fmt.Errorf("%q is not a number in 0..100", v)
+			}
+			c.Node.Router.Retries = n
+			if n == 0 {
+				c.Node.Router.Retries = -1 // the router's "none"
+			}
+			return nil
+		}},
+		{name: "max-header-bytes", def: "32768", usage: "largest request header block; larger gets 431", apply: posInt(func(c *Node, v int) { c.Node.MaxHeaderBytes = v })},
+		{name: "handshake-timeout", def: "10s", usage: "time a client has to send its request headers; later is disconnected", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HandshakeTimeout = d })},
+		{name: "max-conns", def: "0", usage: "concurrent proxied requests and WebSockets per node; past it 503 (0: unlimited)", apply: func(c *Node, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q is not a number >= 0", v)
+			}
+			c.Node.Router.MaxConns = n
+			return nil
+		}},
+		{name: "ws-idle-timeout", def: "0", usage: "close a WebSocket idle this long with 1001 (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
+		{name: "ws-ping-interval", def: "0", usage: "ping WebSocket clients this often (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSPingInterval = d })},
+		{name: "drain-delay", def: "1s", usage: "on SIGTERM, keep serving this long after turning unready", apply: duration(func(c *Node, d time.Duration) { c.Node.DrainDelay = orNegative(d) })},
+		{name: "drain-spread", def: "5s", usage: "on SIGTERM, close WebSockets spread over this window, with jitter", apply: duration(func(c *Node, d time.Duration) { c.Node.DrainSpread = orNegative(d) })},
+		{name: "drain-timeout", def: "30s", usage: "on SIGTERM, the longest wait for WebSockets and HTTP requests to finish", apply: posDuration(func(c *Node, d time.Duration) { c.Node.DrainTimeout = d })},
+		{name: "drain-close-code", def: "1001", usage: "WebSocket close code sent on drain: 1001 (going away) or 1012 (service restart)", apply: func(c *Node, v string) error {
+			switch v {
+			case "1001", "1012":
+				n, _ := strconv.Atoi(v)
+				c.Node.DrainCloseCode = uint16(n)
+				return nil
+			}
+			return fmt.Errorf("%q: want 1001 or 1012", v)
+		}},
 		{name: "log-level", def: "info", usage: "debug, info, warn or error", apply: func(c *Node, v string) error {
 			l, err := zerolog.ParseLevel(v)
 			if err != nil || v == "" {
@@ -154,6 +216,48 @@ func checkHostPort(v string) error {
 	return nil
 }
 
+// orNegative maps a user's 0 ("none") onto the node's negative "none",
+// since a zero field there means "default".
+func orNegative(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+func duration(set func(*Node, time.Duration)) func(*Node, string) error {
+	return func(c *Node, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("%q is not a duration >= 0 (like 500ms, 10s, 1m)", v)
+		}
+		set(c, d)
+		return nil
+	}
+}
+
+func posDuration(set func(*Node, time.Duration)) func(*Node, string) error {
+	return func(c *Node, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q is not a positive duration (like 500ms, 10s, 1m)", v)
+		}
+		set(c, d)
+		return nil
+	}
+}
+
+func boolean(set func(*Node, bool)) func(*Node, string) error {
+	return func(c *Node, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		set(c, b)
+		return nil
+	}
+}
+
 func posInt(set func(*Node, int)) func(*Node, string) error {
 	return func(c *Node, v string) error {
 		n, err := strconv.Atoi(v)
@@ -180,6 +284,13 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	fs.Usage = func() { printUsage(out, opts) }
 	fromFlags := map[string][]string{}
 	for _, o := range opts {
+		if o.flag {
+			fs.BoolFunc(o.name, o.usage, func(v string) error {
+				fromFlags[o.name] = []string{v}
+				return nil
+			})
+			continue
+		}
 		fs.Func(o.name, o.usage, func(v string) error {
 			if o.list {
 				fromFlags[o.name] = append(fromFlags[o.name], v)
@@ -259,6 +370,18 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	if c.Node.Name == "" {
 		return Node{}, usageErrorf("--name is required (the host name is unknown)")
 	}
+	// Checked here rather than left to the node so that the message names
+	// the options.
+	if err := c.Node.Ring.Validate(); err != nil {
+		return Node{}, usageErrorf("--ring-partitions, --ring-replication, --ring-load, --ring-seed: %w", err)
+	}
+	k := c.Node.Router.Key
+	if k.SessionCookie == "" {
+		k.SessionCookie = c.Node.Router.SessionCookie
+	}
+	if _, err := router.NewKeyExtractor(k); err != nil {
+		return Node{}, usageErrorf("--route-key, --ipv6-prefix, --session-cookie: %w", err)
+	}
 	return c, nil
 }
 
@@ -312,6 +435,9 @@ func flatten(m *yaml.Node, prefix string, known map[string]bool, out map[string]
 		name := k.Value
 		if prefix != "" {
 			name = prefix + "-" + k.Value
+		}
+		if _, dup := out[name]; dup {
+			return fmt.Errorf("line %d: key %s given twice", k.Line, name)
 		}
 		switch v.Kind {
 		case yaml.MappingNode:

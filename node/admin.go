@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -133,7 +134,7 @@ func (n *Node) Status() Status {
 	if err := n.lastBuildErr(); err != nil {
 		s.Ring.Error = err.Error()
 	}
-	for _, m := range n.sortedMembers() {
+	for _, m := range n.cluster.Members() {
 		ms := MemberStatus{Name: m.Name, GossipAddr: m.Addr}
 		if m.MetaErr != nil {
 			ms.State = "unknown"
@@ -258,13 +259,35 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "id: "+err.Error())
 		return
 	}
+	if err := n.checkCapacity(req.ID); err != nil {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
 	rec, err := n.cluster.Upsert(req.ID, req.Addr)
-	if err != nil {
+	if errors.Is(err, gossip.ErrClosed) {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	} else if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	n.log.Info().Str("backend", rec.ID).Str("addr", rec.Addr).Msg("backend added")
 	writeJSON(w, http.StatusOK, n.backendStatus(rec))
+}
+
+// checkCapacity refuses an addition that no node could build a ring for:
+// accepted, it would freeze every node on its previous ring.
+func (n *Node) checkCapacity(id string) error {
+	active := 0
+	for _, r := range n.cluster.Records() {
+		if r.State == gossip.StateActive && r.ID != id {
+			active++
+		}
+	}
+	if err := ring.CheckCapacity(n.cfg.Ring, active+1); err != nil {
+		return fmt.Errorf("the ring can't take another backend: %w", err)
+	}
+	return nil
 }
 
 func (n *Node) handleDrainBackend(w http.ResponseWriter, r *http.Request) {
@@ -280,6 +303,9 @@ func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State
 	switch {
 	case errors.Is(err, gossip.ErrUnknownBackend):
 		writeError(w, http.StatusNotFound, "no such backend: "+id)
+		return
+	case errors.Is(err, gossip.ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())

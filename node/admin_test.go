@@ -84,8 +84,9 @@ func TestAdminAPI(t *testing.T) {
 	}
 }
 
-// A ring the library can't build (more backends than partitions) keeps the
-// previous ring and says why in the status.
+// The admin API refuses a backend the ring can't take (more backends than
+// partitions); if one arrives anyway (from a peer with another config),
+// the node keeps the previous ring and says why in the status.
 func TestUnbuildableRingKeepsThePreviousOne(t *testing.T) {
 	cfg := testConfig(t, "small")
 	cfg.Ring.Partitions = 3
@@ -100,7 +101,12 @@ func TestUnbuildableRingKeepsThePreviousOne(t *testing.T) {
 	waitFor(t, 5*time.Second, "three backends", func() (bool, string) {
 		return n.Status().Ring.Backends == 3, "waiting"
 	})
-	call(t, "POST", adminURL(n, "/v1/backends"), `{"addr": "127.0.0.1:4"}`)
+	if code, b := call(t, "POST", adminURL(n, "/v1/backends"), `{"addr": "127.0.0.1:4"}`); code != 409 || !strings.Contains(string(b), "partitions") {
+		t.Fatalf("fourth backend through the API: %d %s; want 409 naming the partitions", code, b)
+	}
+	if _, err := n.Cluster().Upsert("127.0.0.1:4", "127.0.0.1:4"); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 5*time.Second, "build error reported", func() (bool, string) {
 		s := n.Status()
 		return s.Ring.Error != "" && s.Ring.Backends == 3, s.Ring.Error

@@ -30,6 +30,9 @@ func testConfig(t testing.TB, name string, seeds ...string) Config {
 		AdminAddr:  "127.0.0.1:0",
 		Gossip:     g,
 		Logger:     zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		// Stop at once: these tests are about the mesh, not the drain.
+		DrainDelay:  -1,
+		DrainSpread: -1,
 	}
 }
 

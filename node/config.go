@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/ring"
+	"github.com/meshlb/meshlb/router"
 )
 
 // BackendSpec is a backend given in the node's own configuration. Static
@@ -71,6 +72,38 @@ type Config struct {
 	CoalesceQuiet time.Duration
 	CoalesceMax   time.Duration
 
+	// Router configures the proxy on ListenAddr. Picker and Logger are set
+	// by the node; the key sources must be identical mesh-wide (they are
+	// part of the config fingerprint).
+	Router router.Config
+
+	// ProxyProtocol expects a PROXY protocol (v1 or v2) header on
+	// connections from Router.Key.TrustedProxies.
+	ProxyProtocol bool
+
+	// MaxHeaderBytes bounds a client's request headers; past it the
+	// client gets 431. Default 32 KiB.
+	MaxHeaderBytes int
+
+	// HandshakeTimeout bounds how long a client may take to send its
+	// request headers. Default 10 s.
+	HandshakeTimeout time.Duration
+
+	// DrainDelay is how long a stopping node keeps serving after it has
+	// turned unready, so that load balancers notice. Default 1 s; negative
+	// means none.
+	DrainDelay time.Duration
+	// DrainSpread is the window over which a stopping node closes its
+	// WebSockets, with jitter, so clients don't reconnect all at once.
+	// Default 5 s; negative means all at once.
+	DrainSpread time.Duration
+	// DrainTimeout bounds the whole drain (WebSockets and HTTP requests).
+	// Default 30 s.
+	DrainTimeout time.Duration
+	// DrainCloseCode is the close code sent to WebSocket clients on drain:
+	// 1001 (going away, the default) or 1012 (service restart).
+	DrainCloseCode uint16
+
 	// AnnounceDelay is how long after a ring swap the node publishes its new
 	// ring fingerprint in its meta. Default 500 ms (see rebuildLoop).
 	AnnounceDelay time.Duration
@@ -101,6 +134,24 @@ func (c Config) withDefaults() Config {
 	if c.CoalesceMax <= 0 {
 		c.CoalesceMax = 100 * time.Millisecond
 	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 32 << 10
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.DrainDelay == 0 {
+		c.DrainDelay = time.Second
+	}
+	if c.DrainSpread == 0 {
+		c.DrainSpread = 5 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.DrainCloseCode == 0 {
+		c.DrainCloseCode = 1001
+	}
 	if c.AnnounceDelay <= 0 {
 		c.AnnounceDelay = 500 * time.Millisecond
 	}
@@ -125,6 +176,9 @@ func (c Config) validate() error {
 	}
 	if err := c.Ring.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.DrainCloseCode != 1001 && c.DrainCloseCode != 1012 {
+		errs = append(errs, fmt.Errorf("drain close code %d: want 1001 (going away) or 1012 (service restart)", c.DrainCloseCode))
 	}
 	seen := make(map[string]string, len(c.Backends))
 	for _, b := range c.Backends {
@@ -156,17 +210,5 @@ func validateHostPort(s string) error {
 }
 
 // validateBackendAddr is stricter than validateHostPort: a backend needs a
-// host and a real port.
-func validateBackendAddr(s string) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port: %w", s, err)
-	}
-	if host == "" {
-		return fmt.Errorf("%q: host is empty", s)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("%q: port %q is not a number in 1..65535", s, port)
-	}
-	return nil
-}
+// host and a real port, written as every peer will accept it.
+func validateBackendAddr(s string) error { return gossip.ValidateAddr(s) }

@@ -92,7 +92,7 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
 			g.Seeds = []string{nodes[0].GossipAddr()}
 		}
 		cfg := Config{
-			Name: fmt.Sprintf("n%03d", i), ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Gossip: g, Ring: rcfg,
+			Name: fmt.Sprintf("n%03d", i), ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Gossip: g, Ring: rcfg, DrainDelay: -1, DrainSpread: -1,
 			Logger: zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.ErrorLevel),
 		}
 		if i == 0 {

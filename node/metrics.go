@@ -3,15 +3,15 @@ package node
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/meshlb/meshlb/gossip"
 )
 
 type metrics struct {
 	rebuilds       *prometheus.CounterVec
 	rebuildSeconds prometheus.Histogram
 	changeToRing   prometheus.Histogram
-	backends       *prometheus.GaugeVec
+	// backendFailures counts connections to a backend that failed before a
+	// response: the passive health observations.
+	backendFailures *prometheus.CounterVec
 }
 
 // convergenceBuckets span what a mesh can take to converge, from a quick
@@ -29,17 +29,14 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		changeToRing: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meshlb_ring_change_to_swap_seconds", Help: "From the first gossip change of a burst to the new ring in use (coalescing plus build).", Buckets: convergenceBuckets,
 		}),
-		backends: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meshlb_backends", Help: "Backends in the catalog by admin state.",
-		}, []string{"state"}),
-	}
-	for _, st := range []gossip.State{gossip.StateActive, gossip.StateDraining, gossip.StateRemoved} {
-		m.backends.WithLabelValues(st.String())
+		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlb_backend_connect_failures_total", Help: "Connections to a backend that failed before it answered (passive health).",
+		}, []string{"backend"}),
 	}
 	reg.MustRegister(
-		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backends,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_members", Help: "Live nodes in the mesh, this one included."},
-			func() float64 { return float64(len(n.cluster.Members())) }),
+		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_websockets", Help: "Proxied WebSockets open now."},
+			func() float64 { return float64(n.router.ActiveWebSockets()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_ring_backends", Help: "Backends on the ring in use."},
 			func() float64 {
 				if t := n.table.Load(); t != nil {
@@ -64,16 +61,6 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
-}
-
-func (m *metrics) observeCatalog(records []gossip.Record) {
-	counts := map[gossip.State]int{}
-	for _, r := range records {
-		counts[r.State]++
-	}
-	for _, st := range []gossip.State{gossip.StateActive, gossip.StateDraining, gossip.StateRemoved} {
-		m.backends.WithLabelValues(st.String()).Set(float64(counts[st]))
-	}
 }
 
 func b2f(b bool) float64 {

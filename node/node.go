@@ -2,20 +2,22 @@ package node
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/router"
 )
 
 // Node is one meshlb node. Build it with New, run it with Start, stop it
@@ -26,12 +28,16 @@ type Node struct {
 	reg      *prometheus.Registry
 	metrics  *metrics
 	cluster  *gossip.Cluster
+	router   *router.Router
 	configFP uint64
 
 	table    atomic.Pointer[Table]
 	draining atomic.Bool
 	leaving  atomic.Bool // meta belongs to gossip's leave from here on
-	started  atomic.Bool
+	metaMu   sync.Mutex  // serialises publishMeta with the leave
+
+	mismatches sync.Map // peer/fingerprint pairs already logged by checkPeers
+	started    atomic.Bool
 
 	// swapHookForTest, when set before Start, sees every table swapped in.
 	swapHookForTest func(*Table)
@@ -61,7 +67,11 @@ func New(cfg Config) (*Node, error) {
 	reg := prometheus.NewRegistry()
 	cfg.Gossip.Logger = log
 	cfg.Gossip.Registerer = reg
-	cfg.Gossip.Meta = gossip.Meta{Role: gossip.RoleBalancer, State: gossip.NodeActive, ConfigFP: configFingerprint(cfg)}
+	configFP, err := configFingerprint(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	cfg.Gossip.Meta = gossip.Meta{Role: gossip.RoleBalancer, State: gossip.NodeActive, ConfigFP: configFP}
 	cluster, err := gossip.New(cfg.Gossip)
 	if err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
@@ -71,27 +81,62 @@ func New(cfg Config) (*Node, error) {
 		log:      log,
 		reg:      reg,
 		cluster:  cluster,
-		configFP: configFingerprint(cfg),
+		configFP: configFP,
+	}
+	rcfg := cfg.Router
+	rcfg.Picker = picker{n}
+	rcfg.Logger = log.With().Str("component", "router").Logger()
+	onFailure := rcfg.OnFailure
+	rcfg.OnFailure = func(b router.Backend, err error) {
+		n.metrics.backendFailures.WithLabelValues(b.ID).Inc()
+		if onFailure != nil {
+			onFailure(b, err)
+		}
+	}
+	if n.router, err = router.New(rcfg); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
 	return n, nil
 }
 
 // configFingerprint covers every parameter that must be identical mesh-wide
-// for nodes to route alike.
-func configFingerprint(cfg Config) uint64 {
-	return cfg.Ring.Fingerprint()
+// for nodes to route alike: the ring's, and how a request becomes a key.
+// Trusted proxies are left out: they describe each node's own network.
+func configFingerprint(cfg Config) (uint64, error) {
+	k := cfg.Router.Key
+	if k.SessionCookie == "" {
+		k.SessionCookie = cfg.Router.SessionCookie
+	}
+	ke, err := router.NewKeyExtractor(k)
+	if err != nil {
+		return 0, err
+	}
+	d := xxhash.New()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], cfg.Ring.Fingerprint())
+	d.Write(b[:])
+	for _, s := range ke.Sources() {
+		d.WriteString(s)
+		d.Write([]byte{0})
+	}
+	fmt.Fprintf(d, "ipv6/%d", k.IPv6Prefix)
+	return d.Sum64(), nil
 }
 
 // Start binds every port (failing fast and naming the one that is taken),
 // starts gossip and joins the seeds in the background, and serves the admin
 // API. It returns once the node is serving; readiness follows when the node
 // has a ring and has synced with the mesh.
-func (n *Node) Start(ctx context.Context) error {
+func (n *Node) Start(ctx context.Context) (err error) {
 	if n.started.Swap(true) {
 		return errors.New("node already started")
 	}
-	var err error
+	defer func() {
+		if err != nil {
+			n.started.Store(false) // nothing runs: Shutdown has nothing to do
+		}
+	}()
 	if n.adminLn, err = listen(n.cfg.AdminAddr, "admin"); err != nil {
 		return err
 	}
@@ -99,10 +144,13 @@ func (n *Node) Start(ctx context.Context) error {
 		n.adminLn.Close()
 		return err
 	}
+	if n.cfg.ProxyProtocol {
+		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
+	}
 	if err := n.cluster.Start(ctx); err != nil {
 		n.adminLn.Close()
 		n.proxyLn.Close()
-		return fmt.Errorf("start gossip: %w", err)
+		return err
 	}
 	if err := n.publishMeta(); err != nil {
 		n.log.Error().Err(err).Msg("publish node meta failed")
@@ -116,13 +164,17 @@ func (n *Node) Start(ctx context.Context) error {
 		ErrorLog:          newStdLogger(n.log, "admin"),
 	}
 	n.proxySrv = &http.Server{
-		Handler:           http.HandlerFunc(n.serveUnrouted),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           n.router,
+		ReadHeaderTimeout: n.cfg.HandshakeTimeout,
+		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
 		ErrorLog:          newStdLogger(n.log, "proxy"),
 	}
 	n.wg.Go(func() { n.serve(n.adminSrv, n.adminLn, "admin") })
 	n.wg.Go(func() { n.serve(n.proxySrv, n.proxyLn, "proxy") })
-	n.wg.Go(func() { n.rebuildLoop(runCtx) })
+	// The first table is built here, so Table is never nil once Start
+	// returns; the catalog is still empty, so this is quick.
+	built := n.rebuild(time.Now())
+	n.wg.Go(func() { n.rebuildLoop(runCtx, built) })
 	n.wg.Go(func() { n.upsertStatic(runCtx) })
 
 	n.log.Info().
@@ -152,11 +204,6 @@ func (n *Node) serve(srv *http.Server, ln net.Listener, what string) {
 	}
 }
 
-// serveUnrouted answers on the proxy listener until the router is wired in.
-func (n *Node) serveUnrouted(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotImplemented, "this build of meshlb does not proxy yet; use the admin API /v1/route")
-}
-
 // upsertStatic puts the configured backends into the catalog once the node
 // has seen the mesh's catalog, so a restart does not overwrite newer
 // changes made through the API unless the configuration says otherwise.
@@ -175,7 +222,11 @@ func (n *Node) upsertStatic(ctx context.Context) {
 		current[r.ID] = r
 	}
 	for _, b := range n.cfg.Backends {
-		if r, ok := current[b.ID]; ok && r.State != gossip.StateRemoved && r.Addr == b.Addr {
+		// A backend the mesh knows stays as the mesh has it: drained or
+		// removed through the API, it is not brought back by a node that
+		// restarts with an old configuration. Only a new address in the
+		// configuration of a live backend, or an unknown backend, is written.
+		if r, ok := current[b.ID]; ok && (r.State == gossip.StateRemoved || r.Addr == b.Addr) {
 			continue
 		}
 		if _, err := n.cluster.Upsert(b.ID, b.Addr); err != nil {
@@ -214,27 +265,27 @@ func (n *Node) shutdown(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	n.draining.Store(true)
+	n.draining.Store(true) // readiness false from here
 	if err := n.publishMeta(); err != nil {
 		n.log.Warn().Err(err).Msg("announce draining failed")
 	}
-	if n.cancel != nil {
-		n.cancel() // no more rebuilds: they would republish meta over the leave
+	if err := n.drain(ctx); err != nil {
+		errs = append(errs, err)
 	}
-	n.leaving.Store(true)
-	// Leave first so peers drop us before our sockets go away; a bare
-	// Shutdown looks like a crash to them.
+	n.metaMu.Lock()
+	n.leaving.Store(true) // rebuilds from here on leave the meta alone
+	n.metaMu.Unlock()
+	if n.cancel != nil {
+		n.cancel()
+	}
+	// Leave before the sockets go away: a bare Shutdown looks like a crash
+	// to the peers, who would then try to re-join us for a day.
 	leaveTimeout := 2 * time.Second
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < leaveTimeout {
-		leaveTimeout = max(time.Until(d), 0)
+		leaveTimeout = max(time.Until(d), time.Millisecond)
 	}
 	if err := n.cluster.Leave(leaveTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("leave: %w", err))
-	}
-	if n.proxySrv != nil {
-		if err := n.proxySrv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("proxy shutdown: %w", err))
-		}
 	}
 	if n.adminSrv != nil {
 		if err := n.adminSrv.Shutdown(ctx); err != nil {
@@ -243,6 +294,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 	}
 	if err := n.cluster.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
+	}
+	if err := n.router.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("router close: %w", err))
 	}
 	n.wg.Wait()
 	n.log.Info().Msg("node stopped")
@@ -297,7 +351,12 @@ func (n *Node) publishMetaLogged() {
 	}
 }
 
+// publishMeta sets the node meta from the current state. It is serialised
+// so that a rebuild's publication can't overwrite a newer state (draining)
+// that shutdown published meanwhile, and it stops once the node leaves.
 func (n *Node) publishMeta() error {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
 	if n.leaving.Load() {
 		return nil
 	}
@@ -343,10 +402,3 @@ func (n *Node) Ready() (bool, string) {
 func (n *Node) Table() *Table { return n.table.Load() }
 
 func fp(v uint64) string { return fmt.Sprintf("%016x", v) }
-
-// sortedMembers returns the live members sorted by name.
-func (n *Node) sortedMembers() []gossip.Member {
-	ms := n.cluster.Members()
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
-	return ms
-}

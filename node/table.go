@@ -53,41 +53,48 @@ func (t *Table) Addr(id string) (string, bool) {
 }
 
 // newTable builds a table from the catalog: only active backends are on the
-// ring; draining and removed ones take no new sessions.
-func newTable(cfg ring.Config, records []gossip.Record) (*Table, error) {
-	ids, addrs := effective(records)
+// ring; draining and removed ones take no new sessions. skipped lists the
+// records the ring refuses (an ID a peer accepted but the ring can't hash
+// unambiguously): they stay out rather than freeze every node's ring.
+func newTable(cfg ring.Config, records []gossip.Record) (t *Table, skipped []string, err error) {
+	ids, addrs, skipped := effective(records)
 	r, err := ring.Build(cfg, ids)
 	if err != nil {
-		return nil, err
+		return nil, skipped, err
 	}
 	members := r.Members()
-	t := &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members))}
+	t = &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members))}
 	for i, id := range members {
 		t.index[id] = i
 		t.addrs[i] = addrs[id]
 	}
 	t.Fingerprint = tableFingerprint(r.Fingerprint(), members, t.addrs)
-	return t, nil
+	return t, skipped, nil
 }
 
-func effective(records []gossip.Record) ([]string, map[string]string) {
-	ids := make([]string, 0, len(records))
-	addrs := make(map[string]string, len(records))
+func effective(records []gossip.Record) (ids []string, addrs map[string]string, skipped []string) {
+	ids = make([]string, 0, len(records))
+	addrs = make(map[string]string, len(records))
 	for _, rec := range records {
-		if rec.State == gossip.StateActive {
-			ids = append(ids, rec.ID)
-			addrs[rec.ID] = rec.Addr
+		if rec.State != gossip.StateActive {
+			continue
 		}
+		if ring.ValidateID(rec.ID) != nil {
+			skipped = append(skipped, rec.ID)
+			continue
+		}
+		ids = append(ids, rec.ID)
+		addrs[rec.ID] = rec.Addr
 	}
 	slices.Sort(ids)
-	return ids, addrs
+	return ids, addrs, skipped
 }
 
 // sameInputs reports whether t was built from exactly these backends, so a
 // gossip change that does not touch the ring (a member joined, a drain of
 // an already drained backend) costs no rebuild.
 func (t *Table) sameInputs(records []gossip.Record) bool {
-	ids, addrs := effective(records)
+	ids, addrs, _ := effective(records)
 	if len(ids) != len(t.addrs) {
 		return false
 	}
@@ -121,8 +128,7 @@ func tableFingerprint(ringFP uint64, ids, addrs []string) uint64 {
 // until the new one is swapped in. Signals that leave the catalog as it was
 // (members joining, meta updates: every node republishes its meta after each
 // rebuild) neither start nor prolong a coalescing window.
-func (n *Node) rebuildLoop(ctx context.Context) {
-	built := n.rebuild(time.Now())
+func (n *Node) rebuildLoop(ctx context.Context, built uint64) {
 	n.publishMetaLogged()
 	changes := n.cluster.Changes()
 	// The ring fingerprint goes out in node meta a little after a swap:
@@ -142,6 +148,7 @@ func (n *Node) rebuildLoop(ctx context.Context) {
 			continue
 		case <-changes:
 		}
+		n.checkPeers()
 		if n.cluster.CatalogDigest() == built {
 			continue
 		}
@@ -185,14 +192,16 @@ func (n *Node) coalesce(ctx context.Context, changes <-chan struct{}) bool {
 func (n *Node) rebuild(since time.Time) uint64 {
 	digest := n.cluster.CatalogDigest()
 	records := n.cluster.Records()
-	n.metrics.observeCatalog(records)
 	cur := n.table.Load()
 	if cur != nil && cur.sameInputs(records) {
 		return digest
 	}
 	start := time.Now()
-	t, err := newTable(n.cfg.Ring, records)
+	t, skipped, err := newTable(n.cfg.Ring, records)
 	took := time.Since(start)
+	if len(skipped) > 0 {
+		n.log.Error().Strs("backends", skipped).Msg("backend ids the ring refuses are left out; remove them")
+	}
 	if err != nil {
 		n.metrics.rebuilds.WithLabelValues("error").Inc()
 		n.setBuildErr(err)
@@ -229,3 +238,19 @@ func (n *Node) lastBuildErr() error {
 
 // String is for logs and tests.
 func (r Route) String() string { return fmt.Sprintf("%s(%s)#%d", r.Backend, r.Addr, r.Partition) }
+
+// checkPeers logs, once per peer and fingerprint, a live peer whose config
+// fingerprint differs from ours: it routes some keys elsewhere, and an
+// operator must align the ring and key settings.
+func (n *Node) checkPeers() {
+	for _, m := range n.cluster.Members() {
+		if m.MetaErr != nil || m.Meta.ConfigFP == n.configFP || m.Meta.State == gossip.NodeLeaving {
+			continue
+		}
+		k := m.Name + "/" + fp(m.Meta.ConfigFP)
+		if _, seen := n.mismatches.LoadOrStore(k, true); !seen {
+			n.log.Error().Str("peer", m.Name).Str("peer_config_fingerprint", fp(m.Meta.ConfigFP)).
+				Str("config_fingerprint", fp(n.configFP)).Msg("peer has another ring or key configuration; the mesh routes keys differently")
+		}
+	}
+}
