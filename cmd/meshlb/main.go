@@ -4,6 +4,8 @@
 //	meshlb status    show a node's view of the mesh
 //	meshlb route K   show where a key goes
 //	meshlb backends  list, add, drain or remove backends
+//	meshlb echo      a demo backend
+//	meshlb demo      a demo mesh on loopback
 //
 // cmd/meshlb only turns flags, environment and config files into a
 // node.Config, sets up the logger and signals, and picks the exit code:
@@ -38,6 +40,8 @@ Commands:
   status     a node's view of the mesh       (meshlb status --help)
   route KEY  which backend a key goes to
   backends   list | add [id=]host:port | drain ID | remove ID
+  echo       a demo backend that answers with its name (meshlb echo --help)
+  demo       a whole mesh with backends on loopback, and a page to watch it
 
 Admin commands talk to --admin-url (default $MESHLB_ADMIN_URL or
 http://127.0.0.1:9901).
@@ -55,6 +59,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "node":
 		return runNode(args[1:], environ, stderr)
+	case "echo":
+		return runEcho(args[1:], stderr)
+	case "demo":
+		return runDemo(args[1:], stdout, stderr)
 	case "status", "route", "backends":
 		return runAdmin(args[0], args[1:], environ, stdout, stderr)
 	case "help", "-h", "--help", "-help":

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/demo"
+)
+
+func runDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("meshlb demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	base := fs.Int("base-port", 18000, "first port: nodes' proxies on base+i, admin APIs on base+100+i, gossip on base+200+i, backends on base+300+j, the page on base+400")
+	nodes := fs.Int("nodes", 3, "number of meshlb nodes")
+	backends := fs.Int("backends", 3, "number of echo backends")
+	level := fs.String("log-level", "warn", "log level of the nodes and backends")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: meshlb demo [flags]
+
+Runs a meshlb mesh on loopback in one process: nodes that join through a seed
+and echo backends that answer with their name, plus a page where you open
+WebSocket sessions and stop and start nodes and backends to watch sessions stick.
+Ctrl-C stops everything.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	lvl, err := zerolog.ParseLevel(*level)
+	if err != nil || *level == "" {
+		fmt.Fprintf(stderr, "meshlb demo: --log-level %q is not one of debug, info, warn, error\n", *level)
+		return 2
+	}
+	m, err := demo.StartMesh(demo.MeshConfig{BasePort: *base, Nodes: *nodes, Backends: *backends, Logger: newLogger(stderr, lvl, "auto")})
+	if err != nil {
+		fmt.Fprintf(stderr, "meshlb demo: %v\n", err)
+		return 1
+	}
+	proxies, admins := m.NodeProxies(), m.NodeAdmins()
+	fmt.Fprintf(stdout, "meshlb demo: %d nodes, %d echo backends on loopback\n\n", *nodes, *backends)
+	for i := range proxies {
+		fmt.Fprintf(stdout, "  node %c  proxy http://%s  admin http://%s\n", 'a'+i, proxies[i], admins[i])
+	}
+	fmt.Fprintf(stdout, `
+Open the page:  %s
+
+The same session through every node reaches the same backend:
+`, m.PageURL())
+	for _, p := range proxies {
+		fmt.Fprintf(stdout, "  curl 'http://%s/?session_id=alice'\n", p)
+	}
+	fmt.Fprintf(stdout, `
+Where does a key go, and does every node agree?
+  meshlb route alice --admin-url http://%s
+  meshlb status --admin-url http://%s
+
+Ctrl-C stops everything.
+`, admins[0], admins[len(admins)-1])
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	stop()
+	fmt.Fprintln(stdout, "\nstopping the demo mesh...")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.Shutdown(sctx); err != nil {
+		fmt.Fprintf(stderr, "meshlb demo: shutdown: %v\n", err)
+		return 1
+	}
+	return 0
+}
