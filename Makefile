@@ -11,9 +11,9 @@ PKGS := ./...
 build:
 	$(GO) build -o $(BIN) ./cmd/meshlb
 
-# Run a 3-node mesh on loopback and show every node routing alike (Ctrl-C stops it).
+# Run 3 nodes and 3 echo backends on loopback, with a page to watch sessions stick (Ctrl-C stops it).
 demo: build
-	./scripts/demo.sh
+	./$(BIN) demo
 
 # Everything CI runs: lint, then every test with the race detector.
 test: lint race

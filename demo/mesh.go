@@ -51,6 +51,7 @@ type meshNode struct {
 	name               string
 	proxy, admin, goss string
 	n                  *node.Node // nil while stopped
+	restart            bool       // started before
 }
 
 type meshBackend struct {
@@ -121,7 +122,7 @@ func (m *Mesh) startNode(mn *meshNode) error {
 	g.BindAddr = mn.goss
 	if mn != m.nodes[0] {
 		g.Seeds = []string{m.nodes[0].goss}
-	} else {
+	} else if mn.restart {
 		// The seed re-joins the others when it restarts.
 		for _, o := range m.nodes[1:] {
 			g.Seeds = append(g.Seeds, o.goss)
@@ -148,6 +149,7 @@ func (m *Mesh) startNode(mn *meshNode) error {
 		return err
 	}
 	mn.n = n
+	mn.restart = true
 	return nil
 }
 

@@ -60,6 +60,7 @@ type startedLine struct {
 	GossipAddr string `json:"gossip_addr"`
 	ProxyAddr  string `json:"proxy_addr"`
 	AdminAddr  string `json:"admin_addr"`
+	Addr       string `json:"addr"` // an echo backend's
 }
 
 // startNode runs `meshlb node` with args and waits for its startup line.
@@ -76,6 +77,21 @@ func startNode(t *testing.T, name string, args ...string) (*proc, startedLine) {
 		t.Fatalf("%s did not start\n%s", name, p.output())
 	}
 	return nil, startedLine{}
+}
+
+// startEcho runs `meshlb echo` and returns its address.
+func startEcho(t *testing.T, id string) (*proc, string) {
+	t.Helper()
+	p := run(t, id, "echo", "--id", id, "--listen", "127.0.0.1:0")
+	select {
+	case s := <-p.started:
+		return p, s.Addr
+	case <-p.exited:
+		t.Fatalf("echo %s exited at start: %v\n%s", id, p.err, p.output())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("echo %s did not start\n%s", id, p.output())
+	}
+	return nil, ""
 }
 
 func run(t *testing.T, name string, args ...string) *proc {
@@ -123,7 +139,7 @@ func (p *proc) read(r io.Reader) {
 		p.log.WriteByte('\n')
 		p.mu.Unlock()
 		var s startedLine
-		if json.Unmarshal(line, &s) == nil && s.Message == "node started" {
+		if json.Unmarshal(line, &s) == nil && (s.Message == "node started" || s.Message == "echo backend started") {
 			select {
 			case p.started <- s:
 			default:

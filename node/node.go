@@ -85,7 +85,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	rcfg := cfg.Router
 	rcfg.Picker = picker{n}
-	rcfg.Logger = log.With().Str("component", "router").Logger()
+	rcfg.Logger = log
 	onFailure := rcfg.OnFailure
 	rcfg.OnFailure = func(b router.Backend, err error) {
 		n.metrics.backendFailures.WithLabelValues(b.ID).Inc()
