@@ -153,7 +153,7 @@ func nodeOptions() []option {
 			return nil
 		}},
 		{name: "max-header-bytes", def: "32768", usage: "largest request header block; larger gets 431", apply: posInt(func(c *Node, v int) { c.Node.MaxHeaderBytes = v })},
-		{name: "handshake-timeout", def: "10s", usage: "time a client has to send its request headers; later is disconnected", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HandshakeTimeout = d })},
+		{name: "handshake-timeout", def: "10s", usage: "time a client has to send its request headers; later gets 408", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HandshakeTimeout = d })},
 		{name: "max-conns", def: "0", usage: "concurrent proxied requests and WebSockets per node; past it 503 (0: unlimited)", apply: func(c *Node, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {

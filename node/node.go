@@ -147,6 +147,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
+	n.proxyLn = guardListener{Listener: n.proxyLn, log: n.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})}
 	if err := n.cluster.Start(ctx); err != nil {
 		n.adminLn.Close()
 		n.proxyLn.Close()
@@ -164,8 +165,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ErrorLog:          newStdLogger(n.log, "admin"),
 	}
 	n.proxySrv = &http.Server{
-		Handler:           n.router,
-		ReadHeaderTimeout: n.cfg.HandshakeTimeout,
+		Handler: n.router,
+		// guardConn answers 408 at HandshakeTimeout; this is the backstop.
+		ReadHeaderTimeout: n.cfg.HandshakeTimeout + time.Second,
+		ConnState:         connState(n.cfg.HandshakeTimeout),
 		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
 		ErrorLog:          newStdLogger(n.log, "proxy"),
 	}
