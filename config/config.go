@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshlb/meshlb/node"
+	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
 )
 
@@ -103,9 +104,9 @@ func nodeOptions() []option {
 			c.Node.Gossip.SecretKey = k
 			return nil
 		}},
-		{name: "ring-partitions", usage: "ring partitions (mesh-wide; default chosen by measurement, see README)", apply: posInt(func(c *Node, v int) { c.Node.Ring.Partitions = v })},
-		{name: "ring-replication", usage: "virtual nodes per backend (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.Ring.ReplicationFactor = v })},
-		{name: "ring-load", usage: "bounded-load factor, >= 1 (mesh-wide)", apply: func(c *Node, v string) error {
+		{name: "ring-partitions", def: strconv.Itoa(ring.DefaultPartitions), usage: "ring partitions (mesh-wide; defaults chosen by measurement: ring/DEFAULTS.md)", apply: posInt(func(c *Node, v int) { c.Node.Ring.Partitions = v })},
+		{name: "ring-replication", def: strconv.Itoa(ring.DefaultReplicationFactor), usage: "virtual nodes per backend (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.Ring.ReplicationFactor = v })},
+		{name: "ring-load", def: strconv.FormatFloat(ring.DefaultLoad, 'g', -1, 64), usage: "bounded-load factor, >= 1 (mesh-wide)", apply: func(c *Node, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				return fmt.Errorf("%q is not a number", v)
@@ -225,22 +226,20 @@ func orNegative(d time.Duration) time.Duration {
 	return d
 }
 
+// duration parses a duration >= 0; posDuration one > 0.
 func duration(set func(*Node, time.Duration)) func(*Node, string) error {
-	return func(c *Node, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return fmt.Errorf("%q is not a duration >= 0 (like 500ms, 10s, 1m)", v)
-		}
-		set(c, d)
-		return nil
-	}
+	return durationFrom(0, set)
 }
 
 func posDuration(set func(*Node, time.Duration)) func(*Node, string) error {
+	return durationFrom(time.Nanosecond, set)
+}
+
+func durationFrom(least time.Duration, set func(*Node, time.Duration)) func(*Node, string) error {
 	return func(c *Node, v string) error {
 		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("%q is not a positive duration (like 500ms, 10s, 1m)", v)
+		if err != nil || d < least {
+			return fmt.Errorf("%q is not a duration >= %v (like 500ms, 10s, 1m)", v, least)
 		}
 		set(c, d)
 		return nil
