@@ -38,6 +38,11 @@ bench:
 	MESHLB_RING_FIGURES=1 $(GO) test -run 'TestRingFigures' -bench 'Locate|Build' -benchmem -count 1 ./ring/
 	$(GO) test -run '^$$' -bench 'Convergence' -benchtime 5x -timeout 30m ./node/
 
+# WebSocket proxy: RSS per idle WebSocket, echo msg/s and CPU per message, direct vs via a node (WSBENCH_FLAGS for more).
+WSBENCH_FLAGS ?=
+bench-ws: build
+	$(GO) run ./bench/wsbench --meshlb $(BIN) $(WSBENCH_FLAGS)
+
 # Short fuzzing of every parser of untrusted bytes (FUZZTIME per target).
 FUZZTIME ?= 20s
 fuzz:
@@ -51,4 +56,4 @@ fuzz:
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench fuzz clean
+.PHONY: build demo test race lint bench bench-ws fuzz clean
