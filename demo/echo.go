@@ -11,6 +11,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -26,7 +28,8 @@ import (
 const maxMessage = 1 << 20
 
 // Echo is a demo backend: WebSocket echo on any path (the text message
-// "whoami" is answered with its ID), and plain HTTP GET answered with its ID.
+// "whoami" is answered with its ID), plain HTTP GET answered with its ID,
+// and /status/NNN answered with status NNN.
 // permessage-deflate is supported (without context takeover).
 type Echo struct {
 	ID     string
@@ -74,6 +77,17 @@ func (e *Echo) Shutdown(ctx context.Context) error {
 }
 
 func (e *Echo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// /status/NNN answers NNN, WebSocket upgrade or not: a backend that
+	// refuses (401, 403, 500 ...) for a proxy's pass-through tests.
+	if code, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
+		if n, err := strconv.Atoi(code); err == nil && n >= 200 && n <= 599 {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Backend", e.ID)
+			w.WriteHeader(n)
+			fmt.Fprintf(w, "{\"backend\": %q, \"status\": %d}\n", e.ID, n)
+			return
+		}
+	}
 	if !isUpgrade(r) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")

@@ -119,6 +119,17 @@ func TestSessionSticksThroughEveryNode(t *testing.T) {
 	}
 }
 
+// A backend's refusal of the upgrade reaches the client as it was.
+func TestBackendRefusalPassesThrough(t *testing.T) {
+	m := startMesh(t, 1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, "ws://"+m.proxies[0]+"/status/401?session_id=x", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Backend") != "web-1" {
+		t.Fatalf("dial: %v, %+v; want the backend's own 401", err, resp)
+	}
+}
+
 // An issued session cookie keeps a client on its backend when it comes
 // back from another address through another node.
 func TestSessionCookieSticksAcrossAddresses(t *testing.T) {
