@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +38,8 @@ const (
 const (
 	relayBufSize   = 32 << 10 // one pooled buffer per direction
 	maxRelayedBody = 64 << 10 // body of a non-101 backend answer passed on
+	// maxAnswerHeader bounds a backend's handshake status line and headers.
+	maxAnswerHeader = 64 << 10
 )
 
 var relayBufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
@@ -140,7 +143,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 	}
 
 	if res.StatusCode != http.StatusSwitchingProtocols && res.StatusCode >= 200 {
-		rt.relayAnswer(w, conn, res, cookie)
+		rt.relayAnswer(w, req, conn, res, cookie)
 		return
 	}
 	if res.StatusCode != http.StatusSwitchingProtocols || !headerHasToken(res.Header, "Upgrade", "websocket") {
@@ -257,8 +260,13 @@ func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte
 		conn.Close()
 		return nil, nil, nil, fmt.Errorf("write handshake: %w", err)
 	}
-	br := bufio.NewReader(conn)
+	// net/http reads status line and headers without a bound: cap them, so
+	// a backend can't make the node buffer whatever it sends within the
+	// handshake timeout. The cap is lifted once the answer is in.
+	lr := &io.LimitedReader{R: conn, N: maxAnswerHeader}
+	br := bufio.NewReader(lr)
 	res, err := http.ReadResponse(br, nil)
+	lr.N = math.MaxInt64
 	if err != nil {
 		conn.Close()
 		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
@@ -275,11 +283,16 @@ func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte
 }
 
 // relayAnswer passes a backend's non-101 answer to the client as it was:
-// status, headers, and the body up to maxRelayedBody.
-func (rt *Router) relayAnswer(w http.ResponseWriter, conn net.Conn, res *http.Response, cookie *http.Cookie) {
+// status, headers and body; a body over maxRelayedBody gets 502 rather than
+// a cut that would look complete.
+func (rt *Router) relayAnswer(w http.ResponseWriter, req *http.Request, conn net.Conn, res *http.Response, cookie *http.Cookie) {
 	defer conn.Close()
-	body, _ := io.ReadAll(io.LimitReader(res.Body, maxRelayedBody))
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxRelayedBody+1))
 	res.Body.Close()
+	if err != nil || len(body) > maxRelayedBody {
+		rt.writeError(w, req, fmt.Errorf("backend answered %q with a body that is unreadable or over %d bytes", res.Status, maxRelayedBody))
+		return
+	}
 	h := w.Header()
 	for k, v := range res.Header {
 		h[k] = v
@@ -516,8 +529,7 @@ func (c *wsConn) writeClient(p []byte) error {
 
 // closeWrite half-closes conn, or closes it when it cannot half-close.
 func closeWrite(conn net.Conn) {
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		return
 	}
 	conn.Close()
@@ -582,18 +594,41 @@ func (f frameRelay) copy() error {
 			return err
 		}
 		c.touch()
+		// A frame that fits the buffer is read whole before the write lock
+		// is taken, so a backend trickling a payload holds up neither the
+		// pings nor a drain's close frame.
+		pw := prefixWriter{p: buf[:0]}
+		if err := ws.WriteHeaderBuffer(&pw, h, hbuf); err != nil {
+			return err
+		}
+		hl := len(pw.p)
+		small := int64(hl)+h.Length <= int64(len(buf))
+		n := hl
+		if small {
+			n += int(h.Length)
+			if _, err := io.ReadFull(br, buf[hl:n]); err != nil {
+				return err // nothing of this frame was written: the boundary holds
+			}
+		}
 		c.wsem <- struct{}{}
 		if c.closeSent {
 			<-c.wsem
-			if _, err := io.CopyN(io.Discard, br, h.Length); err != nil {
-				return err
+			if !small {
+				if _, err := io.CopyN(io.Discard, br, h.Length); err != nil {
+					return err
+				}
 			}
 			continue
 		}
 		if h.OpCode == ws.OpClose {
 			c.closeSent = true
 		}
-		err = f.writeFrame(h, br, buf, hbuf)
+		if small {
+			c.bytesOut.Add(int64(n))
+			_, err = c.client.Write(buf[:n])
+		} else {
+			err = f.stream(h, br, buf, hl)
+		}
 		<-c.wsem
 		if err != nil {
 			return err
@@ -601,24 +636,19 @@ func (f frameRelay) copy() error {
 	}
 }
 
-// writeFrame writes header h and its payload from br to the client; small
-// frames go out in one write.
-func (f frameRelay) writeFrame(h ws.Header, br *bufio.Reader, buf, hbuf []byte) error {
+// stream writes a frame larger than the buffer, whose encoded header is in
+// buf[:hl], as its payload arrives. The caller holds wsem throughout: a
+// drain that fires meanwhile waits for the frame's end (or closes hard at
+// its deadline). If the frame breaks off, no close frame may follow it on
+// the wire — it would land inside the payload — so the session is marked
+// closed and ends without one.
+func (f frameRelay) stream(h ws.Header, br *bufio.Reader, buf []byte, hl int) (err error) {
 	c := f.c
-	pw := prefixWriter{p: buf[:0]}
-	if err := ws.WriteHeaderBuffer(&pw, h, hbuf); err != nil {
-		return err
-	}
-	hl := len(pw.p)
-	if int64(hl)+h.Length <= int64(len(buf)) {
-		n := hl + int(h.Length)
-		if _, err := io.ReadFull(br, buf[hl:n]); err != nil {
-			return err
+	defer func() {
+		if err != nil {
+			c.closeSent = true
 		}
-		c.bytesOut.Add(int64(n))
-		_, err := c.client.Write(buf[:n])
-		return err
-	}
+	}()
 	if _, err := c.client.Write(buf[:hl]); err != nil {
 		return err
 	}
