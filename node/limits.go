@@ -1,11 +1,12 @@
 package node
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,7 +15,9 @@ import (
 // net/http closes a connection whose request headers arrive too late
 // without a word, and answers oversized headers with a 431 we never hear
 // of. A user coming from HAProxy expects "timeout http-request" to answer
-// 408 and both to leave a log line; guardListener adds that.
+// 408 and both to leave a log line; guardListener adds that, on the
+// server's own read path so that nothing else writes to the connection
+// at the same time.
 
 // guardListener wraps the proxy listener so that each connection can be
 // watched while it sends its first request's headers.
@@ -31,82 +34,70 @@ func (l guardListener) Accept() (net.Conn, error) {
 	return &guardConn{Conn: c, log: l.log}, nil
 }
 
-// guardConn is one proxied connection under watch.
+// guardConn is one proxied connection.
 type guardConn struct {
 	net.Conn
 	log zerolog.Logger
 
-	mu      sync.Mutex
-	timer   *time.Timer
-	settled bool // headers read, hijacked or closed: nothing to watch
-}
-
-// connState is the proxy server's ConnState hook. It runs on the accept
-// goroutine for StateNew, so it must not block (nor call RemoteAddr, which
-// may wait for a PROXY protocol header).
-func connState(timeout time.Duration) func(net.Conn, http.ConnState) {
-	return func(c net.Conn, s http.ConnState) {
-		g, ok := c.(*guardConn)
-		if !ok {
-			return
-		}
-		switch s {
-		case http.StateNew:
-			g.mu.Lock()
-			g.timer = time.AfterFunc(timeout, g.expire)
-			g.mu.Unlock()
-		case http.StateActive, http.StateHijacked, http.StateClosed:
-			g.settle()
-		}
-	}
-}
-
-func (g *guardConn) settle() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.settled = true
-	if g.timer != nil {
-		g.timer.Stop()
-	}
-}
-
-// expire answers 408 to a client that did not finish its request headers
-// in time; the server's own header timeout is set later as a backstop.
-func (g *guardConn) expire() {
-	g.mu.Lock()
-	if g.settled {
-		g.mu.Unlock()
-		return
-	}
-	g.settled = true
-	g.mu.Unlock()
-	g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-	g.Conn.Write(response408)
-	g.log.Warn().Str("remote_addr", g.Conn.RemoteAddr().String()).Msg("request headers timed out; answered 408")
-	g.Conn.Close()
+	got      atomic.Bool // a byte of the first request arrived
+	settled  atomic.Bool // the first request's headers were read
+	hijacked atomic.Bool // a WebSocket: the bytes are no longer HTTP
 }
 
 var (
-	status431   = []byte("HTTP/1.1 431 ")
+	// response431 is exactly what net/http writes for oversized headers.
+	response431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large")
 	response408 = func() []byte {
 		body := `{"error": "request headers not received in time"}` + "\n"
-		return []byte(fmt.Sprintf("HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+		return fmt.Appendf(nil, "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	}()
 )
 
+// connState is the proxy server's ConnState hook. It runs on the accept
+// goroutine for StateNew, so it must not block; it does nothing then.
+func connState(c net.Conn, s http.ConnState) {
+	g, ok := c.(*guardConn)
+	if !ok {
+		return
+	}
+	switch s {
+	case http.StateActive, http.StateIdle, http.StateClosed:
+		g.settled.Store(true)
+	case http.StateHijacked:
+		g.settled.Store(true)
+		g.hijacked.Store(true)
+	}
+}
+
+// Read answers 408 when the server's header deadline expires on a client
+// that started a request and did not finish its headers. A connection that
+// sent nothing (a browser's preconnect) is closed silently, as HAProxy's
+// http-ignore-probes does.
+func (g *guardConn) Read(p []byte) (int, error) {
+	n, err := g.Conn.Read(p)
+	if n > 0 {
+		g.got.Store(true)
+	}
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && g.got.Load() && !g.settled.Swap(true) {
+		g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		g.Conn.Write(response408)
+		g.log.Warn().Str("remote_addr", g.Conn.RemoteAddr().String()).Msg("request headers timed out; answered 408")
+	}
+	return n, err
+}
+
 func (g *guardConn) Write(p []byte) (int, error) {
-	// Only the server's own error path writes a 431; hijacked WebSockets
-	// skip the check (settled, and never starting with a status line).
-	if bytes.HasPrefix(p, status431) {
+	if !g.hijacked.Load() && len(p) == len(response431) && string(p) == string(response431) {
 		g.log.Warn().Str("remote_addr", g.Conn.RemoteAddr().String()).Msg("request headers too large; answered 431")
 	}
 	return g.Conn.Write(p)
 }
 
-// CloseWrite keeps half-close working through the wrapper.
+// CloseWrite keeps half-close working through the wrapper; it fails where
+// the connection underneath can't half-close, so the caller closes it.
 func (g *guardConn) CloseWrite() error {
 	if cw, ok := g.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return nil
+	return errors.ErrUnsupported
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -44,6 +45,18 @@ func TestSlowHeadersGet408AndHugeHeaders431(t *testing.T) {
 	resp, err = http.ReadResponse(bufio.NewReader(c2), nil)
 	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("huge headers: %v %v; want 431", resp, err)
+	}
+
+	// A connection that sends nothing (a browser's preconnect) is closed
+	// without an answer.
+	c4, err := net.Dial("tcp", n.ProxyAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	c4.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c4); err != nil || len(b) != 0 {
+		t.Fatalf("silent connection got %q, %v; want a bare close", b, err)
 	}
 
 	// A prompt request on a kept-alive connection is not cut off later.

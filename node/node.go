@@ -165,12 +165,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ErrorLog:          newStdLogger(n.log, "admin"),
 	}
 	n.proxySrv = &http.Server{
-		Handler: n.router,
-		// guardConn answers 408 at HandshakeTimeout; this is the backstop.
-		ReadHeaderTimeout: n.cfg.HandshakeTimeout + time.Second,
-		ConnState:         connState(n.cfg.HandshakeTimeout),
-		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
-		ErrorLog:          newStdLogger(n.log, "proxy"),
+		Handler:           n.router,
+		ReadHeaderTimeout: n.cfg.HandshakeTimeout, // guardConn answers 408 at it
+		// An idle keep-alive connection is closed after this; without it
+		// net/http keeps one forever.
+		IdleTimeout:    90 * time.Second,
+		ConnState:      connState,
+		MaxHeaderBytes: n.cfg.MaxHeaderBytes,
+		ErrorLog:       newStdLogger(n.log, "proxy"),
 	}
 	n.wg.Go(func() { n.serve(n.adminSrv, n.adminLn, "admin") })
 	n.wg.Go(func() { n.serve(n.proxySrv, n.proxyLn, "proxy") })
