@@ -35,11 +35,12 @@ type Echo struct {
 	ID     string
 	Logger zerolog.Logger
 
-	srv   *http.Server
-	ln    net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	srv    *http.Server
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool // Shutdown began: an upgrade finishing now is closed at once
+	wg     sync.WaitGroup
 }
 
 // Start listens on addr ("host:port", port 0 for any) and serves until
@@ -68,6 +69,7 @@ func (e *Echo) Addr() string { return e.ln.Addr().String() }
 func (e *Echo) Shutdown(ctx context.Context) error {
 	err := e.srv.Shutdown(ctx)
 	e.mu.Lock()
+	e.closed = true
 	for c := range e.conns {
 		c.Close()
 	}
@@ -112,9 +114,15 @@ func (e *Echo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, compress := ext.Accepted()
+	// Hijacked connections are out of srv.Shutdown's sight: register and
+	// start under the lock Shutdown takes, so none slips past it.
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		conn.Close()
+		return
+	}
 	e.conns[conn] = struct{}{}
-	e.mu.Unlock()
 	e.wg.Go(func() {
 		defer func() {
 			e.mu.Lock()

@@ -239,6 +239,14 @@ func (m *Mesh) handler() http.Handler {
 		json.NewEncoder(w).Encode(st)
 	})
 	mux.HandleFunc("POST /api/{kind}/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		// Only the page's own fetch sets this header: a form on another
+		// site can't, so it can't stop the demo's nodes.
+		if r.Header.Get("X-Meshlb-Demo") != "1" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			json.NewEncoder(w).Encode(map[string]string{"error": "missing X-Meshlb-Demo header"})
+			return
+		}
 		if err := m.control(r.Context(), r.PathValue("kind"), r.PathValue("name"), r.PathValue("action")); err != nil {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadRequest)
