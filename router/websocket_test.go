@@ -126,26 +126,10 @@ func TestWebSocketNon101Relayed(t *testing.T) {
 	}
 }
 
-// hangUpAddr is a backend that accepts connections and closes them
-// before answering.
+// hangUpAddr is a backend that reads the handshake and closes the
+// connection without answering.
 func hangUpAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+	return rawBackend(t, func(net.Conn, *http.Request) {}).Addr
 }
 
 func TestWebSocketFailover(t *testing.T) {
