@@ -29,6 +29,11 @@ type CheckConfig struct {
 	Timeout  time.Duration
 	Rise     int
 	Fall     int
+	// FastInterval replaces Interval while a backend is in transition (up
+	// with a failure, or down with a success), as HAProxy's fastinter:
+	// a change is confirmed sooner, and a steady state costs no more
+	// checks. Default Interval/4.
+	FastInterval time.Duration
 	// HTTPPath, when set, makes a check an HTTP GET of this path that must
 	// answer a status in [StatusMin, StatusMax] (default 200..399);
 	// otherwise a check is a TCP connect.
@@ -58,6 +63,7 @@ func (c CheckConfig) WithDefaults() CheckConfig {
 	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
 	c.Rise = cmp.Or(c.Rise, DefaultRise)
 	c.Fall = cmp.Or(c.Fall, DefaultFall)
+	c.FastInterval = cmp.Or(c.FastInterval, c.Interval/4)
 	if c.StatusMin == 0 && c.StatusMax == 0 {
 		c.StatusMin, c.StatusMax = 200, 399
 	}
@@ -68,8 +74,8 @@ func (c CheckConfig) WithDefaults() CheckConfig {
 // Validate reports a config that can't be applied.
 func (c CheckConfig) Validate() error {
 	switch {
-	case c.Interval <= 0 || c.Timeout <= 0:
-		return fmt.Errorf("health interval %v, timeout %v: want both > 0", c.Interval, c.Timeout)
+	case c.Interval <= 0 || c.Timeout <= 0 || c.FastInterval <= 0:
+		return fmt.Errorf("health interval %v, fast interval %v, timeout %v: want all > 0", c.Interval, c.FastInterval, c.Timeout)
 	case c.Rise < 1 || c.Fall < 1 || c.Rise > 1000 || c.Fall > 1000:
 		return fmt.Errorf("health rise %d, fall %d: want 1..1000", c.Rise, c.Fall)
 	case c.HTTPPath != "" && !strings.HasPrefix(c.HTTPPath, "/"):
@@ -300,13 +306,18 @@ func (c *Checker) run(ctx context.Context, t *target) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.record(t, ok, detail, false)
-		timer.Reset(c.cfg.Interval)
+		if c.record(t, ok, detail, false) {
+			timer.Reset(c.cfg.FastInterval)
+		} else {
+			timer.Reset(c.cfg.Interval)
+		}
 	}
 }
 
-// record applies one check result to t's counters and reports a change.
-func (c *Checker) record(t *target, ok bool, detail string, passive bool) {
+// record applies one check result to t's counters and reports a change. It
+// returns whether the backend is in transition (a result against its state
+// that has not yet changed it).
+func (c *Checker) record(t *target, ok bool, detail string, passive bool) (transition bool) {
 	c.checks.Add(1)
 	if !ok {
 		c.failures.Add(1)
@@ -330,9 +341,10 @@ func (c *Checker) record(t *target, ok bool, detail string, passive bool) {
 			up = false
 		}
 	}
+	transition = (up && t.fail > 0) || (!up && t.succ > 0)
 	first := !t.published && (ok || !up)
 	if up == was && !first {
-		return
+		return transition
 	}
 	t.down.Store(!up)
 	t.passive.Store(!up && passive)
@@ -342,6 +354,7 @@ func (c *Checker) record(t *target, ok bool, detail string, passive bool) {
 		c.log.Info().Str("backend", t.ID).Str("addr", t.Addr).Bool("up", up).Str("detail", detail).Msg("backend check state changed")
 	}
 	c.report(t.ID, up, detail)
+	return transition
 }
 
 // check runs one active check of addr.

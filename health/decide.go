@@ -30,7 +30,8 @@ type Policy struct {
 	Quorum int
 	// MaxEjectPercent caps the share of active backends out for health;
 	// past it, backends a quorum sees down stay in, reported over budget.
-	// 100 removes the cap; 0 keeps every backend in. Default 50.
+	// 100 removes the cap; 0 is the default, 50; NoEjection keeps every
+	// backend in.
 	MaxEjectPercent int
 	// FlapThreshold is the ejection, counted within FlapWindow of the last
 	// return, from which a backend is held out: the first FlapThreshold-1
@@ -45,6 +46,9 @@ type Policy struct {
 	HoldBase, HoldMax time.Duration
 }
 
+// NoEjection as MaxEjectPercent keeps every backend in the ring.
+const NoEjection = -1
+
 // Policy defaults.
 const (
 	DefaultMaxEjectPercent = 50
@@ -54,12 +58,9 @@ const (
 	DefaultHoldMax         = 5 * time.Minute
 )
 
-// WithDefaults fills zero fields. MaxEjectPercent is filled only when
-// negative: 0 is a valid choice (never eject).
+// WithDefaults fills zero fields.
 func (p Policy) WithDefaults() Policy {
-	if p.MaxEjectPercent < 0 {
-		p.MaxEjectPercent = DefaultMaxEjectPercent
-	}
+	p.MaxEjectPercent = cmp.Or(p.MaxEjectPercent, DefaultMaxEjectPercent)
 	p.FlapThreshold = cmp.Or(p.FlapThreshold, DefaultFlapThreshold)
 	p.FlapWindow = cmp.Or(p.FlapWindow, DefaultFlapWindow)
 	p.HoldBase = cmp.Or(p.HoldBase, DefaultHoldBase)
@@ -72,7 +73,7 @@ func (p Policy) Validate() error {
 	switch {
 	case p.Quorum < -1:
 		return fmt.Errorf("health quorum %d: want majority (0), all (-1) or a count > 0", p.Quorum)
-	case p.MaxEjectPercent < 0 || p.MaxEjectPercent > 100:
+	case p.MaxEjectPercent < NoEjection || p.MaxEjectPercent > 100:
 		return fmt.Errorf("max eject percent %d: want 0..100", p.MaxEjectPercent)
 	case p.FlapThreshold < 1:
 		return fmt.Errorf("flap threshold %d: want >= 1", p.FlapThreshold)
@@ -110,7 +111,7 @@ func (p Policy) Hold(strikes int) time.Duration {
 }
 
 // Allowed is how many of active backends may be out for health.
-func (p Policy) Allowed(active int) int { return active * p.MaxEjectPercent / 100 }
+func (p Policy) Allowed(active int) int { return active * max(p.MaxEjectPercent, 0) / 100 }
 
 // Tally is the vote on one backend.
 type Tally struct {

@@ -12,7 +12,7 @@ import (
 
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 
-func defaultPolicy() Policy { return Policy{MaxEjectPercent: -1}.WithDefaults() }
+func defaultPolicy() Policy { return Policy{}.WithDefaults() }
 
 // sim runs Decide over time for one backend seen down by votes(t) of 5
 // voters, applying each verdict as gossip would, and counts ring changes.
@@ -179,9 +179,9 @@ func TestEjectionBudget(t *testing.T) {
 			t.Fatalf("steady state rewrites %s: %+v -> %+v", v.ID, tallies[i].Prev, v)
 		}
 	}
-	// 0 % never ejects; one backend of one is never ejected at 50 %.
-	if got := Decide(Policy{MaxEjectPercent: 0}.WithDefaults(), all("a"), 4, t0); got[0].Down() {
-		t.Fatal("0 % ejected")
+	// NoEjection never ejects; one backend of one is never ejected at 50 %.
+	if got := Decide(Policy{MaxEjectPercent: NoEjection}.WithDefaults(), all("a"), 4, t0); got[0].Down() {
+		t.Fatal("NoEjection ejected")
 	}
 	if got := Decide(defaultPolicy(), []Tally{{ID: "a", Votes: 1, Voters: 1}}, 1, t0); got[0].Down() || got[0].Reason != gossip.VerdictOverBudget {
 		t.Fatalf("lone backend: %+v", got[0])
