@@ -110,7 +110,8 @@ type Verdict struct {
 	ID     string
 	Reason VerdictReason
 	// Votes of the Voters (live nodes with an observation) saw the backend
-	// down when the verdict was written.
+	// down when the decision was made; a later count that changes nothing
+	// is not written (see Same).
 	Votes, Voters uint16
 	// Strikes counts recent ejections; flap damping holds a backend out for
 	// longer with each one.
@@ -127,9 +128,12 @@ type Verdict struct {
 // Down reports whether the verdict takes the backend out of the ring.
 func (v Verdict) Down() bool { return v.Reason == VerdictDown || v.Reason == VerdictHeld }
 
-// Same reports whether v and w decide alike, ignoring who wrote them when.
+// Same reports whether v and w decide alike, ignoring who wrote them when
+// and the vote count they recorded: a member joining or leaving changes
+// every count, and rewriting every verdict for it would flood the mesh.
 func (v Verdict) Same(w Verdict) bool {
 	v.Version, v.Origin, w.Version, w.Origin = 0, "", 0, ""
+	v.Votes, v.Voters, w.Votes, w.Voters = 0, 0, 0, 0
 	return v == w
 }
 

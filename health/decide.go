@@ -169,8 +169,8 @@ func Decide(p Policy, tallies []Tally, active int, now time.Time) []gossip.Verdi
 		out[i] = v
 	}
 	for i, t := range tallies {
-		if t.Prev.ID == "" && out[i].Reason == gossip.VerdictUp && out[i].Votes == 0 {
-			out[i] = gossip.Verdict{} // healthy and never judged: nothing to write
+		if t.Prev.ID == "" && out[i].Reason == gossip.VerdictUp {
+			out[i] = gossip.Verdict{} // in the ring and never out: nothing to write
 		}
 	}
 	return out

@@ -138,7 +138,8 @@ func effectiveState(rec gossip.Record, v gossip.Verdict) string {
 type BackendHealth struct {
 	// State: up, down (a quorum sees it down), held (flapping: out until
 	// seen up for the hold) or over_budget (a quorum sees it down, but the
-	// ejection budget keeps it in).
+	// ejection budget keeps it in). DownVotes of Voters (live nodes that
+	// have checked it) see it down now.
 	State     string     `json:"state"`
 	DownVotes int        `json:"down_votes"`
 	Voters    int        `json:"voters"`
@@ -178,8 +179,22 @@ func (n *Node) healthView() healthView {
 	return hv
 }
 
-// reason explains a backend's effective state in words.
-func (n *Node) reason(rec gossip.Record, v gossip.Verdict) string {
+// tally counts the live votes on one backend now.
+func (hv healthView) tally(id string) (votes, voters int) {
+	for _, o := range hv.obs[id] {
+		if hv.live[o.Node] {
+			voters++
+			if !o.Up {
+				votes++
+			}
+		}
+	}
+	return votes, voters
+}
+
+// reason explains a backend's effective state in words; votes and voters
+// are the live count.
+func (n *Node) reason(rec gossip.Record, v gossip.Verdict, votes, voters int) string {
 	switch rec.State {
 	case gossip.StateDraining:
 		return "drained by an operator: keeps its sessions, takes no new ones"
@@ -188,30 +203,31 @@ func (n *Node) reason(rec gossip.Record, v gossip.Verdict) string {
 	}
 	switch v.Reason {
 	case gossip.VerdictDown:
-		return fmt.Sprintf("%d of %d nodes see it down", v.Votes, v.Voters)
+		return fmt.Sprintf("%d of %d nodes see it down", votes, voters)
 	case gossip.VerdictHeld:
 		hold := n.cfg.HealthPolicy.Hold(int(v.Strikes))
 		if v.UpSince != 0 {
 			return fmt.Sprintf("flapping (%d ejections): held out until seen up for %v", v.Strikes, hold)
 		}
-		return fmt.Sprintf("flapping (%d ejections) and %d of %d nodes see it down: held out, then %v of being up", v.Strikes, v.Votes, v.Voters, hold)
+		return fmt.Sprintf("flapping (%d ejections) and %d of %d nodes see it down: held out, then %v of being up", v.Strikes, votes, voters, hold)
 	case gossip.VerdictOverBudget:
-		return fmt.Sprintf("%d of %d nodes see it down, kept in: the ejection budget (%d%%) is spent", v.Votes, v.Voters, n.cfg.HealthPolicy.MaxEjectPercent)
+		return fmt.Sprintf("%d of %d nodes see it down, kept in: the ejection budget (%d%%) is spent", votes, voters, n.cfg.HealthPolicy.MaxEjectPercent)
 	}
-	if v.Votes > 0 {
-		return fmt.Sprintf("healthy: %d of %d nodes see it down, short of a quorum", v.Votes, v.Voters)
+	if votes > 0 {
+		return fmt.Sprintf("healthy: %d of %d nodes see it down, short of a quorum", votes, voters)
 	}
 	return "healthy"
 }
 
 func (n *Node) fillHealth(b *BackendStatus, rec gossip.Record, hv healthView) {
 	v, judged := hv.verdicts[rec.ID]
+	votes, voters := hv.tally(rec.ID)
 	b.EffectiveState = effectiveState(rec, v)
-	b.Reason = n.reason(rec, v)
+	b.Reason = n.reason(rec, v, votes, voters)
 	b.LastChange = b.Updated
 	b.Observations = []ObservationStatus{}
 	if judged && rec.State != gossip.StateRemoved {
-		h := &BackendHealth{State: v.Reason.String(), DownVotes: int(v.Votes), Voters: int(v.Voters), Strikes: int(v.Strikes), DecidedBy: v.Origin}
+		h := &BackendHealth{State: v.Reason.String(), DownVotes: votes, Voters: voters, Strikes: int(v.Strikes), DecidedBy: v.Origin}
 		if v.Reason == gossip.VerdictHeld && v.UpSince != 0 {
 			until := time.UnixMilli(int64(v.UpSince)).Add(n.cfg.HealthPolicy.Hold(int(v.Strikes))).UTC()
 			h.HoldUntil = &until
@@ -221,7 +237,7 @@ func (n *Node) fillHealth(b *BackendStatus, rec gossip.Record, hv healthView) {
 			b.LastChange = changed
 		}
 	} else if rec.State != gossip.StateRemoved {
-		b.Health = &BackendHealth{State: gossip.VerdictUp.String()}
+		b.Health = &BackendHealth{State: gossip.VerdictUp.String(), DownVotes: votes, Voters: voters}
 	}
 	for _, o := range hv.obs[rec.ID] {
 		st := "up"
