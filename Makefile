@@ -52,8 +52,17 @@ fuzz:
 	  done; \
 	done
 
+# Health figures: a killed backend out of / back into 5 rings, 20 times (prints p50/p99).
+bench-health:
+	MESHLB_HEALTH_TRIALS=20 $(GO) test -run 'TestHealthEjectAndRestore' -count=1 -v -timeout 30m ./node/ | grep -v '^ *writer.go'
+
+# The long form of a test in make test: one node that can't reach one backend changes no ring for 10 minutes.
+SOAK ?= 10m
+soak-health:
+	MESHLB_HEALTH_SOAK=$(SOAK) $(GO) test -run 'TestOneNodeCannotReachBackend' -count=1 -v -timeout 60m ./node/ | grep -v '^ *writer.go'
+
 # Remove build output.
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-ws fuzz clean
+.PHONY: build demo test race lint bench bench-ws bench-health soak-health fuzz clean
