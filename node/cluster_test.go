@@ -19,7 +19,11 @@ import (
 	"github.com/meshlb/meshlb/health"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// memberlist's probeNode may still wait out its ack timer (a probe
+// interval at most) after Shutdown returns; it exits on its own.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+}
 
 // testConfig is a node on loopback with ephemeral ports and fast gossip.
 func testConfig(t testing.TB, name string, seeds ...string) Config {
