@@ -211,7 +211,7 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	p("moves\t%d misroutes, %d moved (backend set changed)\n", r.Misroutes, r.MovedSetChanged)
 	disc := joinCounts(r.Disconnects)
 	p("disconnects\t%s\n", disc)
-	p("\t\n")
+	p("\n")
 	p("latency\tp50\tp90\tp99\tmax\tcount\n")
 	for _, l := range []struct {
 		name string
@@ -219,19 +219,19 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	}{{"handshake", r.Handshake}, {"echo", r.Echo}} {
 		p("%s\t%s\t%s\t%s\t%s\t%d\n", l.name, ms(l.l.P50), ms(l.l.P90), ms(l.l.P99), ms(l.l.Max), l.l.Count)
 	}
-	p("\t\n")
+	p("\n")
 	p("errors\t%d of %d operations (%.3f%%)\n", sum(r.Errors), r.Operations, 100*r.ErrorRate)
 	for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
 		p("  %s\t%d\n", k, r.Errors[k])
 	}
 	if len(r.Moves) > 0 {
-		p("\t\n")
+		p("\n")
 		p("first moves\tfrom\tto\tkind\n")
 		for _, m := range r.Moves[:min(len(r.Moves), 10)] {
 			p("  %s\t%s\t%s\t%s\n", m.Session, m.From, m.To, m.Kind)
 		}
 	}
-	p("\t\n")
+	p("\n")
 	if r.Verdict == "pass" {
 		p("verdict\tPASS (0 misroutes, error rate %.3f%% <= %.3f%%)\n", 100*r.ErrorRate, 100*r.MaxErrorRate)
 	} else {
