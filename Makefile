@@ -52,8 +52,14 @@ fuzz:
 	  done; \
 	done
 
+IMAGE ?= meshlb:dev
+# A static binary and the $(IMAGE) image FROM scratch (no registry needed); deploy/compose.yaml runs it.
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/docker/meshlb ./cmd/meshlb
+	docker build -t $(IMAGE) .
+
 # Remove build output.
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-ws fuzz clean
+.PHONY: build demo test race lint bench bench-ws fuzz image clean

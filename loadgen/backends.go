@@ -202,3 +202,62 @@ func changedNear(changes []time.Time, from, to time.Time, window time.Duration) 
 	}
 	return false
 }
+
+type statusAnswer struct {
+	Ready   bool       `json:"ready"`
+	Reason  string     `json:"reason"`
+	Members []struct{} `json:"members"`
+	Ring    struct {
+		Backends int `json:"backends"`
+	} `json:"ring"`
+	RingAgreed bool `json:"ring_agreed"`
+}
+
+// waitReady polls GET /v1/status on the admins until one reports a ready
+// node, in a mesh of at least members nodes that agrees on a ring with
+// backends, or timeout passes.
+func (w *watcher) waitReady(ctx context.Context, timeout time.Duration, members int) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	why := "no answer yet"
+	for {
+		for _, base := range w.admins {
+			s, err := w.status(ctx, base)
+			switch {
+			case err != nil:
+				why = err.Error()
+			case !s.Ready:
+				why = fmt.Sprintf("%s: not ready: %s", base, s.Reason)
+			case len(s.Members) < members:
+				why = fmt.Sprintf("%s: %d members, want %d", base, len(s.Members), members)
+			case s.Ring.Backends == 0 || !s.RingAgreed:
+				why = fmt.Sprintf("%s: %d backends in the ring, agreed %v", base, s.Ring.Backends, s.RingAgreed)
+			default:
+				return nil
+			}
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return fmt.Errorf("mesh not ready after %v: %s", timeout, why)
+		}
+	}
+}
+
+func (w *watcher) status(ctx context.Context, base string) (statusAnswer, error) {
+	var s statusAnswer
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("%s/v1/status: HTTP %d", base, resp.StatusCode)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&s); err != nil {
+		return s, fmt.Errorf("%s/v1/status: %w", base, err)
+	}
+	return s, nil
+}

@@ -43,6 +43,14 @@ type Config struct {
 	// and the ring rebuild all fit inside it.
 	MoveWindow time.Duration
 
+	// WaitReady, if positive, makes Run first wait, at most this long,
+	// until an admin API reports its node ready, with a ring that every
+	// node agrees on and at least WaitMembers members (default 1). Useful
+	// when the mesh starts together with the bench (Docker Compose). Needs
+	// Admin.
+	WaitReady   time.Duration
+	WaitMembers int
+
 	// Path is the WebSocket path, optionally with a query. Default "/".
 	Path string
 	// KeyParam is the query parameter carrying the session ID. Default
@@ -101,6 +109,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MoveWindow <= 0 {
 		c.MoveWindow = 5 * time.Second
+	}
+	if c.WaitMembers <= 0 {
+		c.WaitMembers = 1
 	}
 	if c.Path == "" {
 		c.Path = "/"
@@ -173,6 +184,9 @@ func (c Config) validate() error {
 		if _, err := adminURL(a); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.WaitReady > 0 && len(c.Admin) == 0 {
+		errs = append(errs, errors.New("waiting for the mesh to be ready needs an admin address"))
 	}
 	if !strings.HasPrefix(c.Path, "/") {
 		errs = append(errs, fmt.Errorf("path %q must start with /", c.Path))

@@ -170,7 +170,9 @@ func runBench(t *testing.T, cfg Config, delay time.Duration, during func()) *Rep
 // says so.
 func TestBenchHealthyMeshPasses(t *testing.T) {
 	m := startMesh(t, 3, 3)
-	r := runBench(t, quick(m.proxies(), m.admins()[:1]), 0, nil)
+	cfg := quick(m.proxies(), m.admins()[:1])
+	cfg.WaitReady, cfg.WaitMembers = 20*time.Second, 3
+	r := runBench(t, cfg, 0, nil)
 	if r.Verdict != "pass" || r.Misroutes != 0 || r.SessionsMoved != 0 {
 		t.Fatalf("verdict %s, %d misroutes, %d moved: %v", r.Verdict, r.Misroutes, r.SessionsMoved, r.Reasons)
 	}
@@ -337,5 +339,23 @@ func TestBenchTargetByName(t *testing.T) {
 	r := runBench(t, cfg, 0, nil)
 	if r.SessionsAnswered != 10 || r.Misroutes != 0 {
 		t.Fatalf("%d of 10 sessions answered, %d misroutes", r.SessionsAnswered, r.Misroutes)
+	}
+}
+
+// A mesh that never gets ready fails the run before it starts, saying why.
+func TestBenchWaitReadyGivesUp(t *testing.T) {
+	admin := newFakeAdmin(t, "a") // its /v1/status says nothing of readiness
+	cfg := quick([]string{"127.0.0.1:1"}, []string{admin.srv.URL})
+	cfg.WaitReady = 500 * time.Millisecond
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("Run = %v; want a not-ready error", err)
+	}
+	cfg.Admin = nil
+	if _, err := New(cfg); err == nil {
+		t.Fatal("New accepted --wait-ready without an admin address")
 	}
 }

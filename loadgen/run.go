@@ -71,10 +71,16 @@ func New(cfg Config) (*Bench, error) {
 // Run opens the sessions at Rate, keeps them asking until Duration has
 // passed or ctx ends, closes them, and reports. It blocks for the whole
 // run and returns after every goroutine it started has returned. The error
-// is only for a run that could not be judged at all; a bad verdict is in
-// the report.
+// is only for a run that could not start (the mesh did not get ready in
+// WaitReady); a bad verdict is in the report.
 func (b *Bench) Run(ctx context.Context) (*Report, error) {
+	if b.cfg.WaitReady > 0 {
+		if err := b.watch.waitReady(ctx, b.cfg.WaitReady, b.cfg.WaitMembers); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
+	b.log.Info().Int("sessions", b.cfg.Sessions).Dur("duration", b.cfg.Duration).Uint64("seed", b.cfg.Seed).Msg("bench started")
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
 	defer cancel()
 

@@ -71,6 +71,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	reqTimeout := fs.Duration("request-timeout", 5*time.Second, "bound on one whoami or echo round trip")
 	backoffMin := fs.Duration("backoff-min", 100*time.Millisecond, "first reconnect backoff")
 	backoffMax := fs.Duration("backoff-max", 5*time.Second, "largest reconnect backoff")
+	waitReady := fs.Duration("wait-ready", 0, "first wait up to this long for an --admin node to be ready in an agreeing mesh (0: don't wait)")
+	waitMembers := fs.Int("wait-members", 1, "with --wait-ready: the mesh must have at least this many nodes")
 	asJSON := fs.Bool("json", false, "print the report as JSON on stdout")
 	level := fs.String("log-level", "warn", "log level (debug logs every connection)")
 	fs.Usage = func() {
@@ -105,6 +107,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		MoveWindow: *window, PollInterval: *poll, ProbeBackends: *probe,
 		ConnectTimeout: *connTimeout, RequestTimeout: *reqTimeout,
 		BackoffMin: *backoffMin, BackoffMax: *backoffMax,
+		WaitReady: *waitReady, WaitMembers: *waitMembers,
 		Logger: newLogger(stderr, lvl, "auto"),
 	}
 	switch *sources {
