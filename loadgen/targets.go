@@ -26,7 +26,7 @@ const resolveTTL = time.Second
 type targets struct {
 	static   []string
 	target   string // name:port, or ""
-	resolver *net.Resolver
+	lookup   func(ctx context.Context, host string) ([]string, error)
 	cooldown time.Duration
 	now      func() time.Time
 
@@ -34,30 +34,51 @@ type targets struct {
 	resolved   []string
 	resolvedAt time.Time
 	resolveErr error
+	resolving  chan struct{} // closed when the lookup under way ends
 	next       int
 	down       map[string]time.Time // address → skip until
 }
 
 func newTargets(static []string, target string, r *net.Resolver, cooldown time.Duration) *targets {
-	return &targets{static: static, target: target, resolver: r, cooldown: cooldown, now: time.Now, down: map[string]time.Time{}}
+	t := &targets{static: static, target: target, cooldown: cooldown, now: time.Now, down: map[string]time.Time{}}
+	if r != nil {
+		t.lookup = r.LookupHost
+	}
+	return t
 }
 
 // list returns the current candidate addresses: the static nodes and the
-// target's addresses, de-duplicated, in a stable order.
+// target's addresses, de-duplicated, in a stable order. One caller at a
+// time resolves an expired answer; the others go on with the old one (or
+// wait for the first), so a crowd reconnecting at once asks the resolver
+// once, not once each.
 func (t *targets) list(ctx context.Context) ([]string, error) {
 	t.mu.Lock()
 	if t.target == "" || t.now().Sub(t.resolvedAt) < resolveTTL {
-		out := t.merged()
-		err := t.resolveErr
-		t.mu.Unlock()
-		return out, err
+		defer t.mu.Unlock()
+		return t.merged(), t.resolveErr
 	}
+	if wait := t.resolving; wait != nil {
+		if !t.resolvedAt.IsZero() {
+			defer t.mu.Unlock()
+			return t.merged(), t.resolveErr
+		}
+		t.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.merged(), t.resolveErr
+	}
+	done := make(chan struct{})
+	t.resolving = done
 	t.mu.Unlock()
 
-	// Resolve outside the lock; concurrent sessions may both resolve once
-	// at expiry, which is harmless.
 	host, port, _ := net.SplitHostPort(t.target)
-	addrs, err := t.resolver.LookupHost(ctx, host)
+	addrs, err := t.lookup(ctx, host)
 	var fresh []string
 	for _, a := range addrs {
 		fresh = append(fresh, net.JoinHostPort(a, port))
@@ -74,6 +95,8 @@ func (t *targets) list(ctx context.Context) ([]string, error) {
 	} else {
 		t.resolved, t.resolveErr = fresh, nil
 	}
+	t.resolving = nil
+	close(done)
 	return t.merged(), t.resolveErr
 }
 

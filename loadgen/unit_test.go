@@ -3,10 +3,13 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -134,6 +137,41 @@ func TestTargetsRotateAvoidLastAndCoolDown(t *testing.T) {
 	none := newTargets(nil, "", nil, time.Minute)
 	if _, err := none.pick(ctx, ""); err == nil || kindOfResolveErr(err) != "no_nodes" {
 		t.Fatalf("no nodes: %v", err)
+	}
+}
+
+// A crowd asking at once makes one DNS lookup, and a lookup that fails
+// keeps the last answer.
+func TestTargetsResolveOnceForACrowd(t *testing.T) {
+	var lookups atomic.Int32
+	fail := atomic.Bool{}
+	tg := newTargets(nil, "mesh.test:8080", nil, time.Second)
+	tg.lookup = func(ctx context.Context, host string) ([]string, error) {
+		lookups.Add(1)
+		time.Sleep(50 * time.Millisecond)
+		if fail.Load() {
+			return nil, errors.New("resolver down")
+		}
+		return []string{"192.0.2.2", "192.0.2.1"}, nil
+	}
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			got, err := tg.list(context.Background())
+			if err != nil || !slices.Equal(got, []string{"192.0.2.1:8080", "192.0.2.2:8080"}) {
+				t.Errorf("list = %v, %v", got, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups for 100 callers; want 1", n)
+	}
+	fail.Store(true)
+	tg.now = func() time.Time { return time.Now().Add(time.Hour) } // the answer has expired
+	got, err := tg.list(context.Background())
+	if err == nil || len(got) != 2 {
+		t.Fatalf("after a failed lookup: %v, %v; want the old answer and the error", got, err)
 	}
 }
 
