@@ -18,6 +18,10 @@ import (
 // maxSetHistory bounds the backend sets kept for the report.
 const maxSetHistory = 100
 
+// probeFailsToDrop is how many probes in a row a backend must fail to
+// leave the set.
+const probeFailsToDrop = 2
+
 // BackendSet is the backend set as the checker saw it from one moment on.
 type BackendSet struct {
 	At       time.Time `json:"at"`
@@ -33,6 +37,8 @@ type watcher struct {
 	client   *http.Client
 	log      zerolog.Logger
 
+	probeFails map[string]int // backend ID → probes failed in a row; run's goroutine only
+
 	mu      sync.Mutex
 	next    int // admin to ask first
 	current string
@@ -46,7 +52,7 @@ type watcher struct {
 
 func newWatcher(admins []string, interval time.Duration, probe bool, log zerolog.Logger) *watcher {
 	return &watcher{
-		admins: admins, interval: interval, probe: probe, log: log,
+		admins: admins, interval: interval, probe: probe, log: log, probeFails: map[string]int{},
 		// A fresh connection per poll: a keep-alive connection would pin
 		// one address of a DNS name whose node may be gone.
 		client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}},
@@ -155,9 +161,17 @@ func (w *watcher) fetch(ctx context.Context, base string) ([]string, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		// A backend leaves the set after probeFailsToDrop failed probes in
+		// a row: one dial that times out on a loaded machine must not
+		// count as a set change, which would excuse misroutes near it.
 		kept := ids[:0]
 		for i, id := range ids {
 			if up[i] {
+				w.probeFails[id] = 0
+			} else {
+				w.probeFails[id]++
+			}
+			if w.probeFails[id] < probeFailsToDrop {
 				kept = append(kept, id)
 			}
 		}

@@ -33,9 +33,9 @@ type Config struct {
 	// PollInterval is how often the backend set is polled. Default 500 ms.
 	PollInterval time.Duration
 	// ProbeBackends also dials every in-ring backend at each poll and
-	// leaves unreachable ones out of the set: a mesh fails a dead backend's
-	// sessions over to the next candidate before its catalog changes, and
-	// that move is legitimate.
+	// leaves out of the set those that failed two probes in a row: a mesh
+	// fails a dead backend's sessions over to the next candidate before
+	// its catalog changes, and that move is legitimate.
 	ProbeBackends bool
 	// MoveWindow is how close to a backend-set change a move must be to be
 	// blamed on it (before the last answer from the old backend, or after

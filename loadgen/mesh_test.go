@@ -359,3 +359,19 @@ func TestBenchWaitReadyGivesUp(t *testing.T) {
 		t.Fatal("New accepted --wait-ready without an admin address")
 	}
 }
+
+// One failed probe is not a set change; two in a row are.
+func TestProbeNeedsTwoFailuresInARow(t *testing.T) {
+	admin := newFakeAdmin(t, "gone") // its backends live at 127.0.0.1:1: refused
+	w := newWatcher([]string{admin.srv.URL}, time.Second, true, zerolog.Nop())
+	defer w.client.CloseIdleConnections()
+	for i, want := range [][]string{{"gone"}, {}, {}} {
+		got, err := w.fetch(context.Background(), admin.srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("poll %d: set %v; want %v", i+1, got, want)
+		}
+	}
+}

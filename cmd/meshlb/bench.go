@@ -66,7 +66,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	maxErr := fs.Float64("max-error-rate", 0.01, "highest error rate (failed / all operations) that still passes")
 	window := fs.Duration("move-window", 5*time.Second, "a move this close to a backend-set change is blamed on it")
 	poll := fs.Duration("poll-interval", 500*time.Millisecond, "how often the backend set is polled")
-	probe := fs.Bool("probe-backends", true, "also dial each in-ring backend at every poll; unreachable ones leave the set")
+	probe := fs.Bool("probe-backends", true, "also dial each in-ring backend at every poll; two failed dials in a row take it out of the set")
 	connTimeout := fs.Duration("connect-timeout", 5*time.Second, "bound on a connect plus handshake")
 	reqTimeout := fs.Duration("request-timeout", 5*time.Second, "bound on one whoami or echo round trip")
 	backoffMin := fs.Duration("backoff-min", 100*time.Millisecond, "first reconnect backoff")
