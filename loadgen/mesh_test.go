@@ -375,3 +375,20 @@ func TestProbeNeedsTwoFailuresInARow(t *testing.T) {
 		}
 	}
 }
+
+// A backend that dies just before the end: the set is polled a little
+// longer, so the moves it caused are not judged before the probe has
+// seen it go.
+func TestBenchBackendDeathAtTheEnd(t *testing.T) {
+	m := startMesh(t, 2, 3)
+	cfg := quick(m.proxies(), m.admins())
+	cfg.ProbeBackends = true
+	cfg.Duration, cfg.PollInterval = 3*time.Second, 300*time.Millisecond
+	r := runBench(t, cfg, 2700*time.Millisecond, func() { stopEcho(m.backends[0]) })
+	if r.SessionsMoved == 0 {
+		t.Skipf("no session moved before the end (a slow machine): %+v", r.Moves)
+	}
+	if r.Misroutes != 0 {
+		t.Fatalf("%d misroutes; the death of web-1 explains every move: %+v", r.Misroutes, r.Moves)
+	}
+}

@@ -103,11 +103,41 @@ launch:
 	}
 	<-ctx.Done()
 	wg.Wait()
+	elapsed := time.Since(start)
+	b.settle(results[:started])
 	for _, t := range b.transports {
 		t.CloseIdleConnections()
 	}
 	b.watch.client.CloseIdleConnections()
-	return b.report(start, time.Since(start), results[:started]), nil
+	return b.report(start, elapsed, results[:started]), nil
+}
+
+// settle polls the backend set a little longer when a move happened near
+// the end: a backend that died just before the run ended is seen gone only
+// after probeFailsToDrop more polls, and without them the moves it caused
+// would be judged misroutes.
+func (b *Bench) settle(sessions []*session) {
+	if len(b.watch.admins) == 0 {
+		return
+	}
+	late := time.Now().Add(-b.cfg.MoveWindow)
+	found := false
+	for _, s := range sessions {
+		for _, m := range s.moves {
+			found = found || m.firstNew.After(late)
+		}
+	}
+	if !found {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.MoveWindow)
+	defer cancel()
+	for range probeFailsToDrop + 1 {
+		if !sleep(ctx, b.cfg.PollInterval) {
+			return
+		}
+		b.watch.pollOnce(ctx)
+	}
 }
 
 // Sources returns the source addresses sessions bind to (nil: the
