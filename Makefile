@@ -61,8 +61,14 @@ SOAK ?= 10m
 soak-health:
 	MESHLB_HEALTH_SOAK=$(SOAK) $(GO) test -run 'TestOneNodeCannotReachBackend' -count=1 -v -timeout 60m ./node/ | grep -v '^ *writer.go'
 
+IMAGE ?= meshlb:dev
+# A static binary and the $(IMAGE) image FROM scratch (no registry needed); deploy/compose.yaml runs it.
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/docker/meshlb ./cmd/meshlb
+	docker build -t $(IMAGE) .
+
 # Remove build output.
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-ws bench-health soak-health fuzz clean
+.PHONY: build demo test race lint bench bench-ws bench-health soak-health fuzz image clean

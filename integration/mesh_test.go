@@ -86,13 +86,16 @@ func TestBadInputExitsTwoAndNamesIt(t *testing.T) {
 		{[]string{"frobnicate"}, "frobnicate"},
 		{[]string{"route"}, "KEY"},
 		{[]string{"backends", "add", "nohostport"}, "nohostport"},
+		{[]string{"bench"}, "no nodes"},
+		{[]string{"bench", "--nodes", "127.0.0.1:1", "--source-ips", "127.0.0.9-127.0.0.1"}, "--source-ips"},
+		{[]string{"bench", "--nodes", "127.0.0.1:1", "--sessions", "0"}, "--sessions"},
 	} {
 		_, errOut, code := cli(t, tc.args...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("meshlb %v: exit %d, stderr %q; want exit 2 naming %q", tc.args, code, errOut, tc.want)
 		}
 	}
-	for _, cmd := range [][]string{{"--help"}, {"node", "--help"}, {"status", "--help"}, {"backends", "--help"}} {
+	for _, cmd := range [][]string{{"--help"}, {"node", "--help"}, {"status", "--help"}, {"backends", "--help"}, {"bench", "--help"}} {
 		out, errOut, code := cli(t, cmd...)
 		if code != 0 || !strings.Contains(out+errOut, "Usage: meshlb") {
 			t.Errorf("meshlb %v: exit %d; want 0 and a usage text", cmd, code)

@@ -6,6 +6,7 @@
 //	meshlb backends  list, add, drain or remove backends
 //	meshlb echo      a demo backend
 //	meshlb demo      a demo mesh on loopback
+//	meshlb bench     a load client and checker for a mesh
 //
 // cmd/meshlb only turns flags, environment and config files into a
 // node.Config, sets up the logger and signals, and picks the exit code:
@@ -42,6 +43,8 @@ Commands:
   backends   list | add [id=]host:port | drain ID | remove ID
   echo       a demo backend that answers with its name (meshlb echo --help)
   demo       a whole mesh with backends on loopback, and a page to watch it
+  bench      load client and checker: sessions through the nodes, reconnects,
+             misroutes, latency; exit 1 on a misroute (meshlb bench --help)
 
 Admin commands talk to --admin-url (default $MESHLB_ADMIN_URL or
 http://127.0.0.1:9901).
@@ -63,6 +66,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return runEcho(args[1:], stderr)
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
+	case "bench":
+		return runBench(args[1:], stdout, stderr)
 	case "status", "route", "backends":
 		return runAdmin(args[0], args[1:], environ, stdout, stderr)
 	case "help", "-h", "--help", "-help":
