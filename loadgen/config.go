@@ -34,8 +34,9 @@ type Config struct {
 	PollInterval time.Duration
 	// ProbeBackends also dials every in-ring backend at each poll and
 	// leaves out of the set those that failed two probes in a row: a mesh
-	// fails a dead backend's sessions over to the next candidate before
-	// its catalog changes, and that move is legitimate.
+	// fails a dead backend's sessions over to the next candidate at once,
+	// a second or two before its health checks take it out of the ring,
+	// and that move is legitimate.
 	ProbeBackends bool
 	// MoveWindow is how close to a backend-set change a move must be to be
 	// blamed on it (before the last answer from the old backend, or after
