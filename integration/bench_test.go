@@ -25,6 +25,12 @@ type benchReport struct {
 	Reasons          []string         `json:"reasons"`
 	Handshake        map[string]any   `json:"handshake"`
 	Backends         map[string]int64 `json:"backends"`
+	MovedSetChanged  int              `json:"moved_set_changed"`
+	Moves            []struct {
+		Session, From, To, Kind string
+	} `json:"moves"`
+	CloseCodes map[string]int `json:"close_codes"`
+	Resets     int            `json:"resets"`
 }
 
 // bench runs `meshlb bench --json args...`, calling during (if not nil)

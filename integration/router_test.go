@@ -20,6 +20,8 @@ type mesh struct {
 	nodes    []*proc
 	proxies  []string
 	admins   []string
+	gossips  []string
+	flags    []string // every node's flags but --join
 	backends map[string]*proc // id → echo process
 	addrs    map[string]string
 }
@@ -38,6 +40,7 @@ func startMesh(t *testing.T, n, b int, extra ...string) *mesh {
 	}
 	flags = append(flags, "--drain-delay", "0", "--drain-spread", "200ms")
 	flags = append(flags, extra...)
+	m.flags = flags
 	var seed string
 	for i := range n {
 		args := append([]string(nil), flags...)
@@ -51,6 +54,7 @@ func startMesh(t *testing.T, n, b int, extra ...string) *mesh {
 		m.nodes = append(m.nodes, p)
 		m.proxies = append(m.proxies, s.ProxyAddr)
 		m.admins = append(m.admins, s.AdminAddr)
+		m.gossips = append(m.gossips, s.GossipAddr)
 	}
 	waitFor(t, 30*time.Second, "one ring", oneRing(m.admins, n, b))
 	return m
