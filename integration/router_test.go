@@ -21,7 +21,7 @@ type mesh struct {
 	proxies  []string
 	admins   []string
 	gossips  []string
-	flags    []string // every node's flags but --join
+	flags    []string         // every node's flags but --join
 	backends map[string]*proc // id → echo process
 	addrs    map[string]string
 }
