@@ -11,8 +11,12 @@ import (
 )
 
 // decideEvery bounds how long a hold can outlast its end, and re-runs the
-// decision when no gossip change prompts it.
-const decideEvery = 250 * time.Millisecond
+// decision when no gossip change prompts it. decideGap spaces decisions
+// during a burst of gossip: each one copies every observation.
+const (
+	decideEvery = 250 * time.Millisecond
+	decideGap   = 20 * time.Millisecond
+)
 
 // observe publishes a change of this node's view of a backend: its vote.
 func (n *Node) observe(id string, up bool, detail string) {
@@ -39,6 +43,11 @@ func (n *Node) healthLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-n.cluster.HealthChanges():
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(decideGap):
+			}
 		case <-tick.C:
 		}
 	}
