@@ -56,6 +56,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// acceptAndClose is a TCP backend that accepts and hangs up, until ln closes.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 func fastChecks() CheckConfig {
 	return CheckConfig{Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
 }
@@ -79,15 +90,7 @@ func TestTCPCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	c, r := newChecker(t, fastChecks())
 	c.Sync([]Target{{ID: "b", Addr: addr}})
 	waitFor(t, "first determination", func() bool { return r.last() == "b up=true " })
@@ -156,15 +159,7 @@ func TestPassiveBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	c, r := newChecker(t, cfg)
 	var ts []Target
 	for i := range 4 {

@@ -112,27 +112,12 @@ func inRingEverywhere(nodes []*Node, id string, want bool) func() (bool, string)
 	}
 }
 
-// timeUntil polls cond every 10 ms and returns how long it took.
+// timeUntil waits for cond (polled every 20 ms) and returns how long it took.
 func timeUntil(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
 	start := time.Now()
-	waitForFast(t, limit, what, cond)
+	waitFor(t, limit, what, cond)
 	return time.Since(start)
-}
-
-func waitForFast(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s: %s", timeout, what, why)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestHealthEjectAndRestore: a killed backend leaves every node's ring, and
