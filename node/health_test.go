@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -334,4 +335,53 @@ func TestFlappingBackendIsHeld(t *testing.T) {
 		t.Fatalf("b2 returned %v after it stabilised; its hold is %v", back, hold)
 	}
 	t.Logf("held %v with a hold of %v", time.Since(stable).Round(100*time.Millisecond), hold)
+}
+
+// TestEjectionBudget: with two of three backends dead, health takes only
+// one out (50 % of 3 rounds down to 1) and says so about the other in
+// /v1/status, /v1/backends and /metrics.
+func TestEjectionBudgetKeepsBackendsIn(t *testing.T) {
+	backends := []*toggleBackend{newToggleBackend(t), newToggleBackend(t), newToggleBackend(t)}
+	nodes := healthMesh(t, 3, backends, nil)
+	backends[0].kill()
+	waitFor(t, 15*time.Second, "b0 out", inRingEverywhere(nodes, "b0", false))
+	backends[1].kill()
+	waitFor(t, 15*time.Second, "b1 over budget everywhere", func() (bool, string) {
+		for _, n := range nodes {
+			hs := n.Status().Health
+			if len(hs.OverBudget) != 1 || hs.OverBudget[0] != "b1" || hs.Ejected != 1 || hs.MaxEjected != 1 {
+				return false, fmt.Sprintf("%s: %+v", n.Name(), hs)
+			}
+		}
+		return true, ""
+	})
+	if ok, why := inRingEverywhere(nodes, "b1", true)(); !ok {
+		t.Fatalf("b1 taken out past the budget: %s", why)
+	}
+	var list struct{ Backends []BackendStatus }
+	_, body := call(t, "GET", "http://"+nodes[2].AdminAddr()+"/v1/backends", "")
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, b := range list.Backends {
+		states[b.ID] = b.EffectiveState + "/" + b.Health.State
+	}
+	if states["b0"] != "unhealthy/down" || states["b1"] != "active/over_budget" || states["b2"] != "active/up" {
+		t.Fatalf("states %v; want b0 unhealthy/down, b1 active/over_budget, b2 active/up", states)
+	}
+	_, metrics := call(t, "GET", "http://"+nodes[1].AdminAddr()+"/metrics", "")
+	for _, want := range []string{"meshlb_health_over_budget_backends 1", `meshlb_backend_state{backend="b0",state="unhealthy"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// b0 recovers: b1 takes its place.
+	backends[0].revive(t)
+	waitFor(t, 15*time.Second, "b0 in and b1 out", func() (bool, string) {
+		if ok, why := inRingEverywhere(nodes, "b0", true)(); !ok {
+			return false, why
+		}
+		return inRingEverywhere(nodes, "b1", false)()
+	})
 }
