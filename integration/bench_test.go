@@ -18,13 +18,26 @@ type benchReport struct {
 	SessionsMoved    int              `json:"sessions_moved"`
 	Reconnects       int              `json:"reconnects"`
 	Misroutes        int              `json:"misroutes"`
+	MovedSetChanged  int              `json:"moved_set_changed"`
+	Moves            []benchMove      `json:"moves"`
 	BackendSetKnown  bool             `json:"backend_set_known"`
+	BackendSetChange int              `json:"backend_set_changes"`
+	ErrorRate        float64          `json:"error_rate"`
 	Disconnects      map[string]int   `json:"disconnects"`
 	Errors           map[string]int   `json:"errors"`
 	Verdict          string           `json:"verdict"`
 	Reasons          []string         `json:"reasons"`
 	Handshake        map[string]any   `json:"handshake"`
 	Backends         map[string]int64 `json:"backends"`
+}
+
+// benchMove is one session meeting another backend.
+type benchMove struct {
+	Session string    `json:"session"`
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"`
 }
 
 // bench runs `meshlb bench --json args...`, calling during (if not nil)
