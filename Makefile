@@ -64,8 +64,10 @@ soak-health:
 # Seeded chaos soak in network namespaces (root): kills, restarts, freezes, partitions while meshlb bench checks.
 CHAOS_MINUTES ?= 5
 CHAOS_SEED ?= 0
+# (built, not go run: go run turns the soak's exit 77, "can't run here", into 1)
 chaos: build
-	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) $(GO) run ./chaos --meshlb $(BIN)
+	$(GO) build -o bin/chaos ./chaos
+	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) bin/chaos --meshlb $(BIN)
 
 IMAGE ?= meshlb:dev
 # A static binary and the $(IMAGE) image FROM scratch (no registry needed); deploy/compose.yaml runs it.

@@ -156,7 +156,7 @@ func run() int {
 	}
 	fmt.Println("chaos: one ring on every node; starting the bench")
 
-	report, code, err := c.soak(ctx, plan, total, *seed, *sessions, *maxErr)
+	report, code, done, err := c.soak(ctx, plan, total, *seed, *sessions, *maxErr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "chaos: %v\n", err)
 		return 1
@@ -168,8 +168,11 @@ func run() int {
 	// Every fault was undone quietEnd before the end: the mesh must be
 	// whole again.
 	fmt.Println()
+	interrupted := ctx.Err() != nil
 	ringOK := true
-	if d, err := c.oneRing(ctx, 60*time.Second); err != nil {
+	if interrupted {
+		fmt.Println("chaos: interrupted: the mesh's recovery was not checked")
+	} else if d, err := c.oneRing(ctx, 60*time.Second); err != nil {
 		ringOK = false
 		fmt.Printf("chaos: NOT one ring 60 s after the bench: %v\n", err)
 	} else {
@@ -177,9 +180,9 @@ func run() int {
 	}
 
 	fmt.Println()
-	fmt.Printf("chaos: summary of seed %d over %v:\n", *seed, total)
+	fmt.Printf("chaos: summary of seed %d over %v (%d of %d planned actions done):\n", *seed, total, len(done), len(plan))
 	counts := map[string]int{}
-	for _, s := range plan {
+	for _, s := range done {
 		counts[s.Do]++
 	}
 	for _, k := range slices.Sorted(maps.Keys(counts)) {
@@ -197,8 +200,11 @@ func run() int {
 		fmt.Print("; mesh not whole at the end")
 	}
 	fmt.Println()
-	if code != 0 || report.Verdict != "pass" || !ringOK {
+	switch {
+	case code != 0 || report.Verdict != "pass" || !ringOK:
 		return 1
+	case interrupted:
+		return 130 // the shell's code for SIGINT: no full verdict
 	}
 	return 0
 }
@@ -266,6 +272,9 @@ func (c *soak) start(host string, argv ...string) (*proc, error) {
 	fmt.Fprintf(f, "--- %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 	cmd := c.lab.Command(host, argv...)
 	cmd.Stdout, cmd.Stderr = f, f
+	// A process group of its own: Ctrl-C reaches only the soak, which
+	// stops the bench and tears the lab down itself.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// The lab decides the configuration, not the caller's environment.
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "MESHLB_") {
@@ -420,8 +429,8 @@ func hosts(is []int) []string {
 }
 
 // soak runs the bench for total and the plan meanwhile, and returns the
-// bench's report and exit code.
-func (c *soak) soak(ctx context.Context, plan []step, total time.Duration, seed uint64, sessions int, maxErr float64) (*loadgen.Report, int, error) {
+// bench's report and exit code, and the steps carried out.
+func (c *soak) soak(ctx context.Context, plan []step, total time.Duration, seed uint64, sessions int, maxErr float64) (*loadgen.Report, int, []step, error) {
 	var nodes, admins []string
 	for i := 1; i <= c.nodes; i++ {
 		nodes = append(nodes, nodeAddr(i)+":"+proxyPort)
@@ -429,7 +438,7 @@ func (c *soak) soak(ctx context.Context, plan []step, total time.Duration, seed 
 	}
 	f, err := os.Create(filepath.Join(c.logs, "bench.log"))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer f.Close()
 	pr, pw := io.Pipe()
@@ -440,15 +449,16 @@ func (c *soak) soak(ctx context.Context, plan []step, total time.Duration, seed 
 		"--wait-ready", "30s", "--wait-members", strconv.Itoa(c.nodes))
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stderr = io.MultiWriter(f, pw)
 	if err := cmd.Start(); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	done := make(chan error, 1)
+	exited := make(chan error, 1)
 	go func() {
 		err := cmd.Wait()
 		pw.Close()
-		done <- err
+		exited <- err
 	}()
 	// The schedule counts from the bench's first session.
 	started := make(chan struct{})
@@ -473,14 +483,15 @@ func (c *soak) soak(ctx context.Context, plan []step, total time.Duration, seed 
 	}()
 	select {
 	case <-started:
-	case err := <-done:
-		return nil, 0, fmt.Errorf("bench ended before it started: %v (log in %s)", err, f.Name())
+	case err := <-exited:
+		return nil, 0, nil, fmt.Errorf("bench ended before it started: %v (log in %s)", err, f.Name())
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
-		return nil, 0, fmt.Errorf("bench did not start (log in %s)", f.Name())
+		return nil, 0, nil, fmt.Errorf("bench did not start (log in %s)", f.Name())
 	}
 	t0 := time.Now()
 	interrupted := false
+	var done []step // the steps carried out
 	for _, s := range plan {
 		select {
 		case <-time.After(time.Until(t0.Add(s.At))):
@@ -491,11 +502,21 @@ func (c *soak) soak(ctx context.Context, plan []step, total time.Duration, seed 
 			break
 		}
 		err := c.apply(ctx, s)
+		done = append(done, s)
 		line := fmt.Sprintf("chaos: %+8.1fs  %s", time.Since(t0).Seconds(), s)
 		if err != nil {
 			line += "  (" + err.Error() + ")"
 		}
 		fmt.Println(line)
+	}
+	benchDone := false
+	if !interrupted {
+		select {
+		case err = <-exited:
+			benchDone = true
+		case <-ctx.Done():
+			interrupted = true
+		}
 	}
 	if interrupted {
 		fmt.Println("chaos: interrupted: healing and stopping the bench")
@@ -505,21 +526,23 @@ func (c *soak) soak(ctx context.Context, plan []step, total time.Duration, seed 
 		}
 		cmd.Process.Signal(syscall.SIGINT)
 	}
-	err = <-done
+	if !benchDone {
+		err = <-exited
+	}
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	var r loadgen.Report
 	if err := json.Unmarshal([]byte(stdout.String()), &r); err != nil {
-		return nil, code, fmt.Errorf("bench exit %d and no report: %v (log in %s)", code, err, f.Name())
+		return nil, code, done, fmt.Errorf("bench exit %d and no report: %v (log in %s)", code, err, f.Name())
 	}
 	if err := os.WriteFile(filepath.Join(c.logs, "bench.json"), []byte(stdout.String()), 0o644); err != nil {
-		return nil, code, err
+		return nil, code, done, err
 	}
-	return &r, code, nil
+	return &r, code, done, nil
 }
 
 // oneRing waits until every node is up, sees every node, has every

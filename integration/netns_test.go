@@ -197,8 +197,8 @@ func (m *netMesh) views(is []int) string {
 type benchRun struct {
 	t       *testing.T
 	cmd     *exec.Cmd
-	stdout  bytes.Buffer
-	stderr  bytes.Buffer // written by one goroutine, read after done
+	stdout  bytes.Buffer // written by cmd, read after done
+	stderr  lockedBuffer // read while the bench may still write
 	started chan struct{}
 	done    chan struct{}
 }
@@ -250,6 +250,24 @@ func (m *netMesh) startBench(is []int, args ...string) *benchRun {
 		m.t.Fatalf("bench did not start\n%s", b.stderr.String())
 	}
 	return b
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // stop ends the run early (the bench still reports, as on Ctrl-C).
