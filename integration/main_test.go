@@ -1,6 +1,7 @@
 // Package integration holds black-box tests of the meshlb binary: real
-// processes on loopback, driven through their flags, signals, admin API and
-// CLI, with no access to internals.
+// processes on loopback, or each on a host of its own made of a network
+// namespace (netns_test.go), driven through their flags, signals, admin
+// API and CLI, with no access to internals.
 package integration
 
 import (
