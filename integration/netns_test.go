@@ -151,6 +151,12 @@ func (m *netMesh) node(i int) *proc {
 	return m.nodes[nodeHost(i)]
 }
 
+func (m *netMesh) backend(id string) *proc {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.backends[id]
+}
+
 // addrs lists the proxy and admin addresses of nodes is.
 func addrs(is []int) (proxies, admins []string) {
 	for _, i := range is {
@@ -361,7 +367,7 @@ func TestNetns(t *testing.T) {
 			live := []int{1, 2, 4, 5}
 			b := m.startBench(live, "--sessions", fmt.Sprint(sessions), "--duration", "14s", "--whoami-interval", "500ms")
 			time.Sleep(4 * time.Second)
-			m.backends[victim].cmd.Process.Kill()
+			m.backend(victim).cmd.Process.Kill()
 			r, code := b.wait()
 			logBench(t, r, code)
 			passed(t, r, code, sessions)
