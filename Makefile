@@ -61,6 +61,14 @@ SOAK ?= 10m
 soak-health:
 	MESHLB_HEALTH_SOAK=$(SOAK) $(GO) test -run 'TestOneNodeCannotReachBackend' -count=1 -v -timeout 60m ./node/ | grep -v '^ *writer.go'
 
+# Seeded chaos soak in network namespaces (root): kills, restarts, freezes, partitions while meshlb bench checks.
+CHAOS_MINUTES ?= 5
+CHAOS_SEED ?= 0
+# (built, not go run: go run turns the soak's exit 77, "can't run here", into 1)
+chaos: build
+	$(GO) build -o bin/chaos ./chaos
+	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) bin/chaos --meshlb $(BIN)
+
 IMAGE ?= meshlb:dev
 # A static binary and the $(IMAGE) image FROM scratch (no registry needed); deploy/compose.yaml runs it.
 image:
@@ -71,4 +79,4 @@ image:
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-ws bench-health soak-health fuzz image clean
+.PHONY: build demo test race lint bench bench-ws bench-health soak-health fuzz chaos image clean

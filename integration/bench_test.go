@@ -18,7 +18,11 @@ type benchReport struct {
 	SessionsMoved    int              `json:"sessions_moved"`
 	Reconnects       int              `json:"reconnects"`
 	Misroutes        int              `json:"misroutes"`
+	MovedSetChanged  int              `json:"moved_set_changed"`
+	Moves            []benchMove      `json:"moves"`
 	BackendSetKnown  bool             `json:"backend_set_known"`
+	BackendSetChange int              `json:"backend_set_changes"`
+	ErrorRate        float64          `json:"error_rate"`
 	Disconnects      map[string]int   `json:"disconnects"`
 	Errors           map[string]int   `json:"errors"`
 	Verdict          string           `json:"verdict"`
@@ -31,6 +35,15 @@ type benchReport struct {
 	} `json:"moves"`
 	CloseCodes map[string]int `json:"close_codes"`
 	Resets     int            `json:"resets"`
+}
+
+// benchMove is one session meeting another backend.
+type benchMove struct {
+	Session string    `json:"session"`
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"`
 }
 
 // bench runs `meshlb bench --json args...`, calling during (if not nil)

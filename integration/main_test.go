@@ -1,6 +1,7 @@
 // Package integration holds black-box tests of the meshlb binary: real
-// processes on loopback, driven through their flags, signals, admin API and
-// CLI, with no access to internals.
+// processes on loopback, or each on a host of its own made of a network
+// namespace (netns_test.go), driven through their flags, signals, admin
+// API and CLI, with no access to internals.
 package integration
 
 import (
@@ -96,8 +97,15 @@ func startEcho(t *testing.T, id string) (*proc, string) {
 
 func run(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return runCmd(t, name, exec.Command(binary, args...))
+}
+
+// runCmd starts cmd (a meshlb command, perhaps behind a wrapper such as
+// ip netns exec), keeps its log and kills it when the test ends.
+func runCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, started: make(chan startedLine, 1), exited: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
+	p.cmd = cmd
 	p.cmd.Env = filterEnv(os.Environ())
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -201,9 +209,9 @@ type status struct {
 	ConfigAgreed bool `json:"config_agreed"`
 }
 
-func getStatus(admin string) (status, error) {
+func getStatusVia(c *http.Client, admin string) (status, error) {
 	var s status
-	resp, err := http.Get("http://" + admin + "/v1/status")
+	resp, err := c.Get("http://" + admin + "/v1/status")
 	if err != nil {
 		return s, err
 	}
@@ -229,10 +237,16 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 // oneRing: every admin address reports members live nodes, backends on
 // the ring, and agreement on ring and config.
 func oneRing(admins []string, members, backends int) func() (bool, string) {
+	return oneRingVia(http.DefaultClient, admins, members, backends)
+}
+
+// oneRingVia is oneRing through c (which may dial from another network
+// namespace).
+func oneRingVia(c *http.Client, admins []string, members, backends int) func() (bool, string) {
 	return func() (bool, string) {
 		fp := ""
 		for _, a := range admins {
-			s, err := getStatus(a)
+			s, err := getStatusVia(c, a)
 			switch {
 			case err != nil:
 				return false, err.Error()

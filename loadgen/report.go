@@ -148,7 +148,11 @@ func (b *Bench) report(start time.Time, elapsed time.Duration, sessions []*sessi
 		}
 		for _, m := range s.moves {
 			kind := MoveMisroute
-			if changedNear(changes, m.lastOld, m.firstNew, b.cfg.MoveWindow) {
+			// A connection keeps the backend chosen when it was opened,
+			// whatever the ring does meanwhile: a set change while the old
+			// connection was open (a backend back from the dead, say)
+			// explains a move at the next reconnect, however much later.
+			if changedNear(changes, m.oldConn, m.firstNew, b.cfg.MoveWindow) {
 				kind = MoveSetChanged
 			}
 			if kind == MoveMisroute {

@@ -24,15 +24,20 @@ type session struct {
 	backends []string // distinct, in the order met
 	last     string   // backend of the latest answer
 	lastSeen time.Time
-	moves    []rawMove
-	connects int
+	// connAt: when the current connection was dialled, which is when a
+	// node chose its backend. lastConn: connAt of the latest answer.
+	connAt, lastConn time.Time
+	moves            []rawMove
+	connects         int
 }
 
-// rawMove is a session meeting another backend than before: lastOld is the
-// last answer from the old backend, firstNew the first from the new one.
+// rawMove is a session meeting another backend than before: oldConn is
+// when the connection that last reached the old backend was dialled,
+// lastOld the last answer from the old backend, firstNew the first from
+// the new one.
 type rawMove struct {
-	from, to          string
-	lastOld, firstNew time.Time
+	from, to                   string
+	oldConn, lastOld, firstNew time.Time
 }
 
 // met records a whoami answer.
@@ -41,7 +46,11 @@ func (s *session) met(backend string, at time.Time) {
 	case s.last == "":
 		s.backends = append(s.backends, backend)
 	case backend != s.last:
-		s.moves = append(s.moves, rawMove{from: s.last, to: backend, lastOld: s.lastSeen, firstNew: at})
+		oldConn := s.lastConn
+		if oldConn.IsZero() || oldConn.After(s.lastSeen) {
+			oldConn = s.lastSeen
+		}
+		s.moves = append(s.moves, rawMove{from: s.last, to: backend, oldConn: oldConn, lastOld: s.lastSeen, firstNew: at})
 		found := false
 		for _, b := range s.backends {
 			found = found || b == backend
@@ -50,7 +59,7 @@ func (s *session) met(backend string, at time.Time) {
 			s.backends = append(s.backends, backend)
 		}
 	}
-	s.last, s.lastSeen = backend, at
+	s.last, s.lastSeen, s.lastConn = backend, at, s.connAt
 }
 
 // backoff returns the wait before reconnect attempt n (n >= 1):
@@ -92,6 +101,7 @@ func (b *Bench) runSession(ctx context.Context, i int) *session {
 			continue
 		}
 		lastNode = node
+		dialAt := time.Now()
 		c, hs, err := b.dial(ctx, client, node, s.id)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -107,6 +117,7 @@ func (b *Bench) runSession(ctx context.Context, i int) *session {
 		}
 		b.st.connected(hs, s.connects > 0)
 		s.connects++
+		s.connAt = dialAt
 		if b.converse(ctx, c, s, payload) {
 			attempt = 0
 		}

@@ -190,6 +190,37 @@ func TestSessionRecordsMoves(t *testing.T) {
 	}
 }
 
+// A connection keeps its backend while the ring changes under it: a move at
+// the next reconnect is judged against set changes since that connection
+// was dialled, not only those near the move.
+func TestMoveJudgedFromTheOldConnection(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	changes := []time.Time{t0.Add(10 * time.Second)} // e.g. a backend back in the ring
+	w := 5 * time.Second
+	for _, tc := range []struct {
+		name   string
+		dialAt time.Duration // of the connection that reached web-1
+		want   bool          // set_changed
+	}{
+		{"set changed while connected", 0, true},
+		{"connected after the change", 20 * time.Second, false},
+	} {
+		s := &session{id: "x"}
+		s.connAt = t0.Add(tc.dialAt)
+		s.met("web-1", t0.Add(tc.dialAt+time.Second))
+		s.met("web-1", t0.Add(30*time.Second))
+		s.connAt = t0.Add(31 * time.Second)
+		s.met("web-2", t0.Add(31*time.Second))
+		if len(s.moves) != 1 || !s.moves[0].oldConn.Equal(t0.Add(tc.dialAt)) {
+			t.Fatalf("%s: moves %+v", tc.name, s.moves)
+		}
+		m := s.moves[0]
+		if got := changedNear(changes, m.oldConn, m.firstNew, w); got != tc.want {
+			t.Errorf("%s: blamed on the set change %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestChangedNear(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	changes := []time.Time{t0}

@@ -25,8 +25,9 @@ round robin would, reconnects through another node with backoff when a
 connection ends, asks "whoami" every --whoami-interval and echoes a payload.
 
 A session that meets a different backend while the backend set (polled from
---admin, GET /v1/backends) did not change is a MISROUTE. A move within
---move-window of a set change is counted as "moved (backend set changed)".
+--admin, GET /v1/backends) did not change is a MISROUTE. A move is counted as
+"moved (backend set changed)" when the set changed between --move-window
+before the session's previous connection opened and --move-window after the move.
 
 Exit status: 0 no misroutes and error rate <= --max-error-rate; 1 otherwise;
 2 usage error. --json prints the report as JSON (fields in README.md).
