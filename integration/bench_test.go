@@ -29,12 +29,8 @@ type benchReport struct {
 	Reasons          []string         `json:"reasons"`
 	Handshake        map[string]any   `json:"handshake"`
 	Backends         map[string]int64 `json:"backends"`
-	MovedSetChanged  int              `json:"moved_set_changed"`
-	Moves            []struct {
-		Session, From, To, Kind string
-	} `json:"moves"`
-	CloseCodes map[string]int `json:"close_codes"`
-	Resets     int            `json:"resets"`
+	CloseCodes       map[string]int   `json:"close_codes"`
+	Resets           int              `json:"resets"`
 }
 
 // benchMove is one session meeting another backend.
