@@ -86,6 +86,13 @@ func (rt *Router) Close() error {
 		c.hardClose()
 	}
 	rt.wg.Wait()
+	rt.mu.Lock()
+	p := rt.poll
+	rt.poll = nil
+	rt.mu.Unlock()
+	if p != nil {
+		p.close()
+	}
 	rt.transport.CloseIdleConnections()
 	return nil
 }

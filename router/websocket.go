@@ -89,24 +89,24 @@ func removeHopHeaders(h http.Header) {
 // serveWebSocket performs the handshake with the first candidate that
 // answers, then hijacks the client connection and relays until both sides
 // are done. It returns when the session has ended.
-func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) {
+func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) (detached bool) {
 	if req.Method != http.MethodGet || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
 		rt.writeError(w, req, errBadUpgrade)
-		return
+		return false
 	}
 	if rt.isDraining() {
 		rt.writeError(w, req, errDraining)
-		return
+		return false
 	}
 	cands, err := rt.pick(key)
 	if err != nil {
 		rt.writeError(w, req, err)
-		return
+		return false
 	}
 	handshake, err := rt.buildHandshake(req)
 	if err != nil {
 		rt.writeError(w, req, err)
-		return
+		return false
 	}
 
 	ctx, cancel := context.WithTimeout(req.Context(), rt.cfg.HandshakeTimeout)
@@ -126,7 +126,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		}
 		if req.Context().Err() != nil {
 			rt.writeError(w, req, &clientGoneError{err})
-			return
+			return false
 		}
 		timedOut := ctx.Err() != nil
 		last := timedOut || i == len(cands)-1
@@ -134,22 +134,22 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		lastErr = err
 		if timedOut {
 			rt.writeError(w, req, context.DeadlineExceeded)
-			return
+			return false
 		}
 	}
 	if conn == nil {
 		rt.writeError(w, req, lastErr)
-		return
+		return false
 	}
 
 	if res.StatusCode != http.StatusSwitchingProtocols && res.StatusCode >= 200 {
 		rt.relayAnswer(w, req, conn, res, cookie)
-		return
+		return false
 	}
 	if res.StatusCode != http.StatusSwitchingProtocols || !headerHasToken(res.Header, "Upgrade", "websocket") {
 		conn.Close()
 		rt.writeError(w, req, fmt.Errorf("backend answered %q to a websocket upgrade", res.Status))
-		return
+		return false
 	}
 
 	c := &wsConn{
@@ -157,27 +157,30 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		backendID: b.ID,
 		backend:   conn,
 		backendBr: br,
-		closeReq:  make(chan uint16, 1),
 		wsem:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
 	if !rt.register(c) {
 		conn.Close()
 		rt.writeError(w, req, errDraining)
-		return
+		return false
 	}
-	defer rt.wg.Done() // after the last log line: Close waits for it
+	defer func() {
+		if !detached {
+			rt.wg.Done() // after the last log line: Close waits for it
+		}
+	}()
 
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		conn.Close()
 		c.finish()
 		rt.writeError(w, req, fmt.Errorf("%w: %w", errHijack, err))
-		return
+		return false
 	}
 	if !c.attach(client) {
 		c.finish()
-		return
+		return false
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		p, _ := brw.Reader.Peek(n)
@@ -202,16 +205,25 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		c.hardClose()
 		c.finish()
 		rt.log.Debug().Err(err).Str("remote_addr", req.RemoteAddr).Msg("write upgrade response")
-		return
+		return false
 	}
 
 	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Str("remote_addr", req.RemoteAddr).
 		Msg("websocket connected")
+	// Where the platform allows, the session leaves this goroutine and is
+	// relayed on readiness; the handler returns and the session holds no
+	// goroutine while idle.
+	c.countsConn = rt.cfg.MaxConns > 0
+	if rt.adopt(c) {
+		return true
+	}
+	c.closeReq = make(chan uint16, 1)
 	start := time.Now()
 	c.run()
 	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Dur("duration", time.Since(start)).
 		Int64("bytes_in", c.bytesIn.Load()).Int64("bytes_out", c.bytesOut.Load()).
 		Msg("websocket closed")
+	return false
 }
 
 // buildHandshake writes the request line and headers forwarded to a
@@ -316,7 +328,7 @@ type wsConn struct {
 	backendBr *bufio.Reader // may hold the first frames already
 	clientBuf []byte        // bytes the client sent after its handshake
 
-	mu     sync.Mutex // guards client and closed
+	mu     sync.RWMutex // guards client and closed (and, in epoll mode, the sockets' lifetime)
 	client net.Conn
 	closed bool
 
@@ -331,6 +343,8 @@ type wsConn struct {
 	bytesIn    atomic.Int64 // client → backend
 	bytesOut   atomic.Int64 // backend → client
 	done       chan struct{}
+
+	pollState // epoll mode (Linux), see poll_linux.go
 }
 
 // attach sets the hijacked client connection. It reports false, closing
@@ -351,19 +365,33 @@ func (c *wsConn) attach(client net.Conn) bool {
 // hardClose closes both connections now; it unblocks every relay.
 func (c *wsConn) hardClose() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return
 	}
 	c.closed = true
+	if c.polled {
+		c.closeFDs()
+		c.mu.Unlock()
+		c.unref() // the session's own reference
+		return
+	}
 	c.backend.Close()
 	if c.client != nil {
 		c.client.Close()
 	}
+	c.mu.Unlock()
 }
 
 // requestClose asks the session to close with code; it never blocks.
 func (c *wsConn) requestClose(code uint16) {
+	c.mu.RLock()
+	polled := c.polled
+	c.mu.RUnlock()
+	if polled {
+		c.requestClosePolled(code)
+		return
+	}
 	select {
 	case c.closeReq <- code:
 	default:
@@ -518,9 +546,12 @@ func (c *wsConn) ping() {
 // writeClient writes p to the client with the close timeout as deadline.
 // The caller holds wsem.
 func (c *wsConn) writeClient(p []byte) error {
-	c.mu.Lock()
-	client := c.client
-	c.mu.Unlock()
+	c.mu.RLock()
+	client, polled := c.client, c.polled
+	c.mu.RUnlock()
+	if polled {
+		return c.writeFD(c.cfd, p, c.rt.closeTimeout)
+	}
 	_ = client.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
 	_, err := client.Write(p)
 	_ = client.SetWriteDeadline(time.Time{})

@@ -1,0 +1,681 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The Linux relay: an idle WebSocket holds two file descriptors and its
+// wsConn, and nothing else: no goroutine, no buffer. Both sockets sit in one
+// epoll set per Router, armed one-shot for reading. When one is readable, a
+// pooled worker reads it with a pooled buffer, writes what it read to the
+// peer and re-arms it. A write the peer cannot take at once blocks that
+// worker (poll(2), with relayWriteTimeout), and the source is not re-armed
+// meanwhile: that is the backpressure, the same as a blocking copy loop.
+//
+// The sockets are taken out of Go's netpoller (dup, then Close of the
+// net.Conn) so that the runtime does not wake for every packet of every
+// connection a second time, and so that no netFD or pollDesc is kept.
+
+// relayWriteTimeout bounds a relay write the peer does not take: a peer
+// that accepts no byte for this long while we hold data for it is treated
+// as gone. Without a bound, a worker would be held forever.
+const relayWriteTimeout = time.Minute
+
+// maxIdleWorkers bounds the workers kept parked for the next readiness; a
+// burst beyond it gets extra goroutines that exit when done.
+const maxIdleWorkers = 64
+
+// readsPerWake bounds the reads of one readiness, so that one busy socket
+// does not keep a worker from the others.
+const readsPerWake = 4
+
+// pollBufSize is the pooled read buffer: a full one is read again at once.
+const pollBufSize = 16 << 10
+
+var pollBufPool = sync.Pool{New: func() any { b := make([]byte, maxFrameHeader+pollBufSize); return &b }}
+
+// pollState is the epoll-mode part of a wsConn.
+type pollState struct {
+	polled   bool
+	poll     *poller
+	slotted  bool // has a slot in poll
+	cfd, bfd int  // client and backend sockets, owned; valid until closed
+	slot     uint32
+	gen      uint32
+	refs     atomic.Int32 // 1 while open, +1 per worker, timer or close request at work
+	// upBusy and downBusy hand a direction from the worker that re-arms it
+	// to the next one: epoll orders them in fact, but only the atomics tell
+	// the memory model (and the race detector) so.
+	upBusy, downBusy atomic.Bool
+	upDone           bool         // guarded by mu
+	downDone         bool         // guarded by mu
+	frames           frameTracker // backend → client; owned by the down worker
+	holdsWsem        bool         // the down worker holds wsem across reads (mid-frame); its own
+	discard          bool         // a close frame went to the client: drop the backend's bytes
+	pingT            *time.Timer  // guarded by mu
+	idleT            *time.Timer  // guarded by mu
+	lingerT          *time.Timer  // guarded by mu
+	start            time.Time
+	countsConn       bool // holds one of Router.active until finished
+}
+
+// poller owns the epoll set and the workers.
+type poller struct {
+	rt   *Router
+	epfd int
+	file *os.File // epfd, so that the wait parks in Go's netpoller
+
+	mu    sync.Mutex
+	slots []*wsConn
+	gens  []uint32
+	free  []uint32
+
+	work     chan pollTask
+	idle     atomic.Int32
+	stop     chan struct{}
+	loopDone chan struct{}
+	wg       sync.WaitGroup // workers
+}
+
+// pollTask is one readiness: which session, which direction.
+type pollTask struct {
+	c  *wsConn
+	up bool // the client socket (client → backend)
+}
+
+func newPoller(rt *Router) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll create: %w", err)
+	}
+	// Non-blocking, so os.NewFile registers it with the runtime poller:
+	// the loop waits for the epoll set to become readable without holding
+	// a thread, and Close wakes it.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("epoll set nonblock: %w", err)
+	}
+	p := &poller{
+		rt:       rt,
+		epfd:     epfd,
+		file:     os.NewFile(uintptr(epfd), "epoll"),
+		work:     make(chan pollTask),
+		stop:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	go p.loop()
+	return p, nil
+}
+
+// close stops the loop and the workers. The caller has ended every session.
+func (p *poller) close() {
+	p.file.Close()
+	<-p.loopDone
+	close(p.stop)
+	p.wg.Wait()
+}
+
+// loop waits for readiness and hands each to a worker.
+func (p *poller) loop() {
+	defer close(p.loopDone)
+	rc, err := p.file.SyscallConn()
+	if err != nil {
+		return
+	}
+	events := make([]unix.EpollEvent, 128)
+	for {
+		var n int
+		var werr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			// Nothing ready: park until the epoll fd is readable.
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		if err != nil || werr != nil {
+			return // closed
+		}
+		for _, ev := range events[:n] {
+			slot, tag := uint32(ev.Fd), uint32(ev.Pad)
+			p.mu.Lock()
+			var c *wsConn
+			if int(slot) < len(p.slots) && p.gens[slot] == tag>>1 {
+				c = p.slots[slot]
+			}
+			p.mu.Unlock()
+			if c != nil {
+				p.dispatch(pollTask{c: c, up: tag&1 == 1})
+			}
+		}
+	}
+}
+
+// dispatch gives t to a parked worker, or to a new one if none is parked.
+func (p *poller) dispatch(t pollTask) {
+	select {
+	case p.work <- t:
+	default:
+		p.wg.Go(func() { p.worker(t) })
+	}
+}
+
+func (p *poller) worker(t pollTask) {
+	for {
+		t.c.pump(t.up)
+		if p.idle.Add(1) > maxIdleWorkers {
+			p.idle.Add(-1)
+			return
+		}
+		select {
+		case t = <-p.work:
+			p.idle.Add(-1)
+		case <-p.stop:
+			p.idle.Add(-1)
+			return
+		}
+	}
+}
+
+// add registers c and arms nothing yet.
+func (p *poller) add(c *wsConn) error {
+	p.mu.Lock()
+	var slot uint32
+	if n := len(p.free); n > 0 {
+		slot = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		slot = uint32(len(p.slots))
+		p.slots = append(p.slots, nil)
+		p.gens = append(p.gens, 0)
+	}
+	p.gens[slot]++
+	p.slots[slot] = c
+	c.slot, c.gen = slot, p.gens[slot]
+	c.slotted = true
+	p.mu.Unlock()
+	for _, s := range []struct {
+		fd int
+		up uint32
+	}{{c.cfd, 1}, {c.bfd, 0}} {
+		ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(slot), Pad: int32(c.gen<<1 | s.up)}
+		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+			p.remove(c)
+			return fmt.Errorf("epoll add: %w", err)
+		}
+	}
+	return nil
+}
+
+// remove frees c's slot; events still in flight for it are ignored.
+func (p *poller) remove(c *wsConn) {
+	p.mu.Lock()
+	if p.slots[c.slot] == c {
+		p.slots[c.slot] = nil
+		p.gens[c.slot]++
+		p.free = append(p.free, c.slot)
+	}
+	c.slotted = false
+	p.mu.Unlock()
+}
+
+// arm re-arms one direction of c for one readiness, unless it has ended.
+func (c *wsConn) arm(up bool) {
+	if up {
+		c.upBusy.Store(false)
+	} else {
+		c.downBusy.Store(false)
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed || (up && c.upDone) || (!up && c.downDone) {
+		return
+	}
+	fd, tag := c.bfd, c.gen<<1
+	if up {
+		fd, tag = c.cfd, tag|1
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(c.slot), Pad: int32(tag)}
+	if err := unix.EpollCtl(c.poll.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+		// Cannot happen for an open fd; end the session rather than leave
+		// it hanging unarmed.
+		go c.hardClose()
+	}
+}
+
+// socketFD returns a non-blocking duplicate of conn's socket. ok is false
+// when conn is not a plain socket.
+func socketFD(conn net.Conn) (int, bool) {
+	if pc, ok := conn.(*proxyConn); ok {
+		inner, ok := pc.unwrap()
+		if !ok {
+			return -1, false
+		}
+		conn = inner
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return -1, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	nfd := -1
+	if err := rc.Control(func(fd uintptr) {
+		// The duplicate shares the file status, so it is non-blocking.
+		nfd, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil || nfd < 0 {
+		return -1, false
+	}
+	return nfd, true
+}
+
+// adopt moves c into epoll mode: early bytes are relayed, both sockets
+// registered and armed, and the session then ends on its own (unref). It
+// reports false, with c untouched, when the sockets cannot be taken; the
+// caller then relays with goroutines.
+func (rt *Router) adopt(c *wsConn) bool {
+	rt.mu.Lock()
+	if rt.poll == nil && !rt.closed && !rt.pollFailed {
+		p, err := newPoller(rt)
+		if err != nil {
+			rt.pollFailed = true
+			rt.log.Warn().Err(err).Msg("epoll relay unavailable, using goroutines")
+		}
+		rt.poll = p
+	}
+	p := rt.poll
+	rt.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	cfd, ok := socketFD(c.client)
+	if !ok {
+		return false
+	}
+	bfd, ok := socketFD(c.backend)
+	if !ok {
+		unix.Close(cfd)
+		return false
+	}
+	// Closing the originals takes them out of Go's netpoller; the sockets
+	// stay open through the duplicates, so no FIN is sent.
+	c.client.Close()
+	c.backend.Close()
+	c.mu.Lock()
+	c.cfd, c.bfd, c.poll = cfd, bfd, p
+	c.polled = true
+	c.refs.Store(2) // the session's own, and this setup's
+	c.start = time.Now()
+	closed := c.closed
+	if closed {
+		c.closeFDs() // hardClose ran before the sockets were ours
+	}
+	c.mu.Unlock()
+	defer c.unref()
+	if closed {
+		c.unref()
+		return true
+	}
+
+	// Bytes that came with the handshakes, before epoll could see them.
+	if len(c.clientBuf) > 0 {
+		c.bytesIn.Add(int64(len(c.clientBuf)))
+		if err := c.writeFD(c.bfd, c.clientBuf, relayWriteTimeout); err != nil {
+			c.hardClose()
+			return true
+		}
+		c.clientBuf = nil
+	}
+	if n := c.backendBr.Buffered(); n > 0 {
+		bp := pollBufPool.Get().(*[]byte)
+		buf := *bp
+		for n > 0 {
+			k, _ := c.backendBr.Read(buf[maxFrameHeader+c.frames.pending():])
+			if !c.forwardDown(buf, k) {
+				break
+			}
+			n -= k
+		}
+		pollBufPool.Put(bp)
+	}
+	c.backendBr = nil
+	if err := p.add(c); err != nil {
+		rt.log.Debug().Err(err).Uint64("ws", c.id).Msg("websocket relay setup")
+		c.hardClose()
+		return true
+	}
+	c.mu.Lock()
+	if d := rt.cfg.WSPingInterval; d > 0 {
+		c.pingT = time.AfterFunc(d, c.onPing)
+	}
+	if d := rt.cfg.WSIdleTimeout; d > 0 {
+		c.idleT = time.AfterFunc(d, c.onIdle)
+	}
+	c.mu.Unlock()
+	c.arm(true)
+	c.arm(false)
+	return true
+}
+
+// tryRef takes a reference unless the session has ended.
+func (c *wsConn) tryRef() bool {
+	for {
+		n := c.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if c.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// unref drops a reference; the last one ends the session.
+func (c *wsConn) unref() {
+	if c.refs.Add(-1) != 0 {
+		return
+	}
+	if c.slotted {
+		c.poll.remove(c)
+	}
+	if c.countsConn {
+		c.rt.active.Add(-1)
+	}
+	c.finish()
+	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Dur("duration", time.Since(c.start)).
+		Int64("bytes_in", c.bytesIn.Load()).Int64("bytes_out", c.bytesOut.Load()).
+		Msg("websocket closed")
+	c.rt.wg.Done() // last: Close waits for it
+}
+
+// closeFDs shuts both sockets down and closes them. shutdown first wakes
+// a worker waiting in poll(2) on one of them. The caller holds mu for
+// writing.
+func (c *wsConn) closeFDs() {
+	for _, fd := range []int{c.cfd, c.bfd} {
+		_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+		_ = unix.Close(fd)
+	}
+	for _, t := range []*time.Timer{c.pingT, c.idleT, c.lingerT} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// pump serves one readiness of one direction.
+func (c *wsConn) pump(up bool) {
+	busy := &c.downBusy
+	if up {
+		busy = &c.upBusy
+	}
+	if !busy.CompareAndSwap(false, true) {
+		return // cannot happen: a direction is armed only once it is free
+	}
+	if !c.tryRef() {
+		return
+	}
+	defer c.unref()
+	bp := pollBufPool.Get().(*[]byte)
+	defer pollBufPool.Put(bp)
+	buf := *bp
+	for range readsPerWake {
+		var n int
+		var err error
+		if up {
+			n, err = c.readFD(c.cfd, buf)
+			if n > 0 {
+				c.touch()
+				c.bytesIn.Add(int64(n))
+				if werr := c.writeFD(c.bfd, buf[:n], relayWriteTimeout); werr != nil {
+					c.endDirection(true, werr)
+					return
+				}
+			}
+		} else {
+			off := maxFrameHeader + c.frames.pending()
+			n, err = c.readFD(c.bfd, buf[off:])
+			if n > 0 {
+				c.touch()
+				if !c.forwardDown(buf, n) {
+					return
+				}
+			}
+		}
+		switch {
+		case err == unix.EAGAIN:
+			c.arm(up)
+			return
+		case err != nil:
+			c.endDirection(up, err)
+			return
+		case n == 0:
+			c.endDirection(up, io.EOF)
+			return
+		case n < len(buf)-maxFrameHeader:
+			c.arm(up) // most likely drained: spare the read that says so
+			return
+		}
+	}
+	c.arm(up)
+}
+
+// forwardDown passes on n backend bytes read into buf right after
+// maxFrameHeader+pending: whole frames, and a frame's start whose payload
+// continues later (then wsem stays held, so nothing is written inside
+// it). It reports false when the direction has ended.
+func (c *wsConn) forwardDown(buf []byte, n int) bool {
+	if c.discard {
+		return true
+	}
+	start := maxFrameHeader - c.frames.carry(buf[:maxFrameHeader])
+	data := buf[start : maxFrameHeader+c.frames.pending()+n]
+	k, closed, perr := c.frames.advance(data)
+	if k > 0 {
+		if !c.holdsWsem {
+			c.wsem <- struct{}{}
+			c.holdsWsem = true
+			if c.closeSent {
+				// The node closed: nothing may follow its close frame.
+				c.discard = true
+				c.releaseWsem()
+				return true
+			}
+		}
+		if closed {
+			c.closeSent = true
+			c.discard = true
+		}
+		c.bytesOut.Add(int64(k))
+		if err := c.writeFD(c.cfd, data[:k], relayWriteTimeout); err != nil {
+			c.closeSent = true // a frame may be cut: no close frame may follow
+			c.releaseWsem()
+			c.endDirection(false, err)
+			return false
+		}
+		if !c.frames.midFrame() {
+			c.releaseWsem()
+		}
+	}
+	if perr != nil {
+		c.endDirection(false, perr)
+		return false
+	}
+	return true
+}
+
+func (c *wsConn) releaseWsem() {
+	if c.holdsWsem {
+		c.holdsWsem = false
+		<-c.wsem
+	}
+}
+
+// endDirection handles the end of one direction as the goroutine relay
+// does: client → backend half-closes the backend; backend → client sends
+// CloseBadGateway unless the client is gone or closed already, and
+// half-closes the client. When both have ended the session closes;
+// otherwise it lingers for the close timeout at most.
+func (c *wsConn) endDirection(up bool, err error) {
+	if !up && c.holdsWsem {
+		c.closeSent = true // the backend broke off inside a frame
+		c.releaseWsem()
+	}
+	c.mu.Lock()
+	if up {
+		c.upDone = true
+	} else {
+		c.downDone = true
+	}
+	both, clientOpen := c.upDone && c.downDone, !c.upDone
+	c.mu.Unlock()
+	if up {
+		c.shutdownWrite(c.bfd)
+	} else {
+		if clientOpen {
+			c.inject(CloseBadGateway, "backend connection lost")
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			c.rt.log.Debug().Uint64("ws", c.id).Err(err).Msg("websocket backend read")
+		}
+		c.shutdownWrite(c.cfd)
+	}
+	if both {
+		c.hardClose()
+		return
+	}
+	c.startLinger()
+}
+
+func (c *wsConn) shutdownWrite(fd int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.closed {
+		_ = unix.Shutdown(fd, unix.SHUT_WR)
+	}
+}
+
+// startLinger closes the session hard after the close timeout, once.
+func (c *wsConn) startLinger() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lingerT == nil && !c.closed {
+		c.lingerT = time.AfterFunc(c.rt.closeTimeout, c.hardClose)
+	}
+}
+
+func (c *wsConn) onPing() {
+	if !c.tryRef() {
+		return
+	}
+	defer c.unref()
+	c.ping()
+	c.mu.Lock()
+	if !c.closed {
+		c.pingT.Reset(c.rt.cfg.WSPingInterval)
+	}
+	c.mu.Unlock()
+}
+
+func (c *wsConn) onIdle() {
+	if !c.tryRef() {
+		return
+	}
+	defer c.unref()
+	d := c.rt.cfg.WSIdleTimeout
+	if since := time.Since(time.Unix(0, c.lastActive.Load())); since < d {
+		c.mu.Lock()
+		if !c.closed {
+			c.idleT.Reset(d - since)
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.inject(CloseGoingAway, "idle timeout")
+	c.startLinger()
+}
+
+// requestClosePolled is requestClose in epoll mode: there is no
+// supervisor goroutine to ask, so a short-lived one does it.
+func (c *wsConn) requestClosePolled(code uint16) {
+	if !c.tryRef() {
+		return
+	}
+	go func() {
+		defer c.unref()
+		c.inject(code, "node draining")
+		c.startLinger()
+	}()
+}
+
+// readFD reads from one of c's sockets without blocking.
+func (c *wsConn) readFD(fd int, p []byte) (int, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, err := unix.Read(fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if n < 0 {
+			n = 0
+		}
+		return n, err
+	}
+}
+
+// writeFD writes all of p to one of c's sockets. It tries without
+// blocking first; if the socket is full it waits for room in poll(2),
+// for at most timeout without progress.
+func (c *wsConn) writeFD(fd int, p []byte, timeout time.Duration) error {
+	var deadline time.Time
+	for len(p) > 0 {
+		c.mu.RLock()
+		if c.closed {
+			c.mu.RUnlock()
+			return net.ErrClosed
+		}
+		n, err := unix.Write(fd, p)
+		c.mu.RUnlock()
+		if n > 0 {
+			p = p[n:]
+			deadline = time.Time{}
+			continue
+		}
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		case nil:
+			return io.ErrShortWrite
+		default:
+			return err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(timeout)
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		// Outside the lock, so hardClose is not held up; its shutdown(2)
+		// wakes this poll. Slices of a second bound the wait should the fd
+		// be closed before poll starts.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		_, _ = unix.Poll(fds, int(min(wait, time.Second)/time.Millisecond)+1)
+	}
+	return nil
+}
