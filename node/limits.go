@@ -69,6 +69,11 @@ func connState(c net.Conn, s http.ConnState) {
 	}
 }
 
+// NetConn returns the wrapped conn. The router relays a hijacked
+// WebSocket on the socket itself, where nothing of guardConn applies any
+// more.
+func (g *guardConn) NetConn() net.Conn { return g.Conn }
+
 // Read answers 408 when the server's header deadline expires on a client
 // that started a request and did not finish its headers. A connection that
 // sent nothing (a browser's preconnect) is closed silently, as HAProxy's

@@ -252,14 +252,23 @@ func (c *wsConn) arm(up bool) {
 }
 
 // socketFD returns a non-blocking duplicate of conn's socket. ok is false
-// when conn is not a plain socket.
+// when conn is not a plain socket. Wrappers are looked through when they
+// say how (NetConn, as crypto/tls does) and hold no byte back.
 func socketFD(conn net.Conn) (int, bool) {
-	if pc, ok := conn.(*proxyConn); ok {
-		inner, ok := pc.unwrap()
-		if !ok {
-			return -1, false
+unwrap:
+	for range 8 {
+		switch w := conn.(type) {
+		case *proxyConn:
+			inner, ok := w.unwrap()
+			if !ok {
+				return -1, false
+			}
+			conn = inner
+		case interface{ NetConn() net.Conn }:
+			conn = w.NetConn()
+		default:
+			break unwrap
 		}
-		conn = inner
 	}
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
