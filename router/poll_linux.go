@@ -16,11 +16,14 @@ import (
 
 // The Linux relay: an idle WebSocket holds two file descriptors and its
 // wsConn, and nothing else: no goroutine, no buffer. Both sockets sit in one
-// epoll set per Router, armed one-shot for reading. When one is readable, a
-// pooled worker reads it with a pooled buffer, writes what it read to the
-// peer and re-arms it. A write the peer cannot take at once blocks that
-// worker (poll(2), with relayWriteTimeout), and the source is not re-armed
-// meanwhile: that is the backpressure, the same as a blocking copy loop.
+// epoll set per Router, armed one-shot for reading. When one is readable,
+// the loop goroutine reads it with a pooled buffer, writes what it read to
+// the peer without blocking and re-arms it: the common case costs no
+// goroutine switch. What would block (a peer that cannot take the bytes at
+// once, the client's write lock held by a close or ping, the end of a
+// direction) is handed, with the buffer, to a pooled worker that blocks
+// (poll(2), with relayWriteTimeout); the source is not re-armed meanwhile:
+// that is the backpressure, the same as a blocking copy loop.
 //
 // The sockets are taken out of Go's netpoller (dup, then Close of the
 // net.Conn) so that the runtime does not wake for every packet of every
@@ -34,10 +37,6 @@ const relayWriteTimeout = time.Minute
 // maxIdleWorkers bounds the workers kept parked for the next readiness; a
 // burst beyond it gets extra goroutines that exit when done.
 const maxIdleWorkers = 64
-
-// readsPerWake bounds the reads of one readiness, so that one busy socket
-// does not keep a worker from the others.
-const readsPerWake = 4
 
 // pollBufSize is the pooled read buffer: a full one is read again at once.
 const pollBufSize = 16 << 10
@@ -87,11 +86,28 @@ type poller struct {
 	wg       sync.WaitGroup // workers
 }
 
-// pollTask is one readiness: which session, which direction.
+// pollTask is work the loop hands to a worker because it would block. It
+// carries the buffer and one reference to the session.
 type pollTask struct {
-	c  *wsConn
-	up bool // the client socket (client → backend)
+	c    *wsConn
+	up   bool // the client socket (client → backend)
+	kind taskKind
+	bp   *[]byte
+	n    int    // taskForward: bytes read into the buffer
+	rest []byte // taskWrite: bytes still to write, in the buffer
+	err  error  // taskEnd: why the direction ended; taskWrite: a header error after rest
 }
+
+type taskKind uint8
+
+const (
+	taskForward taskKind = iota // forward n bytes read from the backend
+	taskWrite                   // write rest to the peer
+	taskEnd                     // end the direction
+)
+
+// errWouldBlock reports a write that could not finish without blocking.
+var errWouldBlock = errors.New("would block")
 
 func newPoller(rt *Router) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -153,7 +169,7 @@ func (p *poller) loop() {
 			}
 			p.mu.Unlock()
 			if c != nil {
-				p.dispatch(pollTask{c: c, up: tag&1 == 1})
+				c.pump(tag&1 == 1)
 			}
 		}
 	}
@@ -170,7 +186,7 @@ func (p *poller) dispatch(t pollTask) {
 
 func (p *poller) worker(t pollTask) {
 	for {
-		t.c.pump(t.up)
+		t.c.resume(t)
 		if p.idle.Add(1) > maxIdleWorkers {
 			p.idle.Add(-1)
 			return
@@ -185,7 +201,8 @@ func (p *poller) worker(t pollTask) {
 	}
 }
 
-// add registers c and arms nothing yet.
+// add registers c's sockets, armed for their first readiness (one that
+// has ended early stays unarmed).
 func (p *poller) add(c *wsConn) error {
 	p.mu.Lock()
 	var slot uint32
@@ -202,11 +219,18 @@ func (p *poller) add(c *wsConn) error {
 	c.slot, c.gen = slot, p.gens[slot]
 	c.slotted = true
 	p.mu.Unlock()
+	c.mu.RLock()
+	armUp, armDown := !c.upDone, !c.downDone
+	c.mu.RUnlock()
 	for _, s := range []struct {
-		fd int
-		up uint32
-	}{{c.cfd, 1}, {c.bfd, 0}} {
+		fd  int
+		up  uint32
+		arm bool
+	}{{c.cfd, 1, armUp}, {c.bfd, 0, armDown}} {
 		ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(slot), Pad: int32(c.gen<<1 | s.up)}
+		if s.arm {
+			ev.Events |= unix.EPOLLIN
+		}
 		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 			p.remove(c)
 			return fmt.Errorf("epoll add: %w", err)
@@ -339,7 +363,7 @@ func (rt *Router) adopt(c *wsConn) bool {
 	// Bytes that came with the handshakes, before epoll could see them.
 	if len(c.clientBuf) > 0 {
 		c.bytesIn.Add(int64(len(c.clientBuf)))
-		if err := c.writeFD(c.bfd, c.clientBuf, relayWriteTimeout); err != nil {
+		if _, err := c.writeFD(c.bfd, c.clientBuf, true); err != nil {
 			c.hardClose()
 			return true
 		}
@@ -350,13 +374,16 @@ func (rt *Router) adopt(c *wsConn) bool {
 		buf := *bp
 		for n > 0 {
 			k, _ := c.backendBr.Read(buf[maxFrameHeader+c.frames.pending():])
-			if !c.forwardDown(buf, k) {
+			if next := c.forwardDown(buf, k, true); next != nil {
+				c.endDirection(false, next.err)
 				break
 			}
 			n -= k
 		}
 		pollBufPool.Put(bp)
 	}
+	c.backendBr.Reset(nil)
+	handshakeReaders.Put(c.backendBr)
 	c.backendBr = nil
 	if err := p.add(c); err != nil {
 		rt.log.Debug().Err(err).Uint64("ws", c.id).Msg("websocket relay setup")
@@ -371,8 +398,6 @@ func (rt *Router) adopt(c *wsConn) bool {
 		c.idleT = time.AfterFunc(d, c.onIdle)
 	}
 	c.mu.Unlock()
-	c.arm(true)
-	c.arm(false)
 	return true
 }
 
@@ -422,7 +447,9 @@ func (c *wsConn) closeFDs() {
 	}
 }
 
-// pump serves one readiness of one direction.
+// pump serves one readiness of one direction on the loop goroutine: one
+// read, then a write that does not block. Anything that would block goes
+// to a worker with the buffer and pump's reference.
 func (c *wsConn) pump(up bool) {
 	busy := &c.downBusy
 	if up {
@@ -434,93 +461,138 @@ func (c *wsConn) pump(up bool) {
 	if !c.tryRef() {
 		return
 	}
-	defer c.unref()
 	bp := pollBufPool.Get().(*[]byte)
-	defer pollBufPool.Put(bp)
 	buf := *bp
-	for range readsPerWake {
-		var n int
-		var err error
-		if up {
-			n, err = c.readFD(c.cfd, buf)
-			if n > 0 {
-				c.touch()
-				c.bytesIn.Add(int64(n))
-				if werr := c.writeFD(c.bfd, buf[:n], relayWriteTimeout); werr != nil {
-					c.endDirection(true, werr)
-					return
-				}
-			}
-		} else {
-			off := maxFrameHeader + c.frames.pending()
-			n, err = c.readFD(c.bfd, buf[off:])
-			if n > 0 {
-				c.touch()
-				if !c.forwardDown(buf, n) {
-					return
-				}
-			}
-		}
+	var next *pollTask
+	if up {
+		n, err := c.readFD(c.cfd, buf)
 		switch {
+		case n > 0:
+			c.touch()
+			c.bytesIn.Add(int64(n))
+			if w, werr := c.writeFD(c.bfd, buf[:n], false); werr == errWouldBlock {
+				next = &pollTask{kind: taskWrite, rest: buf[w:n]}
+			} else if werr != nil {
+				next = &pollTask{kind: taskEnd, err: werr}
+			}
 		case err == unix.EAGAIN:
-			c.arm(up)
-			return
 		case err != nil:
-			c.endDirection(up, err)
-			return
-		case n == 0:
-			c.endDirection(up, io.EOF)
-			return
-		case n < len(buf)-maxFrameHeader:
-			c.arm(up) // most likely drained: spare the read that says so
-			return
+			next = &pollTask{kind: taskEnd, err: err}
+		default:
+			next = &pollTask{kind: taskEnd, err: io.EOF}
+		}
+	} else {
+		n, err := c.readFD(c.bfd, buf[maxFrameHeader+c.frames.pending():])
+		switch {
+		case n > 0:
+			c.touch()
+			next = c.forwardDown(buf, n, false)
+		case err == unix.EAGAIN:
+		case err != nil:
+			next = &pollTask{kind: taskEnd, err: err}
+		default:
+			next = &pollTask{kind: taskEnd, err: io.EOF}
 		}
 	}
+	if next != nil {
+		next.c, next.up, next.bp = c, up, bp
+		c.poll.dispatch(*next)
+		return
+	}
+	pollBufPool.Put(bp)
 	c.arm(up)
+	c.unref()
+}
+
+// resume finishes on a worker what pump could not without blocking, then
+// re-arms the direction.
+func (c *wsConn) resume(t pollTask) {
+	defer c.unref()
+	defer pollBufPool.Put(t.bp)
+	var next *pollTask
+	switch t.kind {
+	case taskEnd:
+		c.endDirection(t.up, t.err)
+		return
+	case taskForward:
+		next = c.forwardDown(*t.bp, t.n, true)
+	case taskWrite:
+		if t.up {
+			if _, err := c.writeFD(c.bfd, t.rest, true); err != nil {
+				c.endDirection(true, err)
+				return
+			}
+		} else {
+			next = c.finishDown(t.rest, t.err, true)
+		}
+	}
+	if next != nil {
+		if next.kind == taskEnd {
+			c.endDirection(t.up, next.err)
+		}
+		return
+	}
+	c.arm(t.up)
 }
 
 // forwardDown passes on n backend bytes read into buf right after
 // maxFrameHeader+pending: whole frames, and a frame's start whose payload
 // continues later (then wsem stays held, so nothing is written inside
-// it). It reports false when the direction has ended.
-func (c *wsConn) forwardDown(buf []byte, n int) bool {
+// it). Unless block is set it does not wait, and returns the rest of the
+// work instead; nil means done and the direction stays open.
+func (c *wsConn) forwardDown(buf []byte, n int, block bool) *pollTask {
 	if c.discard {
-		return true
+		return nil
+	}
+	if !c.holdsWsem {
+		if block {
+			c.wsem <- struct{}{}
+		} else {
+			select {
+			case c.wsem <- struct{}{}:
+			default: // a close or ping is being written
+				return &pollTask{kind: taskForward, n: n}
+			}
+		}
+		c.holdsWsem = true
+		if c.closeSent {
+			// The node closed: nothing may follow its close frame.
+			c.discard = true
+			c.releaseWsem()
+			return nil
+		}
 	}
 	start := maxFrameHeader - c.frames.carry(buf[:maxFrameHeader])
 	data := buf[start : maxFrameHeader+c.frames.pending()+n]
 	k, closed, perr := c.frames.advance(data)
-	if k > 0 {
-		if !c.holdsWsem {
-			c.wsem <- struct{}{}
-			c.holdsWsem = true
-			if c.closeSent {
-				// The node closed: nothing may follow its close frame.
-				c.discard = true
-				c.releaseWsem()
-				return true
-			}
-		}
-		if closed {
-			c.closeSent = true
-			c.discard = true
-		}
-		c.bytesOut.Add(int64(k))
-		if err := c.writeFD(c.cfd, data[:k], relayWriteTimeout); err != nil {
-			c.closeSent = true // a frame may be cut: no close frame may follow
-			c.releaseWsem()
-			c.endDirection(false, err)
-			return false
-		}
-		if !c.frames.midFrame() {
-			c.releaseWsem()
-		}
+	if closed {
+		c.closeSent = true
+		c.discard = true
+	}
+	c.bytesOut.Add(int64(k))
+	return c.finishDown(data[:k], perr, block)
+}
+
+// finishDown writes p, frames or their start, to the client and releases
+// wsem at a frame boundary. perr, a bad header after p, ends the
+// direction once p is written.
+func (c *wsConn) finishDown(p []byte, perr error, block bool) *pollTask {
+	w, err := c.writeFD(c.cfd, p, block)
+	if err == errWouldBlock {
+		return &pollTask{kind: taskWrite, rest: p[w:], err: perr}
+	}
+	if err != nil {
+		c.closeSent = true // a frame may be cut: no close frame may follow
+		c.releaseWsem()
+		return &pollTask{kind: taskEnd, err: err}
+	}
+	if !c.frames.midFrame() {
+		c.releaseWsem()
 	}
 	if perr != nil {
-		c.endDirection(false, perr)
-		return false
+		return &pollTask{kind: taskEnd, err: perr}
 	}
-	return true
+	return nil
 }
 
 func (c *wsConn) releaseWsem() {
@@ -646,21 +718,28 @@ func (c *wsConn) readFD(fd int, p []byte) (int, error) {
 	}
 }
 
-// writeFD writes all of p to one of c's sockets. It tries without
-// blocking first; if the socket is full it waits for room in poll(2),
-// for at most timeout without progress.
-func (c *wsConn) writeFD(fd int, p []byte, timeout time.Duration) error {
+// writeFD writes p to one of c's sockets and returns how much it wrote.
+// Unless block is set it stops with errWouldBlock where the socket is
+// full; with block it waits for room in poll(2), for at most
+// relayWriteTimeout without progress (the close timeout for the node's
+// own frames, see writeClient).
+func (c *wsConn) writeFD(fd int, p []byte, block bool) (int, error) {
+	return c.writeFDTimeout(fd, p, block, relayWriteTimeout)
+}
+
+func (c *wsConn) writeFDTimeout(fd int, p []byte, block bool, timeout time.Duration) (int, error) {
 	var deadline time.Time
-	for len(p) > 0 {
+	written := 0
+	for written < len(p) {
 		c.mu.RLock()
 		if c.closed {
 			c.mu.RUnlock()
-			return net.ErrClosed
+			return written, net.ErrClosed
 		}
-		n, err := unix.Write(fd, p)
+		n, err := unix.Write(fd, p[written:])
 		c.mu.RUnlock()
 		if n > 0 {
-			p = p[n:]
+			written += n
 			deadline = time.Time{}
 			continue
 		}
@@ -669,16 +748,19 @@ func (c *wsConn) writeFD(fd int, p []byte, timeout time.Duration) error {
 			continue
 		case unix.EAGAIN:
 		case nil:
-			return io.ErrShortWrite
+			return written, io.ErrShortWrite
 		default:
-			return err
+			return written, err
+		}
+		if !block {
+			return written, errWouldBlock
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(timeout)
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
-			return os.ErrDeadlineExceeded
+			return written, os.ErrDeadlineExceeded
 		}
 		// Outside the lock, so hardClose is not held up; its shutdown(2)
 		// wakes this poll. Slices of a second bound the wait should the fd
@@ -686,5 +768,5 @@ func (c *wsConn) writeFD(fd int, p []byte, timeout time.Duration) error {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 		_, _ = unix.Poll(fds, int(min(wait, time.Second)/time.Millisecond)+1)
 	}
-	return nil
+	return written, nil
 }

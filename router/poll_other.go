@@ -25,6 +25,6 @@ func (rt *Router) adopt(*wsConn) bool { return false }
 func (c *wsConn) closeFDs()                 {}
 func (c *wsConn) unref()                    {}
 func (c *wsConn) requestClosePolled(uint16) {}
-func (c *wsConn) writeFD(int, []byte, time.Duration) error {
-	return errors.New("no epoll relay on this platform")
+func (c *wsConn) writeFDTimeout(int, []byte, bool, time.Duration) (int, error) {
+	return 0, errors.New("no epoll relay on this platform")
 }

@@ -47,6 +47,16 @@ var relayBufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); 
 // pingFrame is the keepalive ping sent to clients.
 var pingFrame = ws.MustCompileFrame(ws.NewPingFrame(nil))
 
+// hostCleaner drops line breaks from a Host forwarded in a handshake. It
+// is built once: a Replacer per request was a fifth of a handshake's
+// allocated bytes.
+var hostCleaner = strings.NewReplacer("\r", "", "\n", "")
+
+// handshakeReaders holds the readers of backends' handshake answers; a
+// session relayed on epoll gives its reader back once the bytes it
+// buffered are passed on.
+var handshakeReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
 // hopHeaders are removed from a forwarded handshake and from a relayed
 // non-101 answer (RFC 9110 7.6.1, plus the legacy ones).
 var hopHeaders = []string{
@@ -245,7 +255,7 @@ func (rt *Router) buildHandshake(req *http.Request) ([]byte, error) {
 	h.Set("Upgrade", "websocket")
 
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: %s\r\n", uri, strings.NewReplacer("\r", "", "\n", "").Replace(req.Host))
+	fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: %s\r\n", uri, hostCleaner.Replace(req.Host))
 	if err := h.Write(&buf); err != nil {
 		return nil, err
 	}
@@ -276,7 +286,8 @@ func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte
 	// a backend can't make the node buffer whatever it sends within the
 	// handshake timeout. The cap is lifted once the answer is in.
 	lr := &io.LimitedReader{R: conn, N: maxAnswerHeader}
-	br := bufio.NewReader(lr)
+	br := handshakeReaders.Get().(*bufio.Reader)
+	br.Reset(lr)
 	res, err := http.ReadResponse(br, nil)
 	lr.N = math.MaxInt64
 	if err != nil {
@@ -550,7 +561,8 @@ func (c *wsConn) writeClient(p []byte) error {
 	client, polled := c.client, c.polled
 	c.mu.RUnlock()
 	if polled {
-		return c.writeFD(c.cfd, p, c.rt.closeTimeout)
+		_, err := c.writeFDTimeout(c.cfd, p, true, c.rt.closeTimeout)
+		return err
 	}
 	_ = client.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
 	_, err := client.Write(p)
