@@ -76,9 +76,6 @@ func (t *frameTracker) carry(dst []byte) int {
 	return copy(dst[len(dst)-int(t.hdrN):], t.hdr[:t.hdrN])
 }
 
-// pending is the number of header bytes carried.
-func (t *frameTracker) pending() int { return int(t.hdrN) }
-
 // parseFrameHeader decodes the frame header at the start of p. ok is false
 // when p holds only part of it. It accepts what ws.ReadHeader accepts.
 func parseFrameHeader(p []byte) (hl int, length int64, op ws.OpCode, ok bool, err error) {

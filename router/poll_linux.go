@@ -373,7 +373,7 @@ func (rt *Router) adopt(c *wsConn) bool {
 		bp := pollBufPool.Get().(*[]byte)
 		buf := *bp
 		for n > 0 {
-			k, _ := c.backendBr.Read(buf[maxFrameHeader+c.frames.pending():])
+			k, _ := c.backendBr.Read(buf[maxFrameHeader:])
 			if next := c.forwardDown(buf, k, true); next != nil {
 				c.endDirection(false, next.err)
 				break
@@ -482,7 +482,7 @@ func (c *wsConn) pump(up bool) {
 			next = &pollTask{kind: taskEnd, err: io.EOF}
 		}
 	} else {
-		n, err := c.readFD(c.bfd, buf[maxFrameHeader+c.frames.pending():])
+		n, err := c.readFD(c.bfd, buf[maxFrameHeader:])
 		switch {
 		case n > 0:
 			c.touch()
@@ -535,8 +535,8 @@ func (c *wsConn) resume(t pollTask) {
 	c.arm(t.up)
 }
 
-// forwardDown passes on n backend bytes read into buf right after
-// maxFrameHeader+pending: whole frames, and a frame's start whose payload
+// forwardDown passes on n backend bytes read into buf at maxFrameHeader
+// (the header bytes carried from the last read go right before them): whole frames, and a frame's start whose payload
 // continues later (then wsem stays held, so nothing is written inside
 // it). Unless block is set it does not wait, and returns the rest of the
 // work instead; nil means done and the direction stays open.
@@ -563,7 +563,7 @@ func (c *wsConn) forwardDown(buf []byte, n int, block bool) *pollTask {
 		}
 	}
 	start := maxFrameHeader - c.frames.carry(buf[:maxFrameHeader])
-	data := buf[start : maxFrameHeader+c.frames.pending()+n]
+	data := buf[start : maxFrameHeader+n]
 	k, closed, perr := c.frames.advance(data)
 	if closed {
 		c.closeSent = true
