@@ -320,7 +320,11 @@ func (b *bench) echo(t *target, run int) (rate, proxyCPU, backendCPU float64, er
 				case <-tokens:
 				}
 				if _, err := c.c.Write(frame); err != nil {
-					firstErr.CompareAndSwap(nil, err)
+					select {
+					case <-done: // closed at the end of the window
+					default:
+						firstErr.CompareAndSwap(nil, err)
+					}
 					return
 				}
 			}
