@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshlb/meshlb/health"
 	"github.com/meshlb/meshlb/node"
 	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
@@ -177,6 +178,56 @@ func nodeOptions() []option {
 			}
 			return fmt.Errorf("%q: want 1001 or 1012", v)
 		}},
+		{name: "health-interval", def: "1s", usage: "time between checks of a backend (this node's own; may differ per node)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HealthCheck.Interval = d })},
+		{name: "health-fast-interval", usage: "time between checks while a backend is changing state, like HAProxy's fastinter (default: a quarter of --health-interval)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HealthCheck.FastInterval = d })},
+		{name: "health-timeout", def: "500ms", usage: "time a check may take", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HealthCheck.Timeout = d })},
+		{name: "health-rise", def: "2", usage: "consecutive successful checks that bring a backend up", apply: posInt(func(c *Node, v int) { c.Node.HealthCheck.Rise = v })},
+		{name: "health-fall", def: "2", usage: "consecutive failed checks (or router connect failures) that take a backend down", apply: posInt(func(c *Node, v int) { c.Node.HealthCheck.Fall = v })},
+		{name: "health-http", usage: "check with an HTTP GET of this path instead of a TCP connect, e.g. /healthz", apply: func(c *Node, v string) error {
+			if !strings.HasPrefix(v, "/") {
+				return fmt.Errorf("%q: want an absolute path like /healthz", v)
+			}
+			c.Node.HealthCheck.HTTPPath = v
+			return nil
+		}},
+		{name: "health-http-status", def: "200-399", usage: "HTTP statuses a check accepts: a range or one status", apply: func(c *Node, v string) error {
+			lo, hi, err := health.ParseStatusRange(v)
+			if err != nil {
+				return err
+			}
+			c.Node.HealthCheck.StatusMin, c.Node.HealthCheck.StatusMax = lo, hi
+			return nil
+		}},
+		{name: "health-quorum", def: "majority", usage: "live nodes that must see a backend down to take it out: majority, all, or a count (mesh-wide)", apply: func(c *Node, v string) error {
+			switch v {
+			case "majority":
+				c.Node.HealthPolicy.Quorum = 0
+			case "all":
+				c.Node.HealthPolicy.Quorum = -1
+			default:
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					return fmt.Errorf("%q: want majority, all or a count >= 1", v)
+				}
+				c.Node.HealthPolicy.Quorum = n
+			}
+			return nil
+		}},
+		{name: "max-eject-percent", def: "50", usage: "most backends, in percent, that health may take out; past it they stay in, reported over budget (mesh-wide)", apply: func(c *Node, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 100 {
+				return fmt.Errorf("%q is not a number in 0..100", v)
+			}
+			c.Node.HealthPolicy.MaxEjectPercent = n
+			if n == 0 {
+				c.Node.HealthPolicy.MaxEjectPercent = health.NoEjection
+			}
+			return nil
+		}},
+		{name: "health-flap-threshold", def: "3", usage: "the ejection, within --health-flap-window, from which a flapping backend is held out (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.HealthPolicy.FlapThreshold = v })},
+		{name: "health-flap-window", def: "2m", usage: "a backend back this long is stable: its next ejection counts as the first (mesh-wide)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HealthPolicy.FlapWindow = d })},
+		{name: "health-hold", def: "10s", usage: "first hold of a flapping backend: it must be seen up this long to return; doubles with each ejection (mesh-wide)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HealthPolicy.HoldBase = d })},
+		{name: "health-max-hold", def: "5m", usage: "longest hold of a flapping backend (mesh-wide)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HealthPolicy.HoldMax = d })},
 		{name: "log-level", def: "info", usage: "debug, info, warn or error", apply: func(c *Node, v string) error {
 			l, err := zerolog.ParseLevel(v)
 			if err != nil || v == "" {
@@ -380,6 +431,12 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	}
 	if _, err := router.NewKeyExtractor(k); err != nil {
 		return Node{}, usageErrorf("--route-key, --ipv6-prefix, --session-cookie: %w", err)
+	}
+	if err := c.Node.HealthCheck.WithDefaults().Validate(); err != nil {
+		return Node{}, usageErrorf("--health-*: %w", err)
+	}
+	if err := c.Node.HealthPolicy.WithDefaults().Validate(); err != nil {
+		return Node{}, usageErrorf("--health-hold, --health-max-hold, --health-quorum, --max-eject-percent: %w", err)
 	}
 	return c, nil
 }

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/health"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -119,6 +122,12 @@ func TestErrorsNameTheOption(t *testing.T) {
 		{"missing file", []string{"--config", "/nonexistent/x.yaml"}, nil, "/nonexistent/x.yaml"},
 		{"positional", []string{"extra"}, nil, "extra"},
 		{"bad level", []string{"--log-level", "loud"}, nil, "--log-level"},
+		{"bad quorum", []string{"--health-quorum", "most"}, nil, "--health-quorum"},
+		{"eject 150", []string{"--max-eject-percent", "150"}, nil, "--max-eject-percent"},
+		{"relative path", []string{"--health-http", "healthz"}, nil, "--health-http"},
+		{"bad status", []string{"--health-http-status", "500-200"}, nil, "--health-http-status"},
+		{"rise 0", nil, []string{"MESHLB_HEALTH_RISE=0"}, "MESHLB_HEALTH_RISE"},
+		{"hold above max", []string{"--health-hold", "10m"}, nil, "--health-hold"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseNode(tc.args, tc.env, &bytes.Buffer{})
@@ -130,6 +139,35 @@ func TestErrorsNameTheOption(t *testing.T) {
 				t.Errorf("err = %q; want it to name %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestHealthOptions: the health flags reach the node config, nested YAML
+// included (health: {interval: ...} is health-interval).
+func TestHealthOptions(t *testing.T) {
+	file := writeFile(t, `
+health:
+  interval: 2s
+  http: /healthz
+  http-status: 200-299
+  quorum: all
+max-eject-percent: 0
+`)
+	c, err := ParseNode([]string{"--name", "a", "--config", file, "--health-rise", "3", "--health-hold", "30s"}, nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, p := c.Node.HealthCheck, c.Node.HealthPolicy
+	if h.Interval != 2*time.Second || h.Timeout != 500*time.Millisecond || h.Rise != 3 || h.Fall != 2 ||
+		h.HTTPPath != "/healthz" || h.StatusMin != 200 || h.StatusMax != 299 {
+		t.Errorf("checks = %+v", h)
+	}
+	if p.Quorum != -1 || p.MaxEjectPercent != health.NoEjection || p.HoldBase != 30*time.Second || p.HoldMax != 5*time.Minute || p.FlapThreshold != 3 {
+		t.Errorf("policy = %+v", p)
+	}
+	c, err = ParseNode([]string{"--name", "a", "--health-quorum", "2"}, nil, &bytes.Buffer{})
+	if err != nil || c.Node.HealthPolicy.Quorum != 2 || c.Node.HealthPolicy.MaxEjectPercent != 50 {
+		t.Errorf("quorum 2: %+v, %v", c.Node.HealthPolicy, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 	"github.com/rs/zerolog"
 )
@@ -39,17 +41,20 @@ var errShutdown = errors.New("cluster is shut down")
 // Cluster is this node's membership in the mesh and its replica of the
 // backend catalog. All methods are safe for concurrent use.
 type Cluster struct {
-	cfg     Config
-	log     zerolog.Logger
-	m       *metrics
-	changes chan struct{}
-	queue   *memberlist.TransmitLimitedQueue
+	cfg      Config
+	log      zerolog.Logger
+	m        *metrics
+	changes  chan struct{}
+	healthCh chan struct{}
+	queue    *memberlist.TransmitLimitedQueue
 
-	numNodes atomic.Int64  // live members incl. self, for the queue
-	digest   atomic.Uint64 // catalog digest, for acks
-	synced   atomic.Bool
-	left     atomic.Bool
-	ml       atomic.Pointer[memberlist.Memberlist]
+	numNodes  atomic.Int64  // live members incl. self, for the queue
+	digest    atomic.Uint64 // digest of the whole replicated state, for acks
+	catDigest atomic.Uint64 // catalog digest
+	verDigest atomic.Uint64 // verdicts digest
+	synced    atomic.Bool
+	left      atomic.Bool
+	ml        atomic.Pointer[memberlist.Memberlist]
 
 	repairCh  chan repairRequest // cap 1: at most one pending repair
 	rejectLog rateLimiter
@@ -58,7 +63,9 @@ type Cluster struct {
 	// calling into memberlist (except its queue, which has its own lock).
 	mu        sync.Mutex
 	catalog   *Catalog
-	clock     uint64 // last HLC value seen or issued
+	health    *healthState
+	mine      map[string]Observation // our own observations, by backend
+	clock     uint64                 // last HLC value seen or issued
 	meta      Meta
 	metaBytes []byte
 	addr      string                // advertised gossip address, once started
@@ -117,8 +124,11 @@ func New(cfg Config) (*Cluster, error) {
 		log:       cfg.Logger.With().Str("component", "gossip").Logger(),
 		m:         m,
 		changes:   make(chan struct{}, 1),
+		healthCh:  make(chan struct{}, 1),
 		repairCh:  make(chan repairRequest, 1),
 		catalog:   NewCatalog(cfg.TombstoneTTL),
+		health:    newHealthState(),
+		mine:      make(map[string]Observation),
 		meta:      cfg.Meta,
 		metaBytes: metaBytes,
 		peers:     make(map[string]peer),
@@ -264,13 +274,20 @@ func bindTransport(mc *memberlist.Config, ip string, port int) (*memberlist.NetT
 }
 
 // Changes returns a channel that receives a value, coalesced, whenever the
-// catalog, the membership or a member's meta changed. It is never closed.
+// catalog, a verdict, an observation, the membership or a member's meta
+// changed. It is never closed.
 func (c *Cluster) Changes() <-chan struct{} { return c.changes }
 
+// HealthChanges is a second channel like Changes, for a second consumer
+// (the health decider), so neither steals the other's signals.
+func (c *Cluster) HealthChanges() <-chan struct{} { return c.healthCh }
+
 func (c *Cluster) signal() {
-	select {
-	case c.changes <- struct{}{}:
-	default:
+	for _, ch := range [...]chan struct{}{c.changes, c.healthCh} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -288,7 +305,10 @@ func (c *Cluster) closed() bool {
 // CatalogDigest is an order-independent hash of the live catalog: equal
 // digests mean equal catalogs. A consumer can tell catalog changes from
 // membership and meta changes on Changes() by comparing it.
-func (c *Cluster) CatalogDigest() uint64 { return c.digest.Load() }
+func (c *Cluster) CatalogDigest() uint64 { return c.catDigest.Load() }
+
+// VerdictDigest is CatalogDigest for the health verdicts.
+func (c *Cluster) VerdictDigest() uint64 { return c.verDigest.Load() }
 
 // LocalName returns this node's name.
 func (c *Cluster) LocalName() string { return c.cfg.Name }
@@ -385,6 +405,7 @@ func (c *Cluster) writeLocked(r Record) (Record, error) {
 	if !c.catalog.Merge(r, now) {
 		return Record{}, fmt.Errorf("write %s: version %d is not newer than the catalog's", r.ID, r.Version)
 	}
+	c.mergedLocked(r)
 	c.queueLocked(r)
 	c.noteCatalogLocked()
 	return r, nil
@@ -405,22 +426,49 @@ func (c *Cluster) mergeRemoteLocked(r Record, now time.Time) (bool, error) {
 		return false, reject(reasonFull, "catalog full (%d records): record %s refused", maxRecords, r.ID)
 	}
 	c.clock = max(c.clock, r.Version)
-	return c.catalog.Merge(r, now), nil
+	if !c.catalog.Merge(r, now) {
+		return false, nil
+	}
+	c.mergedLocked(r)
+	return true, nil
+}
+
+// mergedLocked follows a catalog change: a removed backend's observations
+// and verdict go with it.
+func (c *Cluster) mergedLocked(r Record) {
+	if r.State == StateRemoved {
+		c.health.dropBackend(r.ID)
+		delete(c.mine, r.ID)
+	}
 }
 
 // queueLocked queues r's broadcast; a newer version of an ID replaces a
 // queued older one. Called under mu so queue order follows merge order.
 func (c *Cluster) queueLocked(r Record) {
-	c.queue.QueueBroadcast(&recordBroadcast{name: r.ID, msg: encodeRecordMsg(r)})
+	c.broadcastLocked(r.ID, encodeRecordMsg(r))
+}
+
+// broadcastLocked queues a delta; name identifies what it updates so a newer
+// delta replaces a queued older one.
+func (c *Cluster) broadcastLocked(name string, msg []byte) {
+	c.queue.QueueBroadcast(&recordBroadcast{name: name, msg: msg})
 	if c.queue.NumQueued() > maxQueued {
 		c.queue.Prune(maxQueued)
 	}
 }
 
-// noteCatalogLocked publishes the digest and the record gauges.
+// noteCatalogLocked publishes the digests and the record gauges. Every
+// change to the catalog, the observations or the verdicts calls it.
 func (c *Cluster) noteCatalogLocked() {
-	c.digest.Store(c.catalog.Digest())
-	c.history.add(c.catalog.Digest())
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[0:], c.catalog.Digest())
+	binary.BigEndian.PutUint64(b[8:], c.health.obsDigest)
+	binary.BigEndian.PutUint64(b[16:], c.health.verDigest)
+	d := xxhash.Sum64(b[:])
+	c.digest.Store(d)
+	c.history.add(d)
+	c.catDigest.Store(c.catalog.Digest())
+	c.verDigest.Store(c.health.verDigest)
 	for _, s := range []State{StateActive, StateDraining, StateRemoved} {
 		c.m.records.WithLabelValues(s.String()).Set(float64(c.catalog.count(s)))
 	}
@@ -608,7 +656,8 @@ func (c *Cluster) housekeep(ctx context.Context) {
 		case now := <-t.C:
 			c.mu.Lock()
 			n := c.catalog.Expire(now)
-			if n > 0 {
+			forgot := c.forgetObservationsLocked(now)
+			if n > 0 || forgot > 0 {
 				c.noteCatalogLocked()
 			}
 			for name, f := range c.failed {
@@ -617,8 +666,8 @@ func (c *Cluster) housekeep(ctx context.Context) {
 				}
 			}
 			c.mu.Unlock()
-			if n > 0 {
-				c.log.Debug().Int("tombstones", n).Msg("tombstones expired")
+			if n > 0 || forgot > 0 {
+				c.log.Debug().Int("tombstones", n).Int("observations", forgot).Msg("expired state forgotten")
 				c.signal()
 			}
 		}

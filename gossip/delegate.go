@@ -97,6 +97,16 @@ func (c *Cluster) notifyMsg(b []byte) {
 		c.rejected("record", reject(reasonOversized, "message of %d bytes", len(b)))
 		return
 	}
+	if len(b) >= 2 && b[0] == wireVersion {
+		switch b[1] {
+		case msgObs:
+			c.notifyObs(b)
+			return
+		case msgVerdict:
+			c.notifyVerdict(b)
+			return
+		}
+	}
 	r, err := decodeRecordMsg(b)
 	if err != nil {
 		c.rejected("record", err)
@@ -134,18 +144,24 @@ func (c *Cluster) getBroadcasts(overhead, limit int) [][]byte {
 // remote state, and the header names the sender.
 func (c *Cluster) localState(bool) []byte {
 	c.mu.Lock()
-	b := encodeStateMsg(c.cfg.Name, c.catalog.state())
+	b := encodeStateMsg(fullState{
+		sender:   c.cfg.Name,
+		records:  c.catalog.state(),
+		obs:      c.health.observations(),
+		verdicts: c.health.verdictList(),
+	})
 	c.mu.Unlock()
 	c.m.sent.WithLabelValues("state").Inc()
 	return b
 }
 
 func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
-	sender, recs, err := decodeStateMsg(b)
+	st, err := decodeStateMsg(b)
 	if err != nil {
 		c.rejected("state", err)
 		return
 	}
+	sender, recs := st.sender, st.records
 	c.m.received.WithLabelValues("state").Inc()
 	wasSynced := c.synced.Load()
 	now := time.Now()
@@ -166,6 +182,9 @@ func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
 		for _, r := range fresh[:min(len(fresh), maxRelayFromState)] {
 			c.queueLocked(r)
 		}
+	}
+	healthChanged := c.mergeHealthStateLocked(st.obs, st.verdicts)
+	if len(fresh) > 0 || healthChanged {
 		c.noteCatalogLocked()
 	}
 	c.mu.Unlock()
@@ -182,6 +201,8 @@ func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
 				c.m.propagation.Observe(max(0, now.Sub(r.physical()).Seconds()))
 			}
 		}
+	}
+	if len(fresh) > 0 || healthChanged {
 		c.signal()
 	}
 }

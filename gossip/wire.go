@@ -10,21 +10,33 @@ import (
 // Wire format of gossip messages, all hand-written with encoding/binary
 // uvarints:
 //
-//	message  = version(1 byte, = 1) type(1 byte) body
+//	message  = version(1 byte, = 2) type(1 byte) body
 //	record   = uvarint(len) id  uvarint(len) addr  state(1 byte)  uvarint(version)  uvarint(len) origin
-//	msgRecord (type 1, one delta)   body = record
-//	msgState  (type 2, push/pull)   body = uvarint(len) sender  uvarint(count)  record*count (ascending id)
-//	msgAck    (type 3, ping ack)    body = digest(8 bytes, big endian)
+//	obs      = uvarint(len) node  uvarint(len) id  up(1 byte, 0 or 1)  uvarint(version)  uvarint(len) detail
+//	verdict  = uvarint(len) id  reason(1 byte)  uvarint(votes)  uvarint(voters)  uvarint(strikes)
+//	           uvarint(changed)  uvarint(up_since)  uvarint(version)  uvarint(len) origin
+//	msgRecord  (type 1, one delta)   body = record
+//	msgState   (type 2, push/pull)   body = uvarint(len) sender  uvarint(count) record*count (ascending id)
+//	                                        uvarint(count) obs*count (ascending id, node)
+//	                                        uvarint(count) verdict*count (ascending id)
+//	msgAck     (type 3, ping ack)    body = digest(8 bytes, big endian)
+//	msgObs     (type 4, one delta)   body = obs
+//	msgVerdict (type 5, one delta)   body = verdict
+//
+// Version 2 added observations and verdicts; a version 1 peer's messages
+// are refused (and counted) with reason "version".
 //
 // Decoding is strict: every length is checked, uvarints must be minimal, an
 // unknown state, type or version is rejected and no trailing byte is allowed,
 // so each value has exactly one encoding.
 const (
-	wireVersion = 1
+	wireVersion = 2
 
-	msgRecord = 1
-	msgState  = 2
-	msgAck    = 3
+	msgRecord  = 1
+	msgState   = 2
+	msgAck     = 3
+	msgObs     = 4
+	msgVerdict = 5
 
 	// maxRecordMsg is the size of a record message with every field at its
 	// maximum length: it must fit memberlist's packet budget.
@@ -32,6 +44,10 @@ const (
 	// minRecordLen is the smallest encoded record ("x", "h:1", state,
 	// version 0, "o"), used to bound the count of a full state.
 	minRecordLen = 2 + 4 + 1 + 1 + 2
+	// minObsLen and minVerdictLen are the smallest encoded observation and
+	// verdict.
+	minObsLen     = 2 + 2 + 1 + 1 + 1
+	minVerdictLen = 2 + 1 + 6 + 1 + 2
 	// packetBudget is what memberlist leaves for one user broadcast with
 	// encryption on (UDPBufferSize 1400, see NOTES.md).
 	packetBudget = 1366
@@ -91,18 +107,74 @@ func encodeRecordMsg(r Record) []byte {
 	return appendRecord(b, r)
 }
 
-// encodeStateMsg encodes a full state; recs must be sorted by ID.
-func encodeStateMsg(sender string, recs []Record) []byte {
-	n := 16 + len(sender)
-	for _, r := range recs {
+func appendObs(b []byte, o Observation) []byte {
+	b = appendString(b, o.Node)
+	b = appendString(b, o.ID)
+	up := byte(0)
+	if o.Up {
+		up = 1
+	}
+	b = append(b, up)
+	b = binary.AppendUvarint(b, o.Version)
+	return appendString(b, o.Detail)
+}
+
+func appendVerdict(b []byte, v Verdict) []byte {
+	b = appendString(b, v.ID)
+	b = append(b, byte(v.Reason))
+	for _, x := range [...]uint64{uint64(v.Votes), uint64(v.Voters), uint64(v.Strikes), v.Changed, v.UpSince, v.Version} {
+		b = binary.AppendUvarint(b, x)
+	}
+	return appendString(b, v.Origin)
+}
+
+func encodeObsMsg(o Observation) []byte {
+	b := make([]byte, 0, 16+len(o.Node)+len(o.ID)+len(o.Detail))
+	b = append(b, wireVersion, msgObs)
+	return appendObs(b, o)
+}
+
+func encodeVerdictMsg(v Verdict) []byte {
+	b := make([]byte, 0, 48+len(v.ID)+len(v.Origin))
+	b = append(b, wireVersion, msgVerdict)
+	return appendVerdict(b, v)
+}
+
+// fullState is what a push/pull carries.
+type fullState struct {
+	sender   string
+	records  []Record      // ascending ID
+	obs      []Observation // ascending (ID, Node)
+	verdicts []Verdict     // ascending ID
+}
+
+// encodeStateMsg encodes a full state; each list must be sorted as
+// fullState says.
+func encodeStateMsg(st fullState) []byte {
+	n := 24 + len(st.sender)
+	for _, r := range st.records {
 		n += 16 + len(r.ID) + len(r.Addr) + len(r.Origin)
+	}
+	for _, o := range st.obs {
+		n += 16 + len(o.Node) + len(o.ID) + len(o.Detail)
+	}
+	for _, v := range st.verdicts {
+		n += 48 + len(v.ID) + len(v.Origin)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, wireVersion, msgState)
-	b = appendString(b, sender)
-	b = binary.AppendUvarint(b, uint64(len(recs)))
-	for _, r := range recs {
+	b = appendString(b, st.sender)
+	b = binary.AppendUvarint(b, uint64(len(st.records)))
+	for _, r := range st.records {
 		b = appendRecord(b, r)
+	}
+	b = binary.AppendUvarint(b, uint64(len(st.obs)))
+	for _, o := range st.obs {
+		b = appendObs(b, o)
+	}
+	b = binary.AppendUvarint(b, uint64(len(st.verdicts)))
+	for _, v := range st.verdicts {
+		b = appendVerdict(b, v)
 	}
 	return b
 }
@@ -191,6 +263,64 @@ func (d *decoder) record() Record {
 	return r
 }
 
+func (d *decoder) obs() Observation {
+	var o Observation
+	o.Node = d.string("node", maxOriginLen)
+	o.ID = d.string("id", maxIDLen)
+	switch d.byte("up") {
+	case 0:
+	case 1:
+		o.Up = true
+	default:
+		d.fail(reject(reasonMalformed, "up: want 0 or 1"))
+	}
+	o.Version = d.uvarint("version")
+	o.Detail = d.string("detail", maxDetailLen)
+	if d.err == nil {
+		if err := o.validate(); err != nil {
+			d.fail(reject(reasonMalformed, "%w", err))
+		}
+	}
+	return o
+}
+
+func (d *decoder) uint16(what string) uint16 {
+	v := d.uvarint(what)
+	if d.err == nil && v > 0xffff {
+		d.fail(reject(reasonMalformed, "%s: %d out of range", what, v))
+	}
+	return uint16(v)
+}
+
+func (d *decoder) verdict() Verdict {
+	var v Verdict
+	v.ID = d.string("id", maxIDLen)
+	v.Reason = VerdictReason(d.byte("reason"))
+	v.Votes = d.uint16("votes")
+	v.Voters = d.uint16("voters")
+	v.Strikes = d.uint16("strikes")
+	v.Changed = d.uvarint("changed")
+	v.UpSince = d.uvarint("up since")
+	v.Version = d.uvarint("version")
+	v.Origin = d.string("origin", maxOriginLen)
+	if d.err == nil {
+		if err := v.validate(); err != nil {
+			d.fail(reject(reasonMalformed, "%w", err))
+		}
+	}
+	return v
+}
+
+// count reads a list length, bounded by what the remaining bytes can hold.
+func (d *decoder) count(what string, limit, minLen int) uint64 {
+	n := d.uvarint(what + " count")
+	if d.err == nil && (n > uint64(limit) || n > uint64(len(d.b)/minLen)) {
+		d.fail(reject(reasonOversized, "%s count %d for %d bytes", what, n, len(d.b)))
+		return 0
+	}
+	return n
+}
+
 // header checks the version and type bytes.
 func (d *decoder) header(want byte) {
 	v := d.byte("version")
@@ -227,34 +357,76 @@ func decodeRecordMsg(b []byte) (Record, error) {
 	return r, nil
 }
 
-func decodeStateMsg(b []byte) (sender string, recs []Record, err error) {
+func decodeStateMsg(b []byte) (fullState, error) {
+	var st fullState
 	d := decoder{b: b}
 	d.header(msgState)
-	sender = d.string("sender", maxOriginLen)
+	st.sender = d.string("sender", maxOriginLen)
 	if d.err == nil {
-		if err := validateName(sender); err != nil {
+		if err := validateName(st.sender); err != nil {
 			d.fail(reject(reasonMalformed, "sender: %w", err))
 		}
 	}
-	n := d.uvarint("count")
-	if d.err == nil && (n > 2*maxRecords || n > uint64(len(d.b)/minRecordLen)) {
-		d.fail(reject(reasonOversized, "count %d for %d bytes", n, len(d.b)))
-	}
-	if d.err != nil {
-		return "", nil, d.err
-	}
-	recs = make([]Record, 0, n)
+	n := d.count("record", 2*maxRecords, minRecordLen)
+	st.records = make([]Record, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		r := d.record()
-		if d.err == nil && len(recs) > 0 && cmp.Compare(recs[len(recs)-1].ID, r.ID) >= 0 {
+		if d.err == nil && len(st.records) > 0 && cmp.Compare(st.records[len(st.records)-1].ID, r.ID) >= 0 {
 			d.fail(reject(reasonMalformed, "record %q out of order", r.ID))
 		}
-		recs = append(recs, r)
+		st.records = append(st.records, r)
+	}
+	n = d.count("observation", maxObservations, minObsLen)
+	st.obs = make([]Observation, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		o := d.obs()
+		if d.err == nil && len(st.obs) > 0 {
+			p := st.obs[len(st.obs)-1]
+			if cmp.Or(cmp.Compare(p.ID, o.ID), cmp.Compare(p.Node, o.Node)) >= 0 {
+				d.fail(reject(reasonMalformed, "observation of %q by %q out of order", o.ID, o.Node))
+			}
+		}
+		st.obs = append(st.obs, o)
+	}
+	n = d.count("verdict", maxVerdictBytes/minVerdictLen, minVerdictLen)
+	st.verdicts = make([]Verdict, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		v := d.verdict()
+		if d.err == nil && len(st.verdicts) > 0 && cmp.Compare(st.verdicts[len(st.verdicts)-1].ID, v.ID) >= 0 {
+			d.fail(reject(reasonMalformed, "verdict of %q out of order", v.ID))
+		}
+		st.verdicts = append(st.verdicts, v)
 	}
 	if err := d.end(); err != nil {
-		return "", nil, err
+		return fullState{}, err
 	}
-	return sender, recs, nil
+	return st, nil
+}
+
+func decodeObsMsg(b []byte) (Observation, error) {
+	if len(b) > maxMsgSize {
+		return Observation{}, reject(reasonOversized, "message of %d bytes", len(b))
+	}
+	d := decoder{b: b}
+	d.header(msgObs)
+	o := d.obs()
+	if err := d.end(); err != nil {
+		return Observation{}, err
+	}
+	return o, nil
+}
+
+func decodeVerdictMsg(b []byte) (Verdict, error) {
+	if len(b) > maxMsgSize {
+		return Verdict{}, reject(reasonOversized, "message of %d bytes", len(b))
+	}
+	d := decoder{b: b}
+	d.header(msgVerdict)
+	v := d.verdict()
+	if err := d.end(); err != nil {
+		return Verdict{}, err
+	}
+	return v, nil
 }
 
 func decodeAckMsg(b []byte) (uint64, error) {

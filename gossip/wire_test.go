@@ -63,17 +63,28 @@ func TestWireRoundTrip(t *testing.T) {
 			}
 		}
 		c := mergeAll(randomRecords(rng, 8))
-		if _, got, err := decodeStateMsg(encodeStateMsg("n", c.state())); err != nil || !reflect.DeepEqual(got, c.state()) {
+		if got, err := decodeStateMsg(encodeStateMsg(fullState{sender: "n", records: c.state()})); err != nil || !reflect.DeepEqual(got.records, c.state()) {
 			t.Fatalf("state round trip: got %v, %v; want %v", got, err, c.state())
 		}
 	}
 	recs := sampleRecords()
-	sender, got, err := decodeStateMsg(encodeStateMsg("n1", recs))
-	if err != nil || sender != "n1" || !reflect.DeepEqual(got, recs) {
-		t.Errorf("state round trip: %q %v %v", sender, got, err)
+	st := fullState{sender: "n1", records: recs, obs: sampleObs(), verdicts: sampleVerdicts()}
+	got, err := decodeStateMsg(encodeStateMsg(st))
+	if err != nil || !reflect.DeepEqual(got, st) {
+		t.Errorf("state round trip: %+v %v", got, err)
 	}
-	if _, got, err := decodeStateMsg(encodeStateMsg("n1", nil)); err != nil || len(got) != 0 {
+	if got, err := decodeStateMsg(encodeStateMsg(fullState{sender: "n1"})); err != nil || len(got.records)+len(got.obs)+len(got.verdicts) != 0 {
 		t.Errorf("empty state: %v %v", got, err)
+	}
+	for _, o := range sampleObs() {
+		if got, err := decodeObsMsg(encodeObsMsg(o)); err != nil || got != o {
+			t.Errorf("observation round trip: got %v, %v; want %v", got, err, o)
+		}
+	}
+	for _, v := range sampleVerdicts() {
+		if got, err := decodeVerdictMsg(encodeVerdictMsg(v)); err != nil || got != v {
+			t.Errorf("verdict round trip: got %v, %v; want %v", got, err, v)
+		}
 	}
 	for _, d := range []uint64{0, 1, math.MaxUint64} {
 		if got, err := decodeAckMsg(encodeAckMsg(d)); err != nil || got != d {
@@ -97,14 +108,14 @@ func TestWireRejects(t *testing.T) {
 	}{
 		{"empty", nil, reasonTruncated},
 		{"one byte", []byte{1}, reasonTruncated},
-		{"future version", append([]byte{2}, valid[1:]...), reasonVersion},
-		{"unknown type", append([]byte{1, 9}, valid[2:]...), reasonType},
+		{"future version", append([]byte{wireVersion + 1}, valid[1:]...), reasonVersion},
+		{"unknown type", append([]byte{wireVersion, 9}, valid[2:]...), reasonType},
 		{"truncated", valid[:len(valid)-1], reasonTruncated},
 		{"trailing", append(bytes.Clone(valid), 0), reasonTrailing},
 		{"unknown state", withState(7), reasonMalformed},
 		{"zero state", withState(0), reasonMalformed},
 		{"non-minimal uvarint", nonMinimal, reasonMalformed},
-		{"id too long", append([]byte{1, 1}, binary.AppendUvarint(nil, 256)...), reasonOversized},
+		{"id too long", append([]byte{wireVersion, 1}, binary.AppendUvarint(nil, 256)...), reasonOversized},
 		{"oversized", make([]byte, maxMsgSize+1), reasonOversized},
 	}
 	for _, tt := range tests {
@@ -119,19 +130,51 @@ func TestWireRejects(t *testing.T) {
 		})
 	}
 
-	st := encodeStateMsg("n1", sampleRecords()[:2])
-	unsorted := encodeStateMsg("n1", []Record{sampleRecords()[1], sampleRecords()[0]})
-	dup := encodeStateMsg("n1", []Record{sampleRecords()[0], sampleRecords()[0]})
-	huge := append([]byte{1, 2, 2, 'n', '1'}, binary.AppendUvarint(nil, 1<<40)...)
+	state := func(recs []Record, obs []Observation, vs []Verdict) []byte {
+		return encodeStateMsg(fullState{sender: "n1", records: recs, obs: obs, verdicts: vs})
+	}
+	st := state(sampleRecords()[:2], sampleObs(), sampleVerdicts())
+	r0, r1 := sampleRecords()[0], sampleRecords()[1]
+	o0, o1 := sampleObs()[0], sampleObs()[1]
+	v0, v1 := sampleVerdicts()[0], sampleVerdicts()[1]
+	huge := append([]byte{wireVersion, 2, 2, 'n', '1'}, binary.AppendUvarint(nil, 1<<40)...)
+	badVotes := v0
+	badVotes.Votes = badVotes.Voters + 1
 	for name, b := range map[string][]byte{
-		"unsorted": unsorted, "duplicate": dup, "huge count": huge,
+		"unsorted": state([]Record{r1, r0}, nil, nil), "duplicate": state([]Record{r0, r0}, nil, nil), "huge count": huge,
 		"truncated": st[:len(st)-3], "record type": valid,
+		"unsorted observations": state(nil, []Observation{o1, o0}, nil),
+		"duplicate observation": state(nil, []Observation{o0, o0}, nil),
+		"unsorted verdicts":     state(nil, nil, []Verdict{v1, v0}),
+		"votes above voters":    state(nil, nil, []Verdict{badVotes}),
+		"no health sections":    encodeStateV1(sampleRecords()),
 	} {
-		if _, _, err := decodeStateMsg(b); err == nil {
+		if _, err := decodeStateMsg(b); err == nil {
 			t.Errorf("state %s: decoded", name)
 		}
 	}
-	if _, err := decodeAckMsg([]byte{1, 3, 0}); err == nil {
+	badUp := encodeObsMsg(o0)
+	badUp[2+1+len(o0.Node)+1+len(o0.ID)] = 2
+	zeroReason := encodeVerdictMsg(v0)
+	zeroReason[2+1+len(v0.ID)] = 0
+	big := v0
+	for name, b := range map[string][]byte{
+		"up byte 2":   badUp,
+		"zero reason": zeroReason,
+		"strikes 2^16": func() []byte {
+			b := append([]byte{wireVersion, msgVerdict}, appendString(nil, big.ID)...)
+			b = append(b, byte(VerdictDown), 0, 0)
+			b = binary.AppendUvarint(b, 1<<16)
+			return b
+		}(),
+	} {
+		_, err1 := decodeObsMsg(b)
+		_, err2 := decodeVerdictMsg(b)
+		if err1 == nil || err2 == nil {
+			t.Errorf("%s: decoded (%v, %v)", name, err1, err2)
+		}
+	}
+	if _, err := decodeAckMsg([]byte{wireVersion, 3, 0}); err == nil {
 		t.Error("short ack decoded")
 	}
 	var de *decodeError
@@ -185,7 +228,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	for _, r := range sampleRecords() {
 		f.Add(encodeRecordMsg(r))
 	}
-	f.Add([]byte{1, 1, 0x81, 0x00})
+	f.Add([]byte{wireVersion, 1, 0x81, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecordMsg(b)
 		if err != nil {
@@ -201,18 +244,82 @@ func FuzzDecodeRecord(f *testing.F) {
 }
 
 func FuzzDecodeState(f *testing.F) {
-	f.Add(encodeStateMsg("n1", sampleRecords()))
-	f.Add(encodeStateMsg("n1", nil))
-	f.Add(encodeStateMsg("n2", sampleRecords()[:1]))
+	f.Add(encodeStateMsg(fullState{sender: "n1", records: sampleRecords(), obs: sampleObs(), verdicts: sampleVerdicts()}))
+	f.Add(encodeStateMsg(fullState{sender: "n1"}))
+	f.Add(encodeStateMsg(fullState{sender: "n2", records: sampleRecords()[:1]}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		sender, recs, err := decodeStateMsg(b)
+		st, err := decodeStateMsg(b)
 		if err != nil {
 			return
 		}
-		if got := encodeStateMsg(sender, recs); !bytes.Equal(got, b) {
+		if got := encodeStateMsg(st); !bytes.Equal(got, b) {
 			t.Fatalf("re-encoding = %x; want %x", got, b)
 		}
 	})
+}
+
+func FuzzDecodeObservation(f *testing.F) {
+	for _, o := range sampleObs() {
+		f.Add(encodeObsMsg(o))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := decodeObsMsg(b)
+		if err != nil {
+			return
+		}
+		if got := encodeObsMsg(o); !bytes.Equal(got, b) {
+			t.Fatalf("re-encoding %+v = %x; want %x", o, got, b)
+		}
+		if len(b) > packetBudget {
+			t.Fatalf("decoded a %d-byte observation", len(b))
+		}
+	})
+}
+
+func FuzzDecodeVerdict(f *testing.F) {
+	for _, v := range sampleVerdicts() {
+		f.Add(encodeVerdictMsg(v))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := decodeVerdictMsg(b)
+		if err != nil {
+			return
+		}
+		if got := encodeVerdictMsg(v); !bytes.Equal(got, b) {
+			t.Fatalf("re-encoding %+v = %x; want %x", v, got, b)
+		}
+		if len(b) > packetBudget {
+			t.Fatalf("decoded a %d-byte verdict", len(b))
+		}
+	})
+}
+
+func sampleObs() []Observation {
+	return []Observation{
+		{Node: "n1", ID: "a", Up: true, Version: 1 << 16},
+		{Node: "n2", ID: "a", Up: false, Version: 77 << 16, Detail: "tcp connect: connection refused"},
+		{Node: "n1", ID: "b", Up: false, Version: math.MaxUint64, Detail: strings.Repeat("d", maxDetailLen)},
+	}
+}
+
+func sampleVerdicts() []Verdict {
+	return []Verdict{
+		{ID: "a", Reason: VerdictDown, Votes: 2, Voters: 3, Strikes: 1, Changed: 5, Version: 9, Origin: "n1"},
+		{ID: "b", Reason: VerdictHeld, Votes: 0, Voters: 3, Strikes: 4, Changed: 5, UpSince: 7, Version: math.MaxUint64, Origin: "n2"},
+		{ID: strings.Repeat("c", maxIDLen), Reason: VerdictOverBudget, Votes: math.MaxUint16, Voters: math.MaxUint16, Strikes: math.MaxUint16,
+			Changed: math.MaxUint64, UpSince: math.MaxUint64, Version: math.MaxUint64, Origin: strings.Repeat("o", maxOriginLen)},
+	}
+}
+
+// encodeStateV1 is a full state as version 1 sent it: records only.
+func encodeStateV1(recs []Record) []byte {
+	b := []byte{wireVersion, msgState}
+	b = appendString(b, "n1")
+	b = binary.AppendUvarint(b, uint64(len(recs)))
+	for _, r := range recs {
+		b = appendRecord(b, r)
+	}
+	return b
 }
 
 func FuzzDecodeMeta(f *testing.F) {
@@ -252,7 +359,7 @@ func FuzzDecodeAck(f *testing.F) {
 func TestFullStateFitsPushPull(t *testing.T) {
 	const memberlistStateCap = 20 << 20 // memberlist's push/pull limit
 	perRecord := len(encodeRecordMsg(maxRecord())) - 2
-	if n := (maxRecords+maxFloors)*perRecord + 16 + maxOriginLen; n >= memberlistStateCap {
+	if n := (maxRecords+maxFloors)*perRecord + 16 + maxOriginLen + maxObsBytes + maxVerdictBytes; n >= memberlistStateCap {
 		t.Fatalf("largest full state = %d bytes; memberlist caps push/pull at %d", n, memberlistStateCap)
 	}
 }

@@ -15,7 +15,14 @@ import (
 // ring; every node's CLI routes keys alike; a SIGTERM'd node leaves at once
 // and exits 0.
 func TestMeshFromSeed(t *testing.T) {
-	seed, s0 := startNode(t, "n0", "--backend", "web-1=127.0.0.1:9001", "--backend", "web-2=127.0.0.1:9002")
+	// Real backends: health checks would take addresses nobody listens
+	// on out of the ring.
+	var addrs []string
+	for i := 1; i <= 3; i++ {
+		_, addr := startEcho(t, fmt.Sprintf("web-%d", i))
+		addrs = append(addrs, addr)
+	}
+	seed, s0 := startNode(t, "n0", "--backend", "web-1="+addrs[0], "--backend", "web-2="+addrs[1])
 	procs := []*proc{seed}
 	admins := []string{s0.AdminAddr}
 	for i := 1; i < 5; i++ {
@@ -26,7 +33,7 @@ func TestMeshFromSeed(t *testing.T) {
 	waitFor(t, 30*time.Second, "one mesh, one ring", oneRing(admins, 5, 2))
 
 	// A backend added through the last node reaches every ring.
-	if out, errOut, code := cli(t, "backends", "add", "web-3=127.0.0.1:9003", "--admin-url", "http://"+admins[4]); code != 0 {
+	if out, errOut, code := cli(t, "backends", "add", "web-3="+addrs[2], "--admin-url", "http://"+admins[4]); code != 0 {
 		t.Fatalf("backends add: exit %d: %s%s", code, out, errOut)
 	}
 	waitFor(t, 15*time.Second, "third backend everywhere", oneRing(admins, 5, 3))

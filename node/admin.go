@@ -117,14 +117,16 @@ type Status struct {
 	Ring              RingStatus     `json:"ring"`
 	// RingAgreed: every live, non-leaving member reports this node's ring
 	// fingerprint. ConfigAgreed: the same for the config fingerprint.
-	RingAgreed   bool `json:"ring_agreed"`
-	ConfigAgreed bool `json:"config_agreed"`
+	RingAgreed   bool         `json:"ring_agreed"`
+	ConfigAgreed bool         `json:"config_agreed"`
+	Health       HealthStatus `json:"health"`
 }
 
 // Status reports the node's view of the mesh.
 func (n *Node) Status() Status {
 	s := Status{Node: n.cfg.Name, ConfigFingerprint: fp(n.configFP), RingAgreed: true, ConfigAgreed: true}
 	s.Ready, s.Reason = n.Ready()
+	s.Health = n.healthStatus()
 	t := n.table.Load()
 	var ringFP uint64
 	if t != nil {
@@ -202,30 +204,52 @@ func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
 
 // BackendStatus is one catalog entry as the admin API shows it.
 type BackendStatus struct {
-	ID      string    `json:"id"`
-	Addr    string    `json:"addr"`
-	State   string    `json:"state"`
-	InRing  bool      `json:"in_ring"`
-	Version uint64    `json:"version"`
-	Origin  string    `json:"origin"`
-	Updated time.Time `json:"updated"`
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+	// State is the admin state (active, draining, removed); EffectiveState
+	// is what the mesh does with the backend: active (on the ring),
+	// draining, unhealthy (out for health) or removed; Reason says why.
+	State          string `json:"state"`
+	EffectiveState string `json:"effective_state"`
+	Reason         string `json:"reason"`
+	InRing         bool   `json:"in_ring"`
+	// LocalView is this node's own check of the backend: up, down, or
+	// unchecked (no determination yet).
+	LocalView string    `json:"local_view"`
+	Version   uint64    `json:"version"`
+	Origin    string    `json:"origin"`
+	Updated   time.Time `json:"updated"`
+	// LastChange is the last change of the effective state.
+	LastChange   time.Time           `json:"last_change"`
+	Health       *BackendHealth      `json:"health,omitempty"`
+	Observations []ObservationStatus `json:"observations"`
 }
 
-func (n *Node) backendStatus(rec gossip.Record) BackendStatus {
+func (n *Node) backendStatus(rec gossip.Record, hv healthView) BackendStatus {
 	b := BackendStatus{ID: rec.ID, Addr: rec.Addr, State: rec.State.String(), Version: rec.Version, Origin: rec.Origin,
 		Updated: time.UnixMilli(int64(rec.Version >> 16)).UTC()}
 	if t := n.table.Load(); t != nil {
 		a, ok := t.Addr(rec.ID)
 		b.InRing = ok && a == rec.Addr
 	}
+	switch v := n.checker.View(rec.ID); {
+	case !v.Checked:
+		b.LocalView = "unchecked"
+	case v.Up:
+		b.LocalView = "up"
+	default:
+		b.LocalView = "down"
+	}
+	n.fillHealth(&b, rec, hv)
 	return b
 }
 
 func (n *Node) handleListBackends(w http.ResponseWriter, _ *http.Request) {
 	recs := n.cluster.Records()
+	hv := n.healthView()
 	out := make([]BackendStatus, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, n.backendStatus(rec))
+		out = append(out, n.backendStatus(rec, hv))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"backends": out})
 }
@@ -272,7 +296,7 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.log.Info().Str("backend", rec.ID).Str("addr", rec.Addr).Msg("backend added")
-	writeJSON(w, http.StatusOK, n.backendStatus(rec))
+	writeJSON(w, http.StatusOK, n.backendStatus(rec, n.healthView()))
 }
 
 // checkCapacity refuses an addition that no node could build a ring for:
@@ -312,7 +336,7 @@ func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State
 		return
 	}
 	n.log.Info().Str("backend", rec.ID).Str("state", rec.State.String()).Msg("backend state changed")
-	writeJSON(w, http.StatusOK, n.backendStatus(rec))
+	writeJSON(w, http.StatusOK, n.backendStatus(rec, n.healthView()))
 }
 
 // newStdLogger routes net/http's internal error log into zerolog.

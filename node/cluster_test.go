@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/health"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,6 +34,9 @@ func testConfig(t testing.TB, name string, seeds ...string) Config {
 		// Stop at once: these tests are about the mesh, not the drain.
 		DrainDelay:  -1,
 		DrainSpread: -1,
+		// Their backends are addresses nobody listens on: health, tested
+		// on its own, must not take them out.
+		HealthPolicy: health.Policy{MaxEjectPercent: health.NoEjection},
 	}
 }
 
@@ -276,6 +280,7 @@ func crashForTest(n *Node) {
 		n.proxySrv.Close()
 		_ = n.cluster.Shutdown()
 		n.wg.Wait()
+		n.checker.Close()
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/health"
 	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
 )
@@ -104,6 +105,15 @@ type Config struct {
 	// 1001 (going away, the default) or 1012 (service restart).
 	DrainCloseCode uint16
 
+	// HealthCheck is this node's own checking of the backends: its vote.
+	// It may differ from node to node. Zero fields take health's defaults
+	// (TCP connect every 1 s, timeout 500 ms, rise 2, fall 2).
+	HealthCheck health.CheckConfig
+	// HealthPolicy turns the votes into the mesh's verdicts: quorum, flap
+	// damping, ejection budget. It must be identical mesh-wide (it is part
+	// of the config fingerprint).
+	HealthPolicy health.Policy
+
 	// AnnounceDelay is how long after a ring swap the node publishes its new
 	// ring fingerprint in its meta. Default 500 ms (see rebuildLoop).
 	AnnounceDelay time.Duration
@@ -128,6 +138,8 @@ func (c Config) withDefaults() Config {
 	}
 	c.Gossip.Name = c.Name
 	c.Ring = c.Ring.WithDefaults()
+	c.HealthCheck = c.HealthCheck.WithDefaults()
+	c.HealthPolicy = c.HealthPolicy.WithDefaults()
 	if c.CoalesceQuiet <= 0 {
 		c.CoalesceQuiet = 10 * time.Millisecond
 	}
@@ -175,6 +187,12 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("admin address: %w", err))
 	}
 	if err := c.Ring.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HealthCheck.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HealthPolicy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.DrainCloseCode != 1001 && c.DrainCloseCode != 1012 {

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/health"
 	"github.com/meshlb/meshlb/ring"
 )
 
@@ -93,7 +94,8 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
 		}
 		cfg := Config{
 			Name: fmt.Sprintf("n%03d", i), ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Gossip: g, Ring: rcfg, DrainDelay: -1, DrainSpread: -1,
-			Logger: zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.ErrorLevel),
+			HealthPolicy: health.Policy{MaxEjectPercent: health.NoEjection}, // nobody listens at these backends
+			Logger:       zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.ErrorLevel),
 		}
 		if i == 0 {
 			cfg.Backends = []BackendSpec{{ID: "base-1", Addr: "127.0.0.1:9001"}, {ID: "base-2", Addr: "127.0.0.1:9002"}}

@@ -57,10 +57,59 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			func() float64 { return b2f(n.Status().ConfigAgreed) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_ready", Help: "1 when the node is ready for traffic."},
 			func() float64 { ok, _ := n.Ready(); return b2f(ok) }),
+		healthCollector{n},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// healthCollector reports the backends' states at scrape time, from the
+// replicated state, so it never drifts from what /v1/backends shows.
+type healthCollector struct{ n *Node }
+
+var (
+	backendStateDesc = prometheus.NewDesc("meshlb_backend_state",
+		"1 for the backend's effective state: active (on the ring), draining, unhealthy (out for health) or removed.",
+		[]string{"backend", "state"}, nil)
+	backendLocalUpDesc = prometheus.NewDesc("meshlb_backend_local_up",
+		"This node's own check of the backend: 1 up, 0 down (its vote; the ring follows the quorum).",
+		[]string{"backend"}, nil)
+	healthEjectedDesc = prometheus.NewDesc("meshlb_health_ejected_backends",
+		"Active backends out of the ring for health.", nil, nil)
+	healthMaxEjectedDesc = prometheus.NewDesc("meshlb_health_max_ejected_backends",
+		"The ejection budget: most active backends that may be out for health.", nil, nil)
+	healthOverBudgetDesc = prometheus.NewDesc("meshlb_health_over_budget_backends",
+		"Backends a quorum sees down that the ejection budget keeps in the ring. Alert on > 0.", nil, nil)
+	healthChecksDesc = prometheus.NewDesc("meshlb_health_checks_total",
+		"Health check results of this node (active and passive), by result.", []string{"result"}, nil)
+)
+
+func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{backendStateDesc, backendLocalUpDesc, healthEjectedDesc, healthMaxEjectedDesc, healthOverBudgetDesc, healthChecksDesc} {
+		ch <- d
+	}
+}
+
+func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	verdicts := n.cluster.Verdicts()
+	for _, rec := range n.cluster.Records() {
+		st := effectiveState(rec, verdicts[rec.ID])
+		for _, s := range effectiveStates {
+			ch <- prometheus.MustNewConstMetric(backendStateDesc, prometheus.GaugeValue, b2f(s == st), rec.ID, s)
+		}
+		if v := n.checker.View(rec.ID); v.Checked {
+			ch <- prometheus.MustNewConstMetric(backendLocalUpDesc, prometheus.GaugeValue, b2f(v.Up), rec.ID)
+		}
+	}
+	hs := n.healthStatus()
+	ch <- prometheus.MustNewConstMetric(healthEjectedDesc, prometheus.GaugeValue, float64(hs.Ejected))
+	ch <- prometheus.MustNewConstMetric(healthMaxEjectedDesc, prometheus.GaugeValue, float64(hs.MaxEjected))
+	ch <- prometheus.MustNewConstMetric(healthOverBudgetDesc, prometheus.GaugeValue, float64(len(hs.OverBudget)))
+	checks, failures := n.checker.Counts()
+	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(checks-failures), "ok")
+	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(failures), "failed")
 }
 
 func b2f(b bool) float64 {

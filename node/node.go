@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/health"
 	"github.com/meshlb/meshlb/router"
 )
 
@@ -29,6 +30,7 @@ type Node struct {
 	metrics  *metrics
 	cluster  *gossip.Cluster
 	router   *router.Router
+	checker  *health.Checker
 	configFP uint64
 
 	table    atomic.Pointer[Table]
@@ -89,11 +91,15 @@ func New(cfg Config) (*Node, error) {
 	onFailure := rcfg.OnFailure
 	rcfg.OnFailure = func(b router.Backend, err error) {
 		n.metrics.backendFailures.WithLabelValues(b.ID).Inc()
+		n.checker.Passive(b.ID, err)
 		if onFailure != nil {
 			onFailure(b, err)
 		}
 	}
 	if n.router, err = router.New(rcfg); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	if n.checker, err = health.NewChecker(cfg.HealthCheck, n.observe, log); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
@@ -121,6 +127,10 @@ func configFingerprint(cfg Config) (uint64, error) {
 		d.Write([]byte{0})
 	}
 	fmt.Fprintf(d, "ipv6/%d", k.IPv6Prefix)
+	// The health policy decides what is on the ring, so it must agree too;
+	// the checks themselves are each node's own.
+	p := cfg.HealthPolicy
+	fmt.Fprintf(d, "\x00health/%d/%d/%d/%d/%d/%d", p.Quorum, p.MaxEjectPercent, p.FlapThreshold, p.FlapWindow, p.HoldBase, p.HoldMax)
 	return d.Sum64(), nil
 }
 
@@ -180,6 +190,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// returns; the catalog is still empty, so this is quick.
 	built := n.rebuild(time.Now())
 	n.wg.Go(func() { n.rebuildLoop(runCtx, built) })
+	n.wg.Go(func() { n.healthLoop(runCtx) })
 	n.wg.Go(func() { n.upsertStatic(runCtx) })
 
 	n.log.Info().
@@ -297,6 +308,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 		}
 	}
+	n.checker.Close()
 	if err := n.cluster.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
 	}

@@ -10,7 +10,9 @@ import (
 )
 
 // picker adapts the routing table to router.Picker: the ring's owner of the
-// key first, then its failover candidates in the ring's order.
+// key first, then its failover candidates in the ring's order. A backend
+// this node's own checks see down, while the mesh keeps it in, goes last:
+// this node fails over locally and leaves the ring alone.
 type picker struct{ n *Node }
 
 var _ router.Picker = picker{}
@@ -21,12 +23,18 @@ func (p picker) Pick(key []byte, k int) ([]router.Backend, error) {
 		return nil, router.ErrNoBackends
 	}
 	ids := t.Ring.Candidates(key, k)
-	out := make([]router.Backend, len(ids))
-	for i, id := range ids {
+	out := make([]router.Backend, 0, len(ids))
+	var down []router.Backend
+	for _, id := range ids {
 		addr, _ := t.Addr(id)
-		out[i] = router.Backend{ID: id, Addr: addr}
+		b := router.Backend{ID: id, Addr: addr}
+		if p.n.checker.LocallyDown(id) {
+			down = append(down, b)
+			continue
+		}
+		out = append(out, b)
 	}
-	return out, nil
+	return append(out, down...), nil
 }
 
 // drain is the proxy's part of a graceful stop, in the order users of

@@ -52,12 +52,13 @@ func (t *Table) Addr(id string) (string, bool) {
 	return t.addrs[i], true
 }
 
-// newTable builds a table from the catalog: only active backends are on the
-// ring; draining and removed ones take no new sessions. skipped lists the
-// records the ring refuses (an ID a peer accepted but the ring can't hash
-// unambiguously): they stay out rather than freeze every node's ring.
-func newTable(cfg ring.Config, records []gossip.Record) (t *Table, skipped []string, err error) {
-	ids, addrs, skipped := effective(records)
+// newTable builds a table from the catalog and the health verdicts: only
+// active backends that no verdict takes out are on the ring; draining and
+// removed ones take no new sessions. skipped lists the records the ring
+// refuses (an ID a peer accepted but the ring can't hash unambiguously):
+// they stay out rather than freeze every node's ring.
+func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]gossip.Verdict) (t *Table, skipped []string, err error) {
+	ids, addrs, skipped := effective(records, verdicts)
 	r, err := ring.Build(cfg, ids)
 	if err != nil {
 		return nil, skipped, err
@@ -72,11 +73,11 @@ func newTable(cfg ring.Config, records []gossip.Record) (t *Table, skipped []str
 	return t, skipped, nil
 }
 
-func effective(records []gossip.Record) (ids []string, addrs map[string]string, skipped []string) {
+func effective(records []gossip.Record, verdicts map[string]gossip.Verdict) (ids []string, addrs map[string]string, skipped []string) {
 	ids = make([]string, 0, len(records))
 	addrs = make(map[string]string, len(records))
 	for _, rec := range records {
-		if rec.State != gossip.StateActive {
+		if rec.State != gossip.StateActive || verdicts[rec.ID].Down() {
 			continue
 		}
 		if ring.ValidateID(rec.ID) != nil {
@@ -93,8 +94,8 @@ func effective(records []gossip.Record) (ids []string, addrs map[string]string, 
 // sameInputs reports whether t was built from exactly these backends, so a
 // gossip change that does not touch the ring (a member joined, a drain of
 // an already drained backend) costs no rebuild.
-func (t *Table) sameInputs(records []gossip.Record) bool {
-	ids, addrs, _ := effective(records)
+func (t *Table) sameInputs(records []gossip.Record, verdicts map[string]gossip.Verdict) bool {
+	ids, addrs, _ := effective(records, verdicts)
 	if len(ids) != len(t.addrs) {
 		return false
 	}
@@ -149,7 +150,7 @@ func (n *Node) rebuildLoop(ctx context.Context, built uint64) {
 		case <-changes:
 		}
 		n.checkPeers()
-		if n.cluster.CatalogDigest() == built {
+		if n.inputsDigest() == built {
 			continue
 		}
 		first := time.Now()
@@ -168,13 +169,13 @@ func (n *Node) coalesce(ctx context.Context, changes <-chan struct{}) bool {
 	defer quiet.Stop()
 	limit := time.NewTimer(n.cfg.CoalesceMax)
 	defer limit.Stop()
-	last := n.cluster.CatalogDigest()
+	last := n.inputsDigest()
 	for {
 		select {
 		case <-ctx.Done():
 			return false
 		case <-changes:
-			if d := n.cluster.CatalogDigest(); d != last {
+			if d := n.inputsDigest(); d != last {
 				last = d
 				quiet.Reset(n.cfg.CoalesceQuiet)
 			}
@@ -186,18 +187,28 @@ func (n *Node) coalesce(ctx context.Context, changes <-chan struct{}) bool {
 	}
 }
 
+// inputsDigest covers what the ring is built from: the catalog and the
+// health verdicts (not observations, which change no ring by themselves).
+func (n *Node) inputsDigest() uint64 {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:], n.cluster.CatalogDigest())
+	binary.BigEndian.PutUint64(b[8:], n.cluster.VerdictDigest())
+	return xxhash.Sum64(b[:])
+}
+
 // rebuild builds and swaps in a table for the current catalog if its
-// backends changed. It returns the catalog digest it read, taken before the
+// backends changed. It returns the inputs digest it read, taken before the
 // records so that a change landing in between is seen again.
 func (n *Node) rebuild(since time.Time) uint64 {
-	digest := n.cluster.CatalogDigest()
+	digest := n.inputsDigest()
 	records := n.cluster.Records()
+	verdicts := n.cluster.Verdicts()
 	cur := n.table.Load()
-	if cur != nil && cur.sameInputs(records) {
+	if cur != nil && cur.sameInputs(records, verdicts) {
 		return digest
 	}
 	start := time.Now()
-	t, skipped, err := newTable(n.cfg.Ring, records)
+	t, skipped, err := newTable(n.cfg.Ring, records, verdicts)
 	took := time.Since(start)
 	if len(skipped) > 0 {
 		n.log.Error().Strs("backends", skipped).Msg("backend ids the ring refuses are left out; remove them")

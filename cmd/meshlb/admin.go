@@ -185,7 +185,13 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		if s.Ring.Error != "" {
 			fmt.Fprintf(tw, "ring error: %s\n", s.Ring.Error)
 		}
-		fmt.Fprintf(tw, "every node has this ring: %s; same config: %s\n\n", yesNo(s.RingAgreed), yesNo(s.ConfigAgreed))
+		fmt.Fprintf(tw, "every node has this ring: %s; same config: %s\n", yesNo(s.RingAgreed), yesNo(s.ConfigAgreed))
+		h := s.Health
+		fmt.Fprintf(tw, "health decided by %s: %d of at most %d backends out", h.Decider, h.Ejected, h.MaxEjected)
+		if len(h.OverBudget) > 0 {
+			fmt.Fprintf(tw, "; OVER BUDGET, kept in although down: %s", strings.Join(h.OverBudget, ", "))
+		}
+		fmt.Fprint(tw, "\n\n")
 		fmt.Fprintln(tw, "NAME\tSTATE\tGOSSIP\tPROXY\tADMIN\tRING\tCONFIG")
 		for _, m := range s.Members {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.GossipAddr, m.ProxyAddr, m.AdminAddr, m.RingFingerprint, m.ConfigFingerprint)
@@ -201,7 +207,7 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		if err := json.Unmarshal(raw, &b); err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", b.ID, b.Addr, b.State)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.EffectiveState, b.Reason)
 	default:
 		var l struct {
 			Backends []node.BackendStatus `json:"backends"`
@@ -209,9 +215,14 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return err
 		}
-		fmt.Fprintln(tw, "ID\tADDR\tSTATE\tIN RING\tUPDATED\tBY")
+		fmt.Fprintln(tw, "ID\tADDR\tSTATE\tIN RING\tDOWN VOTES\tHERE\tCHANGED\tREASON")
 		for _, b := range l.Backends {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.State, yesNo(b.InRing), b.Updated.Format(time.RFC3339), b.Origin)
+			votes := "-"
+			if b.Health != nil && b.Health.Voters > 0 {
+				votes = fmt.Sprintf("%d/%d", b.Health.DownVotes, b.Health.Voters)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.EffectiveState, yesNo(b.InRing), votes, b.LocalView,
+				b.LastChange.Format(time.RFC3339), b.Reason)
 		}
 	}
 	return nil
