@@ -5,7 +5,10 @@
 //   - RSS per idle proxied WebSocket: --idle WebSockets opened through the
 //     proxy and left idle; (RSS after - RSS before) / --idle, summed over
 //     the proxy's processes (NGINX's master and workers). Direct: the
-//     backend's own cost, for scale.
+//     backend's own cost, for scale. Measured first in every repetition,
+//     on freshly started processes: one that served load before keeps the
+//     memory it freed and hands it to new connections, which read as ~0
+//     or negative.
 //   - Echo throughput: --conns WebSockets each keeping --inflight messages
 //     of --size bytes in flight; messages/s, and the proxy's CPU
 //     (utime+stime) per message against the backends' CPU per message.
@@ -110,7 +113,8 @@ func logf(format string, args ...any) {
 type target struct {
 	name  string
 	addr  string   // host:port the client dials
-	procs []*proc  // the proxy's processes (none for direct)
+	procs []*proc  // the proxy's measured processes (none for direct)
+	owned []*proc  // every process started for it, stopped on restart
 	extra []string // other nodes of the mesh, for the stickiness check
 	res   []result // one per run
 }
@@ -196,9 +200,36 @@ func (b *bench) run() error {
 
 	n := len(b.targets)
 	for r := range b.o.runs {
+		// Idle memory first, each figure in processes that served nothing
+		// yet: the direct one before any proxy holds a backend connection,
+		// each proxy started afresh right before its own.
+		for _, t := range b.targets[1:] {
+			stopProcs(t.owned)
+		}
+		if err := b.restartBackends(); err != nil {
+			return fmt.Errorf("run %d: %w", r+1, err)
+		}
+		idle := make([]result, n)
 		for i := range n {
-			t := b.targets[(i+r)%n] // rotate: a drift hits every target alike
-			res, err := b.measure(t, r)
+			k := i
+			if i > 0 {
+				k = 1 + (i-1+r)%(n-1) // rotate the proxies
+			}
+			t := b.targets[k]
+			if k > 0 {
+				if err := b.restart(t); err != nil {
+					return fmt.Errorf("%s run %d: %w", t.name, r+1, err)
+				}
+			}
+			var err error
+			if idle[k].idleKiB, idle[k].idleOpenSecs, err = b.idle(t, r); err != nil {
+				return fmt.Errorf("%s run %d: idle: %w", t.name, r+1, err)
+			}
+		}
+		for i := range n {
+			k := (i + r) % n // rotate: a drift hits every target alike
+			t := b.targets[k]
+			res, err := b.measure(t, r, idle[k])
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", t.name, r+1, err)
 			}
@@ -209,13 +240,10 @@ func (b *bench) run() error {
 	return nil
 }
 
-// measure runs every figure once against t.
-func (b *bench) measure(t *target, run int) (result, error) {
-	var r result
+// measure runs every figure but the idle one (given) once against t.
+func (b *bench) measure(t *target, run int, idle result) (result, error) {
+	r := idle
 	var err error
-	if r.idleKiB, r.idleOpenSecs, err = b.idle(t, run); err != nil {
-		return r, fmt.Errorf("idle: %w", err)
-	}
 	if r.msgs, r.proxyCPU, r.backendCPU, err = b.echo(t, run); err != nil {
 		return r, fmt.Errorf("echo: %w", err)
 	}
@@ -251,6 +279,14 @@ func (b *bench) measured(t *target) []*proc {
 
 func (b *bench) idle(t *target, run int) (perConn, openSecs float64, err error) {
 	ps := b.measured(t)
+	// A few connections first, so that code and the runtime's first
+	// arenas are paged in before the baseline; they leave at most a few
+	// dozen connections' worth of freed memory behind.
+	warm, err := openMany(32, b.url(t, fmt.Sprintf("warm%d", run)))
+	closeAll(warm)
+	if err != nil {
+		return 0, 0, fmt.Errorf("warm-up: %w", err)
+	}
 	settle(ps)
 	before := rssSum(ps)
 	t0 := time.Now()
@@ -576,6 +612,65 @@ func (b *bench) stopAll() {
 	}
 }
 
+// stopProcs stops ps (SIGTERM; NGINX's master takes its workers along)
+// and waits for them.
+func stopProcs(ps []*proc) {
+	for _, p := range ps {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-time.After(40 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// restartBackends replaces the echo backends with fresh processes on the
+// same addresses; the proxies are stopped meanwhile.
+func (b *bench) restartBackends() error {
+	stopProcs(b.bprocs)
+	b.bprocs = b.bprocs[:0]
+	for i, addr := range b.backends {
+		id := fmt.Sprintf("web-%d", i+1)
+		p, err := b.start(id, nil, b.o.meshlb, "echo", "--listen", addr, "--id", id)
+		if err != nil {
+			return err
+		}
+		b.bprocs = append(b.bprocs, p)
+	}
+	for _, a := range b.backends {
+		if err := waitWS(a); err != nil {
+			return fmt.Errorf("echo backend %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// restart replaces t's processes with fresh ones; its results stay.
+func (b *bench) restart(t *target) error {
+	stopProcs(t.owned)
+	var nt *target
+	var err error
+	switch t.name {
+	case "haproxy":
+		nt, err = b.startHAProxy()
+	case "nginx":
+		nt, err = b.startNGINX()
+	case "meshlb":
+		nt, err = b.startMesh()
+	default:
+		return fmt.Errorf("cannot restart %s", t.name)
+	}
+	if err != nil {
+		return err
+	}
+	t.addr, t.procs, t.owned, t.extra = nt.addr, nt.procs, nt.owned, nt.extra
+	return nil
+}
+
 func (b *bench) startBackends() error {
 	for i := range 3 {
 		addr, err := freePort()
@@ -638,7 +733,7 @@ backend be
 	if err := waitWS(addr); err != nil {
 		return nil, fmt.Errorf("haproxy: %w (log %s)", err, filepath.Join(b.dir, "haproxy.log"))
 	}
-	return &target{name: "haproxy", addr: addr, procs: []*proc{p}}, nil
+	return &target{name: "haproxy", addr: addr, procs: []*proc{p}, owned: []*proc{p}}, nil
 }
 
 func (b *bench) startNGINX() (*target, error) {
@@ -700,7 +795,7 @@ http {
 		return nil, fmt.Errorf("nginx: %w (log %s)", err, filepath.Join(b.dir, "nginx-error.log"))
 	}
 	// Its workers are children of the master: count them too.
-	t := &target{name: "nginx", addr: addr, procs: []*proc{p}}
+	t := &target{name: "nginx", addr: addr, procs: []*proc{p}, owned: []*proc{p}}
 	for _, pid := range children(p.cmd.Process.Pid) {
 		t.procs = append(t.procs, &proc{name: "nginx worker", cmd: &exec.Cmd{Process: &os.Process{Pid: pid}}})
 	}
@@ -724,7 +819,7 @@ func (b *bench) startMesh() (*target, error) {
 			return nil, fmt.Errorf("free ports: %v %v %v", err1, err2, err3)
 		}
 		args := []string{"node", "--name", fmt.Sprintf("n%d", i), "--gossip-addr", gossip,
-			"--listen", proxy, "--admin", admin, "--log-level", "warn"}
+			"--listen", proxy, "--admin", admin, "--log-level", "warn", "--drain-delay", "0"}
 		if first != "" {
 			args = append(args, "--join", first)
 		} else {
@@ -740,6 +835,7 @@ func (b *bench) startMesh() (*target, error) {
 		} else {
 			t.extra = append(t.extra, proxy)
 		}
+		t.owned = append(t.owned, p)
 		addrs = append(addrs, admin)
 	}
 	for _, admin := range addrs {
