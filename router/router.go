@@ -275,7 +275,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		key = cookie.Value
 	}
 
-	if isWebSocketUpgrade(req) {
+	if IsWebSocketUpgrade(req) {
 		detached = rt.serveWebSocket(w, req, key, cookie)
 		return
 	}

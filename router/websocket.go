@@ -64,8 +64,9 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// isWebSocketUpgrade reports whether req asks to switch to websocket.
-func isWebSocketUpgrade(req *http.Request) bool {
+// IsWebSocketUpgrade reports whether req asks to switch to websocket:
+// what makes ServeHTTP take it as a WebSocket.
+func IsWebSocketUpgrade(req *http.Request) bool {
 	return headerHasToken(req.Header, "Connection", "upgrade") &&
 		headerHasToken(req.Header, "Upgrade", "websocket")
 }
