@@ -87,10 +87,10 @@ func (rt *Router) Close() error {
 	}
 	rt.wg.Wait()
 	rt.mu.Lock()
-	p := rt.poll
-	rt.poll = nil
+	ps := rt.polls
+	rt.polls = nil
 	rt.mu.Unlock()
-	if p != nil {
+	for _, p := range ps {
 		p.close()
 	}
 	rt.transport.CloseIdleConnections()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,9 +16,9 @@ import (
 )
 
 // The Linux relay: an idle WebSocket holds two file descriptors and its
-// wsConn, and nothing else: no goroutine, no buffer. Both sockets sit in one
-// epoll set per Router, armed one-shot for reading. When one is readable,
-// the loop goroutine reads it with a pooled buffer, writes what it read to
+// wsConn, and nothing else: no goroutine, no buffer. Both sockets sit in
+// one of the Router's epoll sets (one loop each), armed one-shot for reading. When one is readable,
+// a loop goroutine reads it with a pooled buffer, writes what it read to
 // the peer without blocking and re-arms it: the common case costs no
 // goroutine switch. What would block (a peer that cannot take the bytes at
 // once, the client's write lock held by a close or ping, the end of a
@@ -52,20 +53,25 @@ type pollState struct {
 	slot     uint32
 	gen      uint32
 	refs     atomic.Int32 // 1 while open, +1 per worker, timer or close request at work
-	// upBusy and downBusy hand a direction from the worker that re-arms it
-	// to the next one: epoll orders them in fact, but only the atomics tell
-	// the memory model (and the race detector) so.
-	upBusy, downBusy atomic.Bool
-	upDone           bool         // guarded by mu
-	downDone         bool         // guarded by mu
-	frames           frameTracker // backend → client; owned by the down worker
-	holdsWsem        bool         // the down worker holds wsem across reads (mid-frame); its own
-	discard          bool         // a close frame went to the client: drop the backend's bytes
-	pingT            *time.Timer  // guarded by mu
-	idleT            *time.Timer  // guarded by mu
-	lingerT          *time.Timer  // guarded by mu
-	start            time.Time
-	countsConn       bool // holds one of Router.active until finished
+	// upState and downState (dirIdle, dirBusy, dirAgain) let one goroutine
+	// at a time serve a direction, and tell it when readiness came while it
+	// was at work: the sockets are edge-triggered, so that edge is not
+	// reported again.
+	upState, downState atomic.Int32
+	// upHup and downHup record that the peer's end or an error was
+	// reported: then a short read does not mean the socket is empty, the
+	// end may wait behind the bytes, and no new edge would report it.
+	upHup, downHup atomic.Bool
+	upDone         bool         // guarded by mu
+	downDone       bool         // guarded by mu
+	frames         frameTracker // backend → client; owned by the down worker
+	holdsWsem      bool         // the down worker holds wsem across reads (mid-frame); its own
+	discard        bool         // a close frame went to the client: drop the backend's bytes
+	pingT          *time.Timer  // guarded by mu
+	idleT          *time.Timer  // guarded by mu
+	lingerT        *time.Timer  // guarded by mu
+	start          time.Time
+	countsConn     bool // holds one of Router.active until finished
 }
 
 // poller owns the epoll set and the workers.
@@ -106,8 +112,41 @@ const (
 	taskEnd                     // end the direction
 )
 
+// Direction states. The sockets are registered edge-triggered, once: a
+// readiness finds its direction idle and serves it, or busy and marks it
+// to be read again by whoever serves it. An ended direction stays busy.
+// This saves the epoll_ctl that re-arming a one-shot registration costs
+// after every read.
+const (
+	dirIdle int32 = iota
+	dirBusy
+	dirAgain // busy, and readiness came meanwhile
+)
+
 // errWouldBlock reports a write that could not finish without blocking.
 var errWouldBlock = errors.New("would block")
+
+// pollLoops is the number of epoll loops: one per P, so that the
+// readiness of many sessions is served in parallel rather than queued
+// behind one goroutine.
+func pollLoops() int { return runtime.GOMAXPROCS(0) }
+
+// newPollers starts n loops, each with its own epoll set and workers;
+// sessions are spread over them round robin.
+func newPollers(rt *Router, n int) ([]*poller, error) {
+	ps := make([]*poller, 0, n)
+	for range n {
+		p, err := newPoller(rt)
+		if err != nil {
+			for _, p := range ps {
+				p.close()
+			}
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
 
 func newPoller(rt *Router) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -169,7 +208,7 @@ func (p *poller) loop() {
 			}
 			p.mu.Unlock()
 			if c != nil {
-				c.pump(tag&1 == 1)
+				c.ready(tag&1 == 1, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			}
 		}
 	}
@@ -220,17 +259,19 @@ func (p *poller) add(c *wsConn) error {
 	c.slotted = true
 	p.mu.Unlock()
 	c.mu.RLock()
-	armUp, armDown := !c.upDone, !c.downDone
+	if c.upDone {
+		c.upState.Store(dirBusy) // for good
+	}
+	if c.downDone {
+		c.downState.Store(dirBusy)
+	}
 	c.mu.RUnlock()
 	for _, s := range []struct {
-		fd  int
-		up  uint32
-		arm bool
-	}{{c.cfd, 1, armUp}, {c.bfd, 0, armDown}} {
-		ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(slot), Pad: int32(c.gen<<1 | s.up)}
-		if s.arm {
-			ev.Events |= unix.EPOLLIN
-		}
+		fd int
+		up uint32
+	}{{c.cfd, 1}, {c.bfd, 0}} {
+		// Readiness that is there already is reported once added.
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(slot), Pad: int32(c.gen<<1 | s.up)}
 		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 			p.remove(c)
 			return fmt.Errorf("epoll add: %w", err)
@@ -251,28 +292,53 @@ func (p *poller) remove(c *wsConn) {
 	p.mu.Unlock()
 }
 
-// arm re-arms one direction of c for one readiness, unless it has ended.
-func (c *wsConn) arm(up bool) {
+func (c *wsConn) dirState(up bool) *atomic.Int32 {
 	if up {
-		c.upBusy.Store(false)
-	} else {
-		c.downBusy.Store(false)
+		return &c.upState
 	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed || (up && c.upDone) || (!up && c.downDone) {
-		return
-	}
-	fd, tag := c.bfd, c.gen<<1
+	return &c.downState
+}
+
+func (c *wsConn) hupFlag(up bool) *atomic.Bool {
 	if up {
-		fd, tag = c.cfd, tag|1
+		return &c.upHup
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(c.slot), Pad: int32(tag)}
-	if err := unix.EpollCtl(c.poll.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
-		// Cannot happen for an open fd; end the session rather than leave
-		// it hanging unarmed.
-		go c.hardClose()
+	return &c.downHup
+}
+
+// ready serves a readiness of one direction on the loop goroutine, or
+// leaves a note for the goroutine serving it already.
+func (c *wsConn) ready(up, hup bool) {
+	if hup {
+		c.hupFlag(up).Store(true)
 	}
+	st := c.dirState(up)
+	for {
+		switch st.Load() {
+		case dirIdle:
+			if st.CompareAndSwap(dirIdle, dirBusy) {
+				c.pump(up)
+				return
+			}
+		case dirBusy:
+			if st.CompareAndSwap(dirBusy, dirAgain) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// release ends the serving of a direction. It reports true, keeping the
+// direction busy, when readiness came meanwhile: the caller reads again.
+func (c *wsConn) release(up bool) bool {
+	st := c.dirState(up)
+	if st.CompareAndSwap(dirBusy, dirIdle) {
+		return false
+	}
+	st.Store(dirBusy) // it was dirAgain
+	return true
 }
 
 // socketFD returns a non-blocking duplicate of conn's socket. ok is false
@@ -318,19 +384,20 @@ unwrap:
 // caller then relays with goroutines.
 func (rt *Router) adopt(c *wsConn) bool {
 	rt.mu.Lock()
-	if rt.poll == nil && !rt.closed && !rt.pollFailed {
-		p, err := newPoller(rt)
+	if rt.polls == nil && !rt.closed && !rt.pollFailed {
+		ps, err := newPollers(rt, pollLoops())
 		if err != nil {
 			rt.pollFailed = true
 			rt.log.Warn().Err(err).Msg("epoll relay unavailable, using goroutines")
 		}
-		rt.poll = p
+		rt.polls = ps
 	}
-	p := rt.poll
+	ps := rt.polls
 	rt.mu.Unlock()
-	if p == nil {
+	if len(ps) == 0 {
 		return false
 	}
+	p := ps[rt.nextPoll.Add(1)%uint32(len(ps))]
 	cfd, ok := socketFD(c.client)
 	if !ok {
 		return false
@@ -447,65 +514,71 @@ func (c *wsConn) closeFDs() {
 	}
 }
 
-// pump serves one readiness of one direction on the loop goroutine: one
-// read, then a write that does not block. Anything that would block goes
-// to a worker with the buffer and pump's reference.
+// pump serves a direction that the caller made busy, without blocking:
+// it reads and writes until the socket has nothing more, then releases the
+// direction. Anything that would block goes to a worker with the buffer
+// and pump's reference; the direction stays busy meanwhile.
 func (c *wsConn) pump(up bool) {
-	busy := &c.downBusy
-	if up {
-		busy = &c.upBusy
-	}
-	if !busy.CompareAndSwap(false, true) {
-		return // cannot happen: a direction is armed only once it is free
-	}
 	if !c.tryRef() {
 		return
 	}
 	bp := pollBufPool.Get().(*[]byte)
 	buf := *bp
-	var next *pollTask
-	if up {
-		n, err := c.readFD(c.cfd, buf)
-		switch {
-		case n > 0:
-			c.touch()
-			c.bytesIn.Add(int64(n))
-			if w, werr := c.writeFD(c.bfd, buf[:n], false); werr == errWouldBlock {
-				next = &pollTask{kind: taskWrite, rest: buf[w:n]}
-			} else if werr != nil {
-				next = &pollTask{kind: taskEnd, err: werr}
+	for {
+		var next *pollTask
+		full, empty := false, false
+		if up {
+			n, err := c.readFD(c.cfd, buf)
+			switch {
+			case n > 0:
+				full = n == len(buf)
+				c.touch()
+				c.bytesIn.Add(int64(n))
+				if w, werr := c.writeFD(c.bfd, buf[:n], false); werr == errWouldBlock {
+					next = &pollTask{kind: taskWrite, rest: buf[w:n]}
+				} else if werr != nil {
+					next = &pollTask{kind: taskEnd, err: werr}
+				}
+			case err == unix.EAGAIN:
+				empty = true
+			case err != nil:
+				next = &pollTask{kind: taskEnd, err: err}
+			default:
+				next = &pollTask{kind: taskEnd, err: io.EOF}
 			}
-		case err == unix.EAGAIN:
-		case err != nil:
-			next = &pollTask{kind: taskEnd, err: err}
-		default:
-			next = &pollTask{kind: taskEnd, err: io.EOF}
+		} else {
+			n, err := c.readFD(c.bfd, buf[maxFrameHeader:])
+			switch {
+			case n > 0:
+				full = n == len(buf)-maxFrameHeader
+				c.touch()
+				next = c.forwardDown(buf, n, false)
+			case err == unix.EAGAIN:
+				empty = true
+			case err != nil:
+				next = &pollTask{kind: taskEnd, err: err}
+			default:
+				next = &pollTask{kind: taskEnd, err: io.EOF}
+			}
 		}
-	} else {
-		n, err := c.readFD(c.bfd, buf[maxFrameHeader:])
-		switch {
-		case n > 0:
-			c.touch()
-			next = c.forwardDown(buf, n, false)
-		case err == unix.EAGAIN:
-		case err != nil:
-			next = &pollTask{kind: taskEnd, err: err}
-		default:
-			next = &pollTask{kind: taskEnd, err: io.EOF}
+		if next != nil {
+			next.c, next.up, next.bp = c, up, bp
+			c.poll.dispatch(*next)
+			return
 		}
-	}
-	if next != nil {
-		next.c, next.up, next.bp = c, up, bp
-		c.poll.dispatch(*next)
-		return
+		// A short read emptied the socket; what arrives later is a new
+		// edge. A full one may have left bytes that no edge will report,
+		// and so may any read once the end was reported.
+		if (empty || !full && !c.hupFlag(up).Load()) && !c.release(up) {
+			break
+		}
 	}
 	pollBufPool.Put(bp)
-	c.arm(up)
 	c.unref()
 }
 
 // resume finishes on a worker what pump could not without blocking, then
-// re-arms the direction.
+// releases the direction, or serves it on if readiness came meanwhile.
 func (c *wsConn) resume(t pollTask) {
 	defer c.unref()
 	defer pollBufPool.Put(t.bp)
@@ -532,7 +605,10 @@ func (c *wsConn) resume(t pollTask) {
 		}
 		return
 	}
-	c.arm(t.up)
+	// Still busy: the last read may have left bytes, and those that came
+	// meanwhile were reported only as a note. pump reads until the socket
+	// is empty and releases the direction.
+	c.pump(t.up)
 }
 
 // forwardDown passes on n backend bytes read into buf at maxFrameHeader

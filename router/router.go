@@ -147,10 +147,11 @@ type Router struct {
 	draining bool
 	closed   bool
 	wg       sync.WaitGroup // one per registered WebSocket session
-	// poll is the epoll relay, started with the first WebSocket that can
-	// use it; pollFailed records that it could not be.
-	poll       *poller
+	// polls are the epoll relay's loops, started with the first WebSocket
+	// that can use them; pollFailed records that they could not be.
+	polls      []*poller
 	pollFailed bool
+	nextPoll   atomic.Uint32 // round robin over polls
 }
 
 // New validates cfg and builds a Router. It starts no goroutines.

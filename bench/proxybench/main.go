@@ -839,14 +839,17 @@ func (b *bench) startMesh() (*target, error) {
 		addrs = append(addrs, admin)
 	}
 	for _, admin := range addrs {
-		deadline := time.Now().Add(30 * time.Second)
+		// Generous: the machine is shared, and a busy one delays the
+		// first gossip sync.
+		deadline := time.Now().Add(90 * time.Second)
 		for {
 			code, _ := httpStatus("http://" + admin + "/readyz")
 			if code == 200 && metric(admin, "meshlb_ring_backends") == 3 {
 				break
 			}
 			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("meshlb node at admin %s not ready with 3 backends in 30s", admin)
+				return nil, fmt.Errorf("meshlb node at admin %s not ready with 3 backends in 90s (readyz %d, %v backends); its log ends:\n%s",
+					admin, code, metric(admin, "meshlb_ring_backends"), b.logTail(admin))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -857,6 +860,19 @@ func (b *bench) startMesh() (*target, error) {
 		}
 	}
 	return t, nil
+}
+
+// logTail returns the last lines of the log of the mesh node with this
+// admin address.
+func (b *bench) logTail(admin string) string {
+	for _, p := range b.all {
+		if slices.Contains(p.cmd.Args, admin) {
+			data, _ := os.ReadFile(filepath.Join(b.dir, p.name+".log"))
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			return strings.Join(lines[max(0, len(lines)-8):], "\n")
+		}
+	}
+	return ""
 }
 
 // waitWS waits until a WebSocket can be opened to addr.
