@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -260,5 +261,73 @@ func BenchmarkNodeHandshake(b *testing.B) {
 			b.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// TestAcceptorPROXYProtocol checks that an upgrade taken by the acceptor
+// carries the client address from a PROXY protocol header, as one served
+// by net/http does: the backend sees it in X-Forwarded-For.
+func TestAcceptorPROXYProtocol(t *testing.T) {
+	xff := make(chan string, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				u := ws.Upgrader{OnHeader: func(k, v []byte) error {
+					if strings.EqualFold(string(k), "X-Forwarded-For") {
+						select {
+						case xff <- string(v):
+						default:
+						}
+					}
+					return nil
+				}}
+				if _, err := u.Upgrade(c); err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, c)
+			})
+		}
+	})
+	cfg := testConfig(t, "proxyproto")
+	cfg.ProxyProtocol = true
+	cfg.Router.Key = router.KeyConfig{Sources: "ip", TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	cfg.Backends = []BackendSpec{{ID: "b", Addr: ln.Addr().String()}}
+	n := startNode(t, cfg)
+	waitFor(t, 10*time.Second, "ring", func() (bool, string) { return n.Status().Ring.Backends == 1, "waiting for the backend" })
+
+	c, err := net.Dial("tcp", n.ProxyAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Write([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n" +
+		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v; want 101", res, err)
+	}
+	select {
+	case got := <-xff:
+		if got != "203.0.113.7" {
+			t.Fatalf("backend saw X-Forwarded-For %q; want the PROXY source 203.0.113.7", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("backend saw no X-Forwarded-For")
 	}
 }
