@@ -33,10 +33,24 @@ lint:
 	    echo "go mod tidy changed go.mod/go.sum: commit the tidy result"; rm -f /tmp/meshlb-go.*.$$$$; exit 1; fi; \
 	  rm -f /tmp/meshlb-go.*.$$$$
 
-# Benchmarks: ring figures (balance, movement, lookup, build) and gossip/mesh convergence.
-bench:
+# Benchmarks: ring figures, gossip/mesh convergence, then meshlb beside HAProxy and NGINX (PROXYBENCH_FLAGS).
+PROXYBENCH_FLAGS ?=
+bench: build bench-tools
 	MESHLB_RING_FIGURES=1 $(GO) test -run 'TestRingFigures' -bench 'Locate|Build' -benchmem -count 1 ./ring/
 	$(GO) test -run '^$$' -bench 'Convergence' -benchtime 5x -timeout 30m ./node/
+	ulimit -n 20000 2>/dev/null || ulimit -n $$(ulimit -Hn); $(GO) run ./bench/proxybench --meshlb $(BIN) $(PROXYBENCH_FLAGS)
+
+# Install haproxy and nginx for the proxy comparison when they are missing (apt-get).
+bench-tools:
+	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y haproxy nginx; \
+	fi
+
+# Go benchmarks of the hot paths (key, ring lookup, handshake, relay); compare runs with benchstat.
+BENCHCOUNT ?= 10
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./router/ ./ring/ | tee bench-go.txt
 
 # WebSocket proxy: RSS per idle WebSocket, echo msg/s and CPU per message, direct vs via a node (WSBENCH_FLAGS for more).
 WSBENCH_FLAGS ?=
@@ -46,7 +60,7 @@ bench-ws: build
 # Short fuzzing of every parser of untrusted bytes (FUZZTIME per target).
 FUZZTIME ?= 20s
 fuzz:
-	@for pkg in ./ring/ ./gossip/ ./config/ ./router/; do \
+	@for pkg in ./ring/ ./gossip/ ./config/ ./router/ ./node/; do \
 	  for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
@@ -79,4 +93,4 @@ image:
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-ws bench-health soak-health fuzz chaos image clean
+.PHONY: build demo test race lint bench bench-tools bench-go bench-ws bench-health soak-health fuzz chaos image clean

@@ -15,24 +15,11 @@ import (
 // net/http closes a connection whose request headers arrive too late
 // without a word, and answers oversized headers with a 431 we never hear
 // of. A user coming from HAProxy expects "timeout http-request" to answer
-// 408 and both to leave a log line; guardListener adds that, on the
+// 408 and both to leave a log line; guardConn adds that, on the
 // server's own read path so that nothing else writes to the connection
-// at the same time.
-
-// guardListener wraps the proxy listener so that each connection can be
-// watched while it sends its first request's headers.
-type guardListener struct {
-	net.Listener
-	log zerolog.Logger // sampled: these are per-connection events
-}
-
-func (l guardListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &guardConn{Conn: c, log: l.log}, nil
-}
+// at the same time (for a head the acceptor in accept.go read, it does the
+// same). The acceptor wraps each connection it
+// hands to net/http in one.
 
 // guardConn is one proxied connection.
 type guardConn struct {
@@ -42,6 +29,28 @@ type guardConn struct {
 	got      atomic.Bool // a byte of the first request arrived
 	settled  atomic.Bool // the first request's headers were read
 	hijacked atomic.Bool // a WebSocket: the bytes are no longer HTTP
+
+	// headDeadline, if set, is when the first request's headers are due:
+	// the acceptor started the clock before it handed the connection
+	// over, and net/http must not restart it.
+	headDeadline time.Time
+}
+
+// SetReadDeadline keeps the head deadline until the first request's
+// headers are in.
+func (g *guardConn) SetReadDeadline(t time.Time) error {
+	if !g.headDeadline.IsZero() && !g.settled.Load() && (t.IsZero() || t.After(g.headDeadline)) {
+		t = g.headDeadline
+	}
+	return g.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline's counterpart for both directions.
+func (g *guardConn) SetDeadline(t time.Time) error {
+	if err := g.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return g.SetReadDeadline(t)
 }
 
 var (
@@ -68,6 +77,11 @@ func connState(c net.Conn, s http.ConnState) {
 		g.hijacked.Store(true)
 	}
 }
+
+// NetConn returns the wrapped conn. The router relays a hijacked
+// WebSocket on the socket itself, where nothing of guardConn applies any
+// more.
+func (g *guardConn) NetConn() net.Conn { return g.Conn }
 
 // Read answers 408 when the server's header deadline expires on a client
 // that started a request and did not finish its headers. A connection that

@@ -157,7 +157,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
-	n.proxyLn = guardListener{Listener: n.proxyLn, log: n.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})}
+	acc := newAcceptor(n.proxyLn, n.router, n.cfg.HandshakeTimeout, n.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}))
+	n.proxyLn = acc // serves upgrades itself, hands the rest to proxySrv
 	if err := n.cluster.Start(ctx); err != nil {
 		n.adminLn.Close()
 		n.proxyLn.Close()
@@ -185,6 +186,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ErrorLog:       newStdLogger(n.log, "proxy"),
 	}
 	n.wg.Go(func() { n.serve(n.adminSrv, n.adminLn, "admin") })
+	n.wg.Go(acc.run)
 	n.wg.Go(func() { n.serve(n.proxySrv, n.proxyLn, "proxy") })
 	// The first table is built here, so Table is never nil once Start
 	// returns; the catalog is still empty, so this is quick.

@@ -86,6 +86,13 @@ func (rt *Router) Close() error {
 		c.hardClose()
 	}
 	rt.wg.Wait()
+	rt.mu.Lock()
+	ps := rt.polls
+	rt.polls = nil
+	rt.mu.Unlock()
+	for _, p := range ps {
+		p.close()
+	}
 	rt.transport.CloseIdleConnections()
 	return nil
 }

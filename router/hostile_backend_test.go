@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // rawBackend serves each connection with fn after reading the handshake.
@@ -104,5 +107,41 @@ func TestBackendDiesMidFrame(t *testing.T) {
 	got, _ := io.ReadAll(br)
 	if len(got) != 4+sent {
 		t.Fatalf("client got %d bytes after the 101; want the 4-byte header and %d payload bytes, nothing more", len(got), sent)
+	}
+}
+
+// A frame header split over two reads (the backend writes it in pieces)
+// reaches the client whole, and a drain's close frame still lands after
+// the frame, not inside it.
+func TestBackendSplitsFrameHeader(t *testing.T) {
+	b := rawBackend(t, func(c net.Conn, req *http.Request) {
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n")
+		time.Sleep(50 * time.Millisecond) // the 101 goes alone, so no early bytes
+		frame := ws.MustCompileFrame(ws.NewBinaryFrame(make([]byte, 300)))
+		for _, piece := range [][]byte{frame[:1], frame[1:3], frame[3:100], frame[100:]} {
+			c.Write(piece)
+			time.Sleep(20 * time.Millisecond)
+		}
+		io.Copy(io.Discard, c)
+	})
+	rt, front := newFront(t, Config{Picker: &fixedPicker{backends: []Backend{b}}})
+	_, br, res := rawClient(t, strings.TrimPrefix(front.URL, "http://"))
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status = %d; want 101", res.StatusCode)
+	}
+	h, err := ws.ReadHeader(br)
+	if err != nil || h.Length != 300 || h.OpCode != ws.OpBinary {
+		t.Fatalf("first frame %+v, %v; want binary of 300 bytes", h, err)
+	}
+	if _, err := io.ReadFull(br, make([]byte, 300)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	go rt.Drain(ctx, CloseGoingAway, 0)
+	h, err = ws.ReadHeader(br)
+	if err != nil || h.OpCode != ws.OpClose {
+		t.Fatalf("second frame %+v, %v; want the drain's close", h, err)
 	}
 }

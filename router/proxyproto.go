@@ -185,6 +185,18 @@ func (c *proxyConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// unwrap returns the underlying conn when no byte read past the header
+// is still pending, so that a relay may use the socket itself.
+func (c *proxyConn) unwrap() (net.Conn, bool) {
+	c.readHeader()
+	if c.hdrErr != nil {
+		return nil, false
+	}
+	c.pendMu.Lock()
+	defer c.pendMu.Unlock()
+	return c.Conn, len(c.pending) == 0
+}
+
 // RemoteAddr returns the source address from the PROXY header, reading
 // the header first if needed.
 func (c *proxyConn) RemoteAddr() net.Addr {

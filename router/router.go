@@ -147,6 +147,11 @@ type Router struct {
 	draining bool
 	closed   bool
 	wg       sync.WaitGroup // one per registered WebSocket session
+	// polls are the epoll relay's loops, started with the first WebSocket
+	// that can use them; pollFailed records that they could not be.
+	polls      []*poller
+	pollFailed bool
+	nextPoll   atomic.Uint32 // round robin over polls
 }
 
 // New validates cfg and builds a Router. It starts no goroutines.
@@ -240,6 +245,9 @@ func New(cfg Config) (*Router, error) {
 // ServeHTTP routes req by its key and proxies it, as a WebSocket when it
 // asks for an upgrade to websocket, as plain HTTP otherwise.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// detached: a WebSocket session outlives this call and gives its
+	// MaxConns slot back when it ends.
+	var detached bool
 	if limit := rt.cfg.MaxConns; limit > 0 {
 		if n := rt.active.Add(1); n > int64(limit) {
 			rt.active.Add(-1)
@@ -250,7 +258,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			rt.writeError(w, req, errTooManyConns)
 			return
 		}
-		defer rt.active.Add(-1)
+		defer func() {
+			if !detached {
+				rt.active.Add(-1)
+			}
+		}()
 	}
 
 	key, source, ok := rt.keys.Key(req)
@@ -264,8 +276,8 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		key = cookie.Value
 	}
 
-	if isWebSocketUpgrade(req) {
-		rt.serveWebSocket(w, req, key, cookie)
+	if IsWebSocketUpgrade(req) {
+		detached = rt.serveWebSocket(w, req, key, cookie)
 		return
 	}
 	cands, err := rt.pick(key)

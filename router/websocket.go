@@ -47,6 +47,16 @@ var relayBufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); 
 // pingFrame is the keepalive ping sent to clients.
 var pingFrame = ws.MustCompileFrame(ws.NewPingFrame(nil))
 
+// hostCleaner drops line breaks from a Host forwarded in a handshake. It
+// is built once: a Replacer per request was a fifth of a handshake's
+// allocated bytes.
+var hostCleaner = strings.NewReplacer("\r", "", "\n", "")
+
+// handshakeReaders holds the readers of backends' handshake answers; a
+// session relayed on epoll gives its reader back once the bytes it
+// buffered are passed on.
+var handshakeReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
 // hopHeaders are removed from a forwarded handshake and from a relayed
 // non-101 answer (RFC 9110 7.6.1, plus the legacy ones).
 var hopHeaders = []string{
@@ -54,8 +64,9 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// isWebSocketUpgrade reports whether req asks to switch to websocket.
-func isWebSocketUpgrade(req *http.Request) bool {
+// IsWebSocketUpgrade reports whether req asks to switch to websocket:
+// what makes ServeHTTP take it as a WebSocket.
+func IsWebSocketUpgrade(req *http.Request) bool {
 	return headerHasToken(req.Header, "Connection", "upgrade") &&
 		headerHasToken(req.Header, "Upgrade", "websocket")
 }
@@ -89,24 +100,24 @@ func removeHopHeaders(h http.Header) {
 // serveWebSocket performs the handshake with the first candidate that
 // answers, then hijacks the client connection and relays until both sides
 // are done. It returns when the session has ended.
-func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) {
+func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) (detached bool) {
 	if req.Method != http.MethodGet || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
 		rt.writeError(w, req, errBadUpgrade)
-		return
+		return false
 	}
 	if rt.isDraining() {
 		rt.writeError(w, req, errDraining)
-		return
+		return false
 	}
 	cands, err := rt.pick(key)
 	if err != nil {
 		rt.writeError(w, req, err)
-		return
+		return false
 	}
 	handshake, err := rt.buildHandshake(req)
 	if err != nil {
 		rt.writeError(w, req, err)
-		return
+		return false
 	}
 
 	ctx, cancel := context.WithTimeout(req.Context(), rt.cfg.HandshakeTimeout)
@@ -126,7 +137,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		}
 		if req.Context().Err() != nil {
 			rt.writeError(w, req, &clientGoneError{err})
-			return
+			return false
 		}
 		timedOut := ctx.Err() != nil
 		last := timedOut || i == len(cands)-1
@@ -134,22 +145,22 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		lastErr = err
 		if timedOut {
 			rt.writeError(w, req, context.DeadlineExceeded)
-			return
+			return false
 		}
 	}
 	if conn == nil {
 		rt.writeError(w, req, lastErr)
-		return
+		return false
 	}
 
 	if res.StatusCode != http.StatusSwitchingProtocols && res.StatusCode >= 200 {
 		rt.relayAnswer(w, req, conn, res, cookie)
-		return
+		return false
 	}
 	if res.StatusCode != http.StatusSwitchingProtocols || !headerHasToken(res.Header, "Upgrade", "websocket") {
 		conn.Close()
 		rt.writeError(w, req, fmt.Errorf("backend answered %q to a websocket upgrade", res.Status))
-		return
+		return false
 	}
 
 	c := &wsConn{
@@ -157,27 +168,30 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		backendID: b.ID,
 		backend:   conn,
 		backendBr: br,
-		closeReq:  make(chan uint16, 1),
 		wsem:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
 	if !rt.register(c) {
 		conn.Close()
 		rt.writeError(w, req, errDraining)
-		return
+		return false
 	}
-	defer rt.wg.Done() // after the last log line: Close waits for it
+	defer func() {
+		if !detached {
+			rt.wg.Done() // after the last log line: Close waits for it
+		}
+	}()
 
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		conn.Close()
 		c.finish()
 		rt.writeError(w, req, fmt.Errorf("%w: %w", errHijack, err))
-		return
+		return false
 	}
 	if !c.attach(client) {
 		c.finish()
-		return
+		return false
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		p, _ := brw.Reader.Peek(n)
@@ -202,16 +216,25 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		c.hardClose()
 		c.finish()
 		rt.log.Debug().Err(err).Str("remote_addr", req.RemoteAddr).Msg("write upgrade response")
-		return
+		return false
 	}
 
 	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Str("remote_addr", req.RemoteAddr).
 		Msg("websocket connected")
+	// Where the platform allows, the session leaves this goroutine and is
+	// relayed on readiness; the handler returns and the session holds no
+	// goroutine while idle.
+	c.countsConn = rt.cfg.MaxConns > 0
+	if rt.adopt(c) {
+		return true
+	}
+	c.closeReq = make(chan uint16, 1)
 	start := time.Now()
 	c.run()
 	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Dur("duration", time.Since(start)).
 		Int64("bytes_in", c.bytesIn.Load()).Int64("bytes_out", c.bytesOut.Load()).
 		Msg("websocket closed")
+	return false
 }
 
 // buildHandshake writes the request line and headers forwarded to a
@@ -233,7 +256,7 @@ func (rt *Router) buildHandshake(req *http.Request) ([]byte, error) {
 	h.Set("Upgrade", "websocket")
 
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: %s\r\n", uri, strings.NewReplacer("\r", "", "\n", "").Replace(req.Host))
+	fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: %s\r\n", uri, hostCleaner.Replace(req.Host))
 	if err := h.Write(&buf); err != nil {
 		return nil, err
 	}
@@ -264,7 +287,8 @@ func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte
 	// a backend can't make the node buffer whatever it sends within the
 	// handshake timeout. The cap is lifted once the answer is in.
 	lr := &io.LimitedReader{R: conn, N: maxAnswerHeader}
-	br := bufio.NewReader(lr)
+	br := handshakeReaders.Get().(*bufio.Reader)
+	br.Reset(lr)
 	res, err := http.ReadResponse(br, nil)
 	lr.N = math.MaxInt64
 	if err != nil {
@@ -316,7 +340,7 @@ type wsConn struct {
 	backendBr *bufio.Reader // may hold the first frames already
 	clientBuf []byte        // bytes the client sent after its handshake
 
-	mu     sync.Mutex // guards client and closed
+	mu     sync.RWMutex // guards client and closed (and, in epoll mode, the sockets' lifetime)
 	client net.Conn
 	closed bool
 
@@ -331,6 +355,8 @@ type wsConn struct {
 	bytesIn    atomic.Int64 // client → backend
 	bytesOut   atomic.Int64 // backend → client
 	done       chan struct{}
+
+	pollState // epoll mode (Linux), see poll_linux.go
 }
 
 // attach sets the hijacked client connection. It reports false, closing
@@ -351,19 +377,33 @@ func (c *wsConn) attach(client net.Conn) bool {
 // hardClose closes both connections now; it unblocks every relay.
 func (c *wsConn) hardClose() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return
 	}
 	c.closed = true
+	if c.polled {
+		c.closeFDs()
+		c.mu.Unlock()
+		c.unref() // the session's own reference
+		return
+	}
 	c.backend.Close()
 	if c.client != nil {
 		c.client.Close()
 	}
+	c.mu.Unlock()
 }
 
 // requestClose asks the session to close with code; it never blocks.
 func (c *wsConn) requestClose(code uint16) {
+	c.mu.RLock()
+	polled := c.polled
+	c.mu.RUnlock()
+	if polled {
+		c.requestClosePolled(code)
+		return
+	}
 	select {
 	case c.closeReq <- code:
 	default:
@@ -518,9 +558,13 @@ func (c *wsConn) ping() {
 // writeClient writes p to the client with the close timeout as deadline.
 // The caller holds wsem.
 func (c *wsConn) writeClient(p []byte) error {
-	c.mu.Lock()
-	client := c.client
-	c.mu.Unlock()
+	c.mu.RLock()
+	client, polled := c.client, c.polled
+	c.mu.RUnlock()
+	if polled {
+		_, err := c.writeFDTimeout(c.cfd, p, true, c.rt.closeTimeout)
+		return err
+	}
 	_ = client.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
 	_, err := client.Write(p)
 	_ = client.SetWriteDeadline(time.Time{})

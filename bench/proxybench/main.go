@@ -1,0 +1,1159 @@
+// Command proxybench puts meshlb beside HAProxy and NGINX on this machine,
+// in front of the same 3 echo backends, and measures each against going
+// straight to the backends:
+//
+//   - RSS per idle proxied WebSocket: --idle WebSockets opened through the
+//     proxy and left idle; (RSS after - RSS before) / --idle, summed over
+//     the proxy's processes (NGINX's master and workers). Direct: the
+//     backend's own cost, for scale. Measured first in every repetition,
+//     on freshly started processes: one that served load before keeps the
+//     memory it freed and hands it to new connections, which read as ~0
+//     or negative.
+//   - Echo throughput: --conns WebSockets each keeping --inflight messages
+//     of --size bytes in flight; messages/s, and the proxy's CPU
+//     (utime+stime) per message against the backends' CPU per message.
+//   - Handshakes/s: --handshakes fresh WebSockets, --hs-conc at a time,
+//     each opened (upgrade answered) and closed.
+//   - Echo latency: --lat-conns WebSockets each with one message in
+//     flight; p50 and p99 of the round trip.
+//   - Stickiness: one session_id reaches one backend on every proxy, and
+//     on all three meshlb nodes.
+//
+// Targets run interleaved (direct, haproxy, nginx, meshlb, then rotated)
+// --runs times; medians are printed. Client sockets come from
+// 127.0.0.2..127.0.0.254 so that no source address runs out of ports.
+// HAProxy: balance url_param session_id, hash-type consistent. NGINX: hash
+// $arg_session_id consistent, Upgrade and Connection forwarded. meshlb: a
+// 3-node mesh with the backends static; the load goes to one node.
+//
+//	go build -o bin/meshlb ./cmd/meshlb && go run ./bench/proxybench
+//
+// Client, proxies and backends share the machine's cores: compare ratios.
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+const userHZ = 100 // unit of utime/stime in /proc/PID/stat
+
+type options struct {
+	meshlb     string
+	idle       int
+	conns      int
+	inflight   int
+	size       int
+	duration   time.Duration
+	warmup     time.Duration
+	handshakes int
+	hsConc     int
+	latConns   int
+	latDur     time.Duration
+	runs       int
+	only       string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.meshlb, "meshlb", "bin/meshlb", "meshlb binary (build it first)")
+	flag.IntVar(&o.idle, "idle", 9000, "idle WebSockets for the RSS figure")
+	flag.IntVar(&o.conns, "conns", 64, "WebSockets in the throughput test")
+	flag.IntVar(&o.inflight, "inflight", 8, "messages in flight per WebSocket")
+	flag.IntVar(&o.size, "size", 64, "message size in bytes")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured window of one throughput run")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured traffic before each window")
+	flag.IntVar(&o.handshakes, "handshakes", 2000, "fresh WebSockets per handshake run")
+	flag.IntVar(&o.hsConc, "hs-conc", 100, "handshakes at a time")
+	flag.IntVar(&o.latConns, "lat-conns", 100, "WebSockets in the latency test, one message in flight each")
+	flag.DurationVar(&o.latDur, "lat-duration", 4*time.Second, "measured window of one latency run")
+	flag.IntVar(&o.runs, "runs", 3, "repetitions, interleaved")
+	flag.StringVar(&o.only, "only", "", "comma-separated targets to run besides direct (haproxy,nginx,meshlb); default all")
+	flag.Parse()
+	if o.runs < 1 || o.idle < 1 || o.conns < 1 || o.inflight < 1 || o.handshakes < 1 || o.hsConc < 1 || o.latConns < 1 {
+		fmt.Fprintln(os.Stderr, "proxybench: counts must be >= 1")
+		os.Exit(2)
+	}
+	b := &bench{o: o}
+	err := b.run()
+	b.stopAll()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "proxybench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "proxybench: "+format+"\n", args...)
+}
+
+// target is one way to reach the backends.
+type target struct {
+	name  string
+	addr  string   // host:port the client dials
+	procs []*proc  // the proxy's measured processes (none for direct)
+	owned []*proc  // every process started for it, stopped on restart
+	extra []string // other nodes of the mesh, for the stickiness check
+	res   []result // one per run
+}
+
+// result is one run's figures of one target.
+type result struct {
+	idleKiB      float64
+	msgs         float64 // msg/s
+	proxyCPU     float64 // µs per message
+	backendCPU   float64 // µs per message
+	hsRate       float64 // handshakes/s
+	p50, p99     float64 // µs
+	idleOpenSecs float64
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+type bench struct {
+	o        options
+	dir      string
+	backends []string // host:port
+	bprocs   []*proc
+	all      []*proc
+	targets  []*target
+}
+
+func (b *bench) run() error {
+	limit, err := raiseNofile()
+	if err != nil {
+		return err
+	}
+	if need := 2*b.o.idle + 300; uint64(need) > limit {
+		return fmt.Errorf("RLIMIT_NOFILE %d: a proxy needs 2 fds per idle WebSocket; lower --idle", limit)
+	}
+	if _, err := os.Stat(b.o.meshlb); err != nil {
+		return fmt.Errorf("%v (build it: go build -o bin/meshlb ./cmd/meshlb)", err)
+	}
+	b.dir, err = os.MkdirTemp("", "proxybench")
+	if err != nil {
+		return err
+	}
+	if err := b.startBackends(); err != nil {
+		return err
+	}
+	b.targets = append(b.targets, &target{name: "direct"})
+	want := func(n string) bool { return b.o.only == "" || slices.Contains(strings.Split(b.o.only, ","), n) }
+	if want("haproxy") {
+		t, err := b.startHAProxy()
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, t)
+	}
+	if want("nginx") {
+		t, err := b.startNGINX()
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, t)
+	}
+	if want("meshlb") {
+		t, err := b.startMesh()
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, t)
+	}
+	sticky := b.stickyAll()
+
+	// Warm every path up so code is paged in before baselines are read.
+	for _, t := range b.targets {
+		conns, err := openMany(200, b.url(t, "warm"))
+		closeAll(conns)
+		if err != nil {
+			return fmt.Errorf("%s warm-up: %w", t.name, err)
+		}
+	}
+	time.Sleep(time.Second)
+
+	n := len(b.targets)
+	for r := range b.o.runs {
+		// Idle memory first, each figure in processes that served nothing
+		// yet: the direct one before any proxy holds a backend connection,
+		// each proxy started afresh right before its own.
+		for _, t := range b.targets[1:] {
+			stopProcs(t.owned)
+		}
+		if err := b.restartBackends(); err != nil {
+			return fmt.Errorf("run %d: %w", r+1, err)
+		}
+		idle := make([]result, n)
+		for i := range n {
+			k := i
+			if i > 0 {
+				k = 1 + (i-1+r)%(n-1) // rotate the proxies
+			}
+			t := b.targets[k]
+			if k > 0 {
+				if err := b.restart(t); err != nil {
+					return fmt.Errorf("%s run %d: %w", t.name, r+1, err)
+				}
+			}
+			var err error
+			if idle[k].idleKiB, idle[k].idleOpenSecs, err = b.idle(t, r); err != nil {
+				return fmt.Errorf("%s run %d: idle: %w", t.name, r+1, err)
+			}
+		}
+		for i := range n {
+			k := (i + r) % n // rotate: a drift hits every target alike
+			t := b.targets[k]
+			res, err := b.measure(t, r, idle[k])
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", t.name, r+1, err)
+			}
+			t.res = append(t.res, res)
+		}
+	}
+	b.print(sticky)
+	return nil
+}
+
+// measure runs every figure but the idle one (given) once against t.
+func (b *bench) measure(t *target, run int, idle result) (result, error) {
+	r := idle
+	var err error
+	if r.msgs, r.proxyCPU, r.backendCPU, err = b.echo(t, run); err != nil {
+		return r, fmt.Errorf("echo: %w", err)
+	}
+	if r.hsRate, err = b.handshakes(t, run); err != nil {
+		return r, fmt.Errorf("handshakes: %w", err)
+	}
+	if r.p50, r.p99, err = b.latency(t, run); err != nil {
+		return r, fmt.Errorf("latency: %w", err)
+	}
+	logf("run %d %-7s idle %.2f KiB/ws; %.0f msg/s, CPU µs/msg proxy %.2f backends %.2f; %.0f handshakes/s; p50 %.0f µs p99 %.0f µs",
+		run+1, t.name, r.idleKiB, r.msgs, r.proxyCPU, r.backendCPU, r.hsRate, r.p50, r.p99)
+	return r, nil
+}
+
+// url returns the URL of the k-th WebSocket of a test to t. Direct
+// connections go to the backend the session would have, spread evenly.
+func (b *bench) url(t *target, prefix string) func(int) string {
+	if t.name == "direct" {
+		return func(k int) string {
+			return fmt.Sprintf("ws://%s/ws?session_id=%s-%d", b.backends[k%len(b.backends)], prefix, k)
+		}
+	}
+	return func(k int) string { return fmt.Sprintf("ws://%s/ws?session_id=%s-%d", t.addr, prefix, k) }
+}
+
+// measured are the processes whose memory and CPU count for t.
+func (b *bench) measured(t *target) []*proc {
+	if t.name == "direct" {
+		return b.bprocs
+	}
+	return t.procs
+}
+
+func (b *bench) idle(t *target, run int) (perConn, openSecs float64, err error) {
+	ps := b.measured(t)
+	// A few connections first, so that code and the runtime's first
+	// arenas are paged in before the baseline; they leave at most a few
+	// dozen connections' worth of freed memory behind.
+	warm, err := openMany(32, b.url(t, fmt.Sprintf("warm%d", run)))
+	closeAll(warm)
+	if err != nil {
+		return 0, 0, fmt.Errorf("warm-up: %w", err)
+	}
+	settle(ps)
+	before := rssSum(ps)
+	t0 := time.Now()
+	conns, err := openMany(b.o.idle, b.url(t, fmt.Sprintf("idle%d", run)))
+	openSecs = time.Since(t0).Seconds()
+	defer func() {
+		closeAll(conns)
+		time.Sleep(time.Second) // let the proxy tear them down before the next test
+	}()
+	if err != nil {
+		return 0, 0, fmt.Errorf("opened %d of %d: %w", len(conns), b.o.idle, err)
+	}
+	time.Sleep(2 * time.Second)
+	settle(ps)
+	after := rssSum(ps)
+	return float64(after-before) / float64(len(conns)), openSecs, nil
+}
+
+type conn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func (b *bench) dialN(n int, url func(int) string) ([]conn, error) {
+	out := make([]conn, 0, n)
+	for i := range n {
+		c, br, err := dial(url(i), i)
+		if err != nil {
+			for _, c := range out {
+				c.c.Close()
+			}
+			return nil, err
+		}
+		if br == nil {
+			br = bufio.NewReaderSize(c, 16<<10)
+		}
+		out = append(out, conn{c, br})
+	}
+	return out, nil
+}
+
+func (b *bench) echo(t *target, run int) (rate, proxyCPU, backendCPU float64, err error) {
+	o := b.o
+	payload := make([]byte, o.size)
+	for i := range payload {
+		payload[i] = byte(rand.IntN(256))
+	}
+	frame := ws.MustCompileFrame(ws.MaskFrameWith(ws.NewBinaryFrame(payload), ws.NewMask()))
+	conns, err := b.dialN(o.conns, b.url(t, fmt.Sprintf("tp%d", run)))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	var count, bad atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		tokens := make(chan struct{}, o.inflight)
+		for range o.inflight {
+			tokens <- struct{}{}
+		}
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				case <-tokens:
+				}
+				if _, err := c.c.Write(frame); err != nil {
+					select {
+					case <-done: // closed at the end of the window
+					default:
+						firstErr.CompareAndSwap(nil, err)
+					}
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			buf := make([]byte, o.size)
+			for {
+				h, err := ws.ReadHeader(c.br)
+				if err == nil {
+					if h.OpCode != ws.OpBinary || h.Length != int64(o.size) {
+						bad.Add(1)
+						_, err = io.CopyN(io.Discard, c.br, h.Length)
+					} else if _, err = io.ReadFull(c.br, buf); err == nil && !bytes.Equal(buf, payload) {
+						bad.Add(1)
+					}
+				}
+				if err != nil {
+					select {
+					case <-done:
+					default:
+						firstErr.CompareAndSwap(nil, err)
+					}
+					return
+				}
+				count.Add(1)
+				tokens <- struct{}{}
+			}
+		})
+	}
+	time.Sleep(o.warmup)
+	m0, t0, p0, b0 := count.Load(), time.Now(), cpuSum(t.procs), cpuSum(b.bprocs)
+	time.Sleep(o.duration)
+	m1, t1, p1, b1 := count.Load(), time.Now(), cpuSum(t.procs), cpuSum(b.bprocs)
+	close(done)
+	for _, c := range conns {
+		c.c.Close()
+	}
+	wg.Wait()
+	if e, _ := firstErr.Load().(error); e != nil {
+		return 0, 0, 0, e
+	}
+	if n := bad.Load(); n > 0 {
+		return 0, 0, 0, fmt.Errorf("%d messages came back wrong", n)
+	}
+	msgs := float64(m1 - m0)
+	if msgs == 0 {
+		return 0, 0, 0, fmt.Errorf("no message echoed")
+	}
+	perMsg := func(ticks int64) float64 { return float64(ticks) * 1e6 / userHZ / msgs }
+	time.Sleep(500 * time.Millisecond)
+	return msgs / t1.Sub(t0).Seconds(), perMsg(p1 - p0), perMsg(b1 - b0), nil
+}
+
+func (b *bench) handshakes(t *target, run int) (float64, error) {
+	url := b.url(t, fmt.Sprintf("hs%d", run))
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	n := b.o.handshakes
+	t0 := time.Now()
+	for range b.o.hsConc {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				c, _, err := dial(url(i), i)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	if e, _ := firstErr.Load().(error); e != nil {
+		return 0, e
+	}
+	time.Sleep(500 * time.Millisecond)
+	return float64(n) / el.Seconds(), nil
+}
+
+func (b *bench) latency(t *target, run int) (p50, p99 float64, err error) {
+	conns, err := b.dialN(b.o.latConns, b.url(t, fmt.Sprintf("lat%d", run)))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		for _, c := range conns {
+			c.c.Close()
+		}
+	}()
+	payload := make([]byte, b.o.size)
+	frame := ws.MustCompileFrame(ws.MaskFrameWith(ws.NewBinaryFrame(payload), ws.NewMask()))
+	var mu sync.Mutex
+	var samples []float64
+	var firstErr atomic.Value
+	start := time.Now()
+	warmEnd := start.Add(b.o.warmup)
+	end := warmEnd.Add(b.o.latDur)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			var mine []float64
+			buf := make([]byte, b.o.size)
+			for {
+				t0 := time.Now()
+				if t0.After(end) {
+					break
+				}
+				if _, err := c.c.Write(frame); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				h, err := ws.ReadHeader(c.br)
+				if err == nil {
+					_, err = io.ReadFull(c.br, buf[:h.Length])
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				if t0.After(warmEnd) {
+					mine = append(mine, float64(time.Since(t0).Microseconds()))
+				}
+			}
+			mu.Lock()
+			samples = append(samples, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if e, _ := firstErr.Load().(error); e != nil {
+		return 0, 0, e
+	}
+	if len(samples) == 0 {
+		return 0, 0, fmt.Errorf("no sample")
+	}
+	slices.Sort(samples)
+	q := func(f float64) float64 { return samples[min(len(samples)-1, int(f*float64(len(samples))))] }
+	return q(0.50), q(0.99), nil
+}
+
+// stickyAll checks, for every proxy, that one session_id reaches one
+// backend over several connections; for meshlb, through every node.
+func (b *bench) stickyAll() string {
+	var out []string
+	for _, t := range b.targets {
+		if t.name == "direct" {
+			continue
+		}
+		addrs := append([]string{t.addr}, t.extra...)
+		res, err := sticky(addrs)
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s FAIL: %v", t.name, err))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s ok (%s)", t.name, res))
+	}
+	return strings.Join(out, "; ")
+}
+
+func sticky(addrs []string) (string, error) {
+	const ids, perAddr = 12, 3
+	seen := map[string]int{}
+	for i := range ids {
+		sid := fmt.Sprintf("sticky-%d", i)
+		got := ""
+		for j, addr := range addrs {
+			for k := range perAddr {
+				c, br, err := dial(fmt.Sprintf("ws://%s/ws?session_id=%s", addr, sid), i*17+j*3+k)
+				if err != nil {
+					return "", err
+				}
+				var r io.Reader = c
+				if br != nil {
+					r = br
+				}
+				rw := struct {
+					io.Reader
+					io.Writer
+				}{r, c}
+				err = wsutil.WriteClientText(c, []byte("whoami"))
+				var p []byte
+				if err == nil {
+					p, err = wsutil.ReadServerText(rw)
+				}
+				c.Close()
+				if err != nil {
+					return "", err
+				}
+				if got == "" {
+					got = string(p)
+				}
+				if string(p) != got {
+					return "", fmt.Errorf("session %s reached %s and %s", sid, got, p)
+				}
+			}
+		}
+		seen[got]++
+	}
+	return fmt.Sprintf("%d ids x %d nodes x %d conns, spread %v", ids, len(addrs), perAddr, seen), nil
+}
+
+// --- processes ---
+
+func (b *bench) start(name string, stdout io.Writer, bin string, args ...string) (*proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	logFile, err := os.Create(filepath.Join(b.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = logFile
+	cmd.Stdout = logFile
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	b.all = append(b.all, p)
+	return p, nil
+}
+
+func (b *bench) stopAll() {
+	for _, p := range b.all {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range b.all {
+		select {
+		case <-p.done:
+		case <-time.After(40 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
+}
+
+// stopProcs stops ps (SIGTERM; NGINX's master takes its workers along)
+// and waits for them.
+func stopProcs(ps []*proc) {
+	for _, p := range ps {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-time.After(40 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// restartBackends replaces the echo backends with fresh processes on the
+// same addresses; the proxies are stopped meanwhile.
+func (b *bench) restartBackends() error {
+	stopProcs(b.bprocs)
+	b.bprocs = b.bprocs[:0]
+	for i, addr := range b.backends {
+		id := fmt.Sprintf("web-%d", i+1)
+		p, err := b.start(id, nil, b.o.meshlb, "echo", "--listen", addr, "--id", id)
+		if err != nil {
+			return err
+		}
+		b.bprocs = append(b.bprocs, p)
+	}
+	for _, a := range b.backends {
+		if err := waitWS(a); err != nil {
+			return fmt.Errorf("echo backend %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// restart replaces t's processes with fresh ones; its results stay.
+func (b *bench) restart(t *target) error {
+	stopProcs(t.owned)
+	var nt *target
+	var err error
+	switch t.name {
+	case "haproxy":
+		nt, err = b.startHAProxy()
+	case "nginx":
+		nt, err = b.startNGINX()
+	case "meshlb":
+		nt, err = b.startMesh()
+	default:
+		return fmt.Errorf("cannot restart %s", t.name)
+	}
+	if err != nil {
+		return err
+	}
+	t.addr, t.procs, t.owned, t.extra = nt.addr, nt.procs, nt.owned, nt.extra
+	return nil
+}
+
+func (b *bench) startBackends() error {
+	for i := range 3 {
+		addr, err := freePort()
+		if err != nil {
+			return err
+		}
+		id := fmt.Sprintf("web-%d", i+1)
+		p, err := b.start(id, nil, b.o.meshlb, "echo", "--listen", addr, "--id", id)
+		if err != nil {
+			return err
+		}
+		b.bprocs = append(b.bprocs, p)
+		b.backends = append(b.backends, addr)
+	}
+	for _, a := range b.backends {
+		if err := waitWS(a); err != nil {
+			return fmt.Errorf("echo backend %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+func (b *bench) startHAProxy() (*target, error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		return nil, fmt.Errorf("haproxy not installed (make bench installs it): %w", err)
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var servers strings.Builder
+	for i, a := range b.backends {
+		fmt.Fprintf(&servers, "    server web-%d %s\n", i+1, a)
+	}
+	cfg := fmt.Sprintf(`global
+    maxconn 9900
+    ulimit-n 20000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    timeout tunnel 1h
+frontend fe
+    bind %s
+    default_backend be
+backend be
+    balance url_param session_id
+    hash-type consistent
+%s`, addr, servers.String())
+	path := filepath.Join(b.dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := b.start("haproxy", nil, bin, "-db", "-f", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitWS(addr); err != nil {
+		return nil, fmt.Errorf("haproxy: %w (log %s)", err, filepath.Join(b.dir, "haproxy.log"))
+	}
+	return &target{name: "haproxy", addr: addr, procs: []*proc{p}, owned: []*proc{p}}, nil
+}
+
+func (b *bench) startNGINX() (*target, error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		return nil, fmt.Errorf("nginx not installed (make bench installs it): %w", err)
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var servers strings.Builder
+	for _, a := range b.backends {
+		fmt.Fprintf(&servers, "        server %s;\n", a)
+	}
+	cfg := fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes auto;
+worker_rlimit_nofile 20000;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log warn;
+events { worker_connections 19500; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    upstream be {
+        hash $arg_session_id consistent;
+%[2]s    }
+    server {
+        listen %[3]s;
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $host;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }
+    }
+}
+`, b.dir, servers.String(), addr)
+	if os.Geteuid() == 0 {
+		cfg = "user root;\n" + cfg
+	}
+	path := filepath.Join(b.dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := b.start("nginx", nil, bin, "-c", path, "-p", b.dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitWS(addr); err != nil {
+		return nil, fmt.Errorf("nginx: %w (log %s)", err, filepath.Join(b.dir, "nginx-error.log"))
+	}
+	// Its workers are children of the master: count them too.
+	t := &target{name: "nginx", addr: addr, procs: []*proc{p}, owned: []*proc{p}}
+	for _, pid := range children(p.cmd.Process.Pid) {
+		t.procs = append(t.procs, &proc{name: "nginx worker", cmd: &exec.Cmd{Process: &os.Process{Pid: pid}}})
+	}
+	logf("nginx: master and %d workers", len(t.procs)-1)
+	return t, nil
+}
+
+func (b *bench) startMesh() (*target, error) {
+	var backendArgs []string
+	for i, a := range b.backends {
+		backendArgs = append(backendArgs, "--backend", fmt.Sprintf("web-%d=%s", i+1, a))
+	}
+	var addrs []string
+	var first string
+	var t *target
+	for i := range 3 {
+		proxy, err1 := freePort()
+		admin, err2 := freePort()
+		gossip, err3 := freePort()
+		if err1 != nil || err2 != nil || err3 != nil {
+			return nil, fmt.Errorf("free ports: %v %v %v", err1, err2, err3)
+		}
+		args := []string{"node", "--name", fmt.Sprintf("n%d", i), "--gossip-addr", gossip,
+			"--listen", proxy, "--admin", admin, "--log-level", "warn", "--drain-delay", "0"}
+		if first != "" {
+			args = append(args, "--join", first)
+		} else {
+			first = gossip
+		}
+		args = append(args, backendArgs...)
+		p, err := b.start(fmt.Sprintf("meshlb-n%d", i), nil, b.o.meshlb, args...)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			t = &target{name: "meshlb", addr: proxy, procs: []*proc{p}}
+		} else {
+			t.extra = append(t.extra, proxy)
+		}
+		t.owned = append(t.owned, p)
+		addrs = append(addrs, admin)
+	}
+	for _, admin := range addrs {
+		// Generous: the machine is shared, and a busy one delays the
+		// first gossip sync.
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			code, _ := httpStatus("http://" + admin + "/readyz")
+			if code == 200 && metric(admin, "meshlb_ring_backends") == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("meshlb node at admin %s not ready with 3 backends in 90s (readyz %d, %v backends); its log ends:\n%s",
+					admin, code, metric(admin, "meshlb_ring_backends"), b.logTail(admin))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for _, a := range append([]string{t.addr}, t.extra...) {
+		if err := waitWS(a); err != nil {
+			return nil, fmt.Errorf("meshlb: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// logTail returns the last lines of the log of the mesh node with this
+// admin address.
+func (b *bench) logTail(admin string) string {
+	for _, p := range b.all {
+		if slices.Contains(p.cmd.Args, admin) {
+			data, _ := os.ReadFile(filepath.Join(b.dir, p.name+".log"))
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			return strings.Join(lines[max(0, len(lines)-8):], "\n")
+		}
+	}
+	return ""
+}
+
+// waitWS waits until a WebSocket can be opened to addr.
+func waitWS(addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, _, err := dial(fmt.Sprintf("ws://%s/ws?session_id=probe", addr), 0)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// --- output ---
+
+func median(xs []float64) float64 {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+func (b *bench) print(sticky string) {
+	o := b.o
+	fmt.Printf("\nproxies side by side, %d repetitions interleaved, medians; ratio = proxy / direct\n", o.runs)
+	fmt.Printf("idle: %d WebSockets; echo: %d conns x %d in flight x %d B, %v; handshakes: %d, %d at a time; latency: %d conns, 1 in flight, %v\n\n",
+		o.idle, o.conns, o.inflight, o.size, o.duration, o.handshakes, o.hsConc, o.latConns, o.latDur)
+	direct := b.targets[0]
+	med := func(t *target, f func(result) float64) float64 {
+		xs := make([]float64, len(t.res))
+		for i, r := range t.res {
+			xs[i] = f(r)
+		}
+		return median(xs)
+	}
+	rows := []struct {
+		name string
+		f    func(result) float64
+		rel  string // "direct", "backend" or ""
+	}{
+		{"RSS per idle WebSocket (KiB)", func(r result) float64 { return r.idleKiB }, "direct"},
+		{"echo throughput (msg/s)", func(r result) float64 { return r.msgs }, "direct"},
+		{"proxy CPU per message (µs)", func(r result) float64 { return r.proxyCPU }, "backend"},
+		{"backends' CPU per message (µs)", func(r result) float64 { return r.backendCPU }, "direct"},
+		{"handshakes/s", func(r result) float64 { return r.hsRate }, "direct"},
+		{"echo p50 at 100 conns (µs)", func(r result) float64 { return r.p50 }, "direct"},
+		{"echo p99 at 100 conns (µs)", func(r result) float64 { return r.p99 }, "direct"},
+	}
+	fmt.Printf("%-34s", "figure")
+	for _, t := range b.targets {
+		fmt.Printf(" %16s", t.name)
+	}
+	fmt.Println()
+	for _, row := range rows {
+		fmt.Printf("%-34s", row.name)
+		d := med(direct, row.f)
+		for _, t := range b.targets {
+			v := med(t, row.f)
+			cell := num(v)
+			switch {
+			case t == direct:
+			case row.rel == "direct":
+				cell += fmt.Sprintf(" (%.2fx)", v/d)
+			case row.rel == "backend":
+				cell += fmt.Sprintf(" (%.2fx)", v/med(t, func(r result) float64 { return r.backendCPU }))
+			}
+			if t == direct && row.rel == "backend" {
+				cell = "-"
+			}
+			fmt.Printf(" %16s", cell)
+		}
+		fmt.Println()
+	}
+	fmt.Println("\n(x): to direct; for proxy CPU, to the backends' CPU per message in the same run.")
+	fmt.Println("RSS per idle WebSocket, direct: what one echo backend holds per WebSocket.")
+	fmt.Println("\nper run:")
+	for _, t := range b.targets {
+		for i, r := range t.res {
+			fmt.Printf("  %-7s %d: idle %.2f KiB (opened in %.1fs), %.0f msg/s, proxy %.2f / backends %.2f µs/msg, %.0f hs/s, p50 %.0f p99 %.0f µs\n",
+				t.name, i+1, r.idleKiB, r.idleOpenSecs, r.msgs, r.proxyCPU, r.backendCPU, r.hsRate, r.p50, r.p99)
+		}
+	}
+	fmt.Printf("\nsticky: %s\n", sticky)
+}
+
+func num(x float64) string {
+	switch {
+	case x >= 1000:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case x >= 10:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	}
+}
+
+// --- client ---
+
+// openMany dials n WebSockets, 32 at a time. On error it returns those it
+// opened.
+func openMany(n int, url func(int) string) ([]net.Conn, error) {
+	conns := make([]net.Conn, n)
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for firstErr.Load() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				c, br, err := dial(url(i), i)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, fmt.Errorf("websocket %d: %w", i, err))
+					return
+				}
+				if br != nil {
+					ws.PutReader(br)
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	opened := slices.DeleteFunc(conns, func(c net.Conn) bool { return c == nil })
+	err, _ := firstErr.Load().(error)
+	return opened, err
+}
+
+// dial opens one WebSocket from 127.0.0.(2 + k%253).
+func dial(url string, k int) (net.Conn, *bufio.Reader, error) {
+	src := net.IPv4(127, 0, 0, byte(2+k%253))
+	d := ws.Dialer{
+		Timeout: 10 * time.Second,
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
+			return nd.DialContext(ctx, network, addr)
+		},
+	}
+	c, br, _, err := d.Dial(context.Background(), url)
+	return c, br, err
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// --- /proc ---
+
+func children(pid int) []int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	var out []int
+	for _, f := range strings.Fields(string(data)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func rssSum(ps []*proc) int64 {
+	var sum int64
+	for _, p := range ps {
+		sum += rss(p.cmd.Process.Pid)
+	}
+	return sum
+}
+
+func cpuSum(ps []*proc) int64 {
+	var sum int64
+	for _, p := range ps {
+		sum += cpuTicks(p.cmd.Process.Pid)
+	}
+	return sum
+}
+
+// settle waits until the processes' RSS stops moving (0.5% over a second,
+// at most 10s): they are other programs, their GC cannot be forced.
+func settle(ps []*proc) {
+	prev := rssSum(ps)
+	for range 10 {
+		time.Sleep(time.Second)
+		cur := rssSum(ps)
+		if d := cur - prev; d*200 <= prev && -d*200 <= prev {
+			return
+		}
+		prev = cur
+	}
+}
+
+// rss returns VmRSS of pid in KiB.
+func rss(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// cpuTicks returns utime+stime of pid in USER_HZ ticks.
+func cpuTicks(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s
+}
+
+func metric(admin, name string) float64 {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
+func httpStatus(url string) (int, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func raiseNofile() (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	l.Cur = l.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
+	}
+	return l.Cur, nil
+}

@@ -1,0 +1,178 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"github.com/rs/zerolog"
+)
+
+// Hot-path benchmarks in benchstat form (make bench-go runs them with
+// -count 10): routing-key extraction, the WebSocket handshake through a
+// Router, the relay's echo round trip, and frame tracking. The ring's
+// lookup benchmarks are in ring/bench_test.go.
+
+func BenchmarkKey(b *testing.B) {
+	e, err := NewKeyExtractor(KeyConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct{ name, target, cookie string }{
+		{"query", "/ws?session_id=abc123&x=1", ""},
+		{"cookie", "/ws?x=1", "a=1; sid=abc123"},
+		{"ip", "/ws", ""},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, tc.target, nil)
+			if tc.cookie != "" {
+				req.Header.Set("Cookie", tc.cookie)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, ok := e.Key(req); !ok {
+					b.Fatal("no key")
+				}
+			}
+		})
+	}
+}
+
+// gobwasEcho is a lean WebSocket echo backend, so that the proxy's cost
+// dominates what the benchmarks measure.
+func gobwasEcho(tb testing.TB) Backend {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				if _, err := ws.Upgrade(c); err != nil {
+					return
+				}
+				br := bufio.NewReader(c)
+				for {
+					h, err := ws.ReadHeader(br)
+					if err != nil {
+						return
+					}
+					p := make([]byte, h.Length)
+					if _, err := io.ReadFull(br, p); err != nil {
+						return
+					}
+					if h.Masked {
+						ws.Cipher(p, h.Mask, 0)
+					}
+					if h.OpCode == ws.OpClose {
+						return
+					}
+					if err := ws.WriteFrame(c, ws.NewFrame(h.OpCode, h.Fin, p)); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	return Backend{ID: "echo", Addr: ln.Addr().String()}
+}
+
+func benchFront(tb testing.TB) string {
+	tb.Helper()
+	rt, err := New(Config{Picker: &fixedPicker{backends: []Backend{gobwasEcho(tb)}}, Logger: zerolog.Nop()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(rt)
+	tb.Cleanup(srv.Close)
+	tb.Cleanup(func() { rt.Close() })
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// BenchmarkHandshake opens and closes one WebSocket through a Router per
+// iteration: client dial, upgrade, backend dial and handshake, 101.
+func BenchmarkHandshake(b *testing.B) {
+	addr := benchFront(b)
+	url := "ws://" + addr + "/ws?session_id=bench"
+	b.ReportAllocs()
+	for b.Loop() {
+		c, _, _, err := ws.Dial(context.Background(), url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkRelayEcho is one message's round trip through a Router.
+func BenchmarkRelayEcho(b *testing.B) {
+	for _, size := range []int{64, 4096, 65536} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			addr := benchFront(b)
+			c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws?session_id=bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			var r io.Reader = c
+			if br != nil {
+				r = io.MultiReader(br, c)
+			}
+			r = bufio.NewReaderSize(r, 64<<10)
+			frame := ws.MustCompileFrame(ws.MaskFrame(ws.NewBinaryFrame(make([]byte, size))))
+			p := make([]byte, size)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(frame); err != nil {
+					b.Fatal(err)
+				}
+				h, err := ws.ReadHeader(r)
+				if err != nil || h.Length != int64(size) {
+					b.Fatalf("header %+v, %v", h, err)
+				}
+				if _, err := io.ReadFull(r, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFrameTracker follows frame boundaries over a read's worth of
+// frames of one size.
+func BenchmarkFrameTracker(b *testing.B) {
+	for _, size := range []int{64, 1024, 16384} {
+		b.Run(fmt.Sprintf("frame=%d", size), func(b *testing.B) {
+			frame := ws.MustCompileFrame(ws.NewBinaryFrame(make([]byte, size)))
+			var stream []byte
+			for len(stream) < 16<<10 {
+				stream = append(stream, frame...)
+			}
+			var t frameTracker
+			b.SetBytes(int64(len(stream)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if n, _, err := t.advance(stream); n != len(stream) || err != nil {
+					b.Fatal(n, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,30 @@
+//go:build !linux
+
+package router
+
+import (
+	"errors"
+	"time"
+)
+
+// Without epoll every WebSocket is relayed by goroutines (websocket.go);
+// these stand-ins keep the shared code compiling.
+
+type pollState struct {
+	polled     bool
+	cfd        int
+	countsConn bool
+}
+
+type poller struct{}
+
+func (p *poller) close() {}
+
+func (rt *Router) adopt(*wsConn) bool { return false }
+
+func (c *wsConn) closeFDs()                 {}
+func (c *wsConn) unref()                    {}
+func (c *wsConn) requestClosePolled(uint16) {}
+func (c *wsConn) writeFDTimeout(int, []byte, bool, time.Duration) (int, error) {
+	return 0, errors.New("no epoll relay on this platform")
+}
