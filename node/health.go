@@ -113,6 +113,9 @@ func (n *Node) logVerdict(prev, v gossip.Verdict, active int) {
 		ev, msg = n.log.Warn(), "backend held out of the ring: flapping"
 	case gossip.VerdictOverBudget:
 		ev, msg = n.log.Error(), "backend kept in the ring although a quorum sees it down: ejection budget spent"
+		if n.cfg.HealthPolicy.MaxEjectPercent == health.NoEjection {
+			ev, msg = n.log.Warn(), "backend kept in the ring although a quorum sees it down: ejection is off"
+		}
 	}
 	ev.Str("backend", v.ID).Int("down_votes", int(v.Votes)).Int("voters", int(v.Voters)).
 		Int("strikes", int(v.Strikes)).Dur("hold", n.cfg.HealthPolicy.Hold(int(v.Strikes))).
