@@ -44,6 +44,7 @@ type netMesh struct {
 	t      *testing.T
 	lab    *netlab.Lab
 	client *http.Client // dials from the client host
+	flags  []string     // every node's flags but --join
 
 	mu       sync.Mutex
 	nodes    map[string]*proc // by host
@@ -96,6 +97,7 @@ func newNetMesh(t *testing.T, nodes, backends int) *netMesh {
 			t.Fatal(err)
 		}
 	}
+	m.flags = flags
 	for i := 1; i <= nodes; i++ {
 		args := slices.Clone(flags)
 		if i > 1 {
@@ -475,6 +477,45 @@ func TestNetns(t *testing.T) {
 		passed(t, r, code, sessions)
 		if r.SessionsMoved != 0 {
 			t.Fatalf("%d sessions moved; want none: no backend changed", r.SessionsMoved)
+		}
+	})
+
+	// A rolling restart: each node in turn gets SIGTERM, exits 0 and is
+	// started again on its address. Its clients get a close frame (1001),
+	// never a reset, and come back through another node to their backend.
+	t.Run("RollingRestart", func(t *testing.T) {
+		t.Parallel()
+		m := newNetMesh(t, 3, 3)
+		m.waitOneRing(30*time.Second, "one ring", seq(1, 3), 3)
+		const sessions = 200
+		b := m.startBench(seq(1, 3), "--sessions", fmt.Sprint(sessions), "--duration", "150s", "--whoami-interval", "500ms")
+		time.Sleep(3 * time.Second)
+		for i := 1; i <= 3; i++ {
+			p := m.node(i)
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if code := p.wait(30 * time.Second); code != 0 {
+				t.Fatalf("n%d exit %d after SIGTERM; want 0", i, code)
+			}
+			var join []string
+			for j := 1; j <= 3; j++ {
+				if j != i {
+					join = append(join, nodeAddr(j)+":"+gossipPort)
+				}
+			}
+			m.startNode(i, append(slices.Clone(m.flags), "--join", strings.Join(join, ","))...)
+			d := m.waitOneRing(30*time.Second, "the restarted node back in one ring", seq(1, 3), 3)
+			t.Logf("n%d restarted, one ring again %v after its start", i, d.Round(10*time.Millisecond))
+			time.Sleep(2 * time.Second)
+		}
+		b.stop()
+		r, code := b.wait()
+		logBench(t, r, code)
+		passed(t, r, code, sessions)
+		closes := r.CloseCodes["1001"] + r.CloseCodes["1012"]
+		if r.SessionsMoved != 0 || r.Resets != 0 || r.Disconnects["eof"] != 0 || closes == 0 {
+			t.Fatalf("%d moved, disconnects %v; want no move, and close frames only", r.SessionsMoved, r.Disconnects)
 		}
 	})
 
