@@ -34,15 +34,10 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,14 +46,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
+
+	"github.com/meshlb/meshlb/bench/internal/wsload"
 )
 
-const userHZ = 100 // unit of utime/stime in /proc/PID/stat
+// ctx is the context of every dial: the bench runs to its end.
+var ctx = context.Background()
 
 type options struct {
 	meshlb     string
@@ -112,11 +108,11 @@ func logf(format string, args ...any) {
 // target is one way to reach the backends.
 type target struct {
 	name  string
-	addr  string   // host:port the client dials
-	procs []*proc  // the proxy's measured processes (none for direct)
-	owned []*proc  // every process started for it, stopped on restart
-	extra []string // other nodes of the mesh, for the stickiness check
-	res   []result // one per run
+	addr  string         // host:port the client dials
+	procs []*wsload.Proc // the proxy's measured processes (none for direct)
+	owned []*wsload.Proc // every process started for it, stopped on restart
+	extra []string       // other nodes of the mesh, for the stickiness check
+	res   []result       // one per run
 }
 
 // result is one run's figures of one target.
@@ -130,23 +126,17 @@ type result struct {
 	idleOpenSecs float64
 }
 
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
 type bench struct {
 	o        options
 	dir      string
 	backends []string // host:port
-	bprocs   []*proc
-	all      []*proc
+	bprocs   []*wsload.Proc
+	all      []*wsload.Proc
 	targets  []*target
 }
 
 func (b *bench) run() error {
-	limit, err := raiseNofile()
+	limit, err := wsload.RaiseNofile()
 	if err != nil {
 		return err
 	}
@@ -190,8 +180,8 @@ func (b *bench) run() error {
 
 	// Warm every path up so code is paged in before baselines are read.
 	for _, t := range b.targets {
-		conns, err := openMany(200, b.url(t, "warm"))
-		closeAll(conns)
+		conns, err := wsload.OpenMany(ctx, 200, b.url(t, "warm"))
+		wsload.CloseAll(conns)
 		if err != nil {
 			return fmt.Errorf("%s warm-up: %w", t.name, err)
 		}
@@ -204,7 +194,7 @@ func (b *bench) run() error {
 		// yet: the direct one before any proxy holds a backend connection,
 		// each proxy started afresh right before its own.
 		for _, t := range b.targets[1:] {
-			stopProcs(t.owned)
+			wsload.Stop(t.owned)
 		}
 		if err := b.restartBackends(); err != nil {
 			return fmt.Errorf("run %d: %w", r+1, err)
@@ -270,7 +260,7 @@ func (b *bench) url(t *target, prefix string) func(int) string {
 }
 
 // measured are the processes whose memory and CPU count for t.
-func (b *bench) measured(t *target) []*proc {
+func (b *bench) measured(t *target) []*wsload.Proc {
 	if t.name == "direct" {
 		return b.bprocs
 	}
@@ -278,140 +268,58 @@ func (b *bench) measured(t *target) []*proc {
 }
 
 func (b *bench) idle(t *target, run int) (perConn, openSecs float64, err error) {
-	ps := b.measured(t)
+	pids := wsload.Pids(b.measured(t))
 	// A few connections first, so that code and the runtime's first
 	// arenas are paged in before the baseline; they leave at most a few
 	// dozen connections' worth of freed memory behind.
-	warm, err := openMany(32, b.url(t, fmt.Sprintf("warm%d", run)))
-	closeAll(warm)
+	warm, err := wsload.OpenMany(ctx, 32, b.url(t, fmt.Sprintf("warm%d", run)))
+	wsload.CloseAll(warm)
 	if err != nil {
 		return 0, 0, fmt.Errorf("warm-up: %w", err)
 	}
-	settle(ps)
-	before := rssSum(ps)
+	wsload.Settle(pids...)
+	before := wsload.VmRSS(pids...)
 	t0 := time.Now()
-	conns, err := openMany(b.o.idle, b.url(t, fmt.Sprintf("idle%d", run)))
+	conns, err := wsload.OpenMany(ctx, b.o.idle, b.url(t, fmt.Sprintf("idle%d", run)))
 	openSecs = time.Since(t0).Seconds()
 	defer func() {
-		closeAll(conns)
+		wsload.CloseAll(conns)
 		time.Sleep(time.Second) // let the proxy tear them down before the next test
 	}()
 	if err != nil {
 		return 0, 0, fmt.Errorf("opened %d of %d: %w", len(conns), b.o.idle, err)
 	}
 	time.Sleep(2 * time.Second)
-	settle(ps)
-	after := rssSum(ps)
+	wsload.Settle(pids...)
+	after := wsload.VmRSS(pids...)
 	return float64(after-before) / float64(len(conns)), openSecs, nil
-}
-
-type conn struct {
-	c  net.Conn
-	br *bufio.Reader
-}
-
-func (b *bench) dialN(n int, url func(int) string) ([]conn, error) {
-	out := make([]conn, 0, n)
-	for i := range n {
-		c, br, err := dial(url(i), i)
-		if err != nil {
-			for _, c := range out {
-				c.c.Close()
-			}
-			return nil, err
-		}
-		if br == nil {
-			br = bufio.NewReaderSize(c, 16<<10)
-		}
-		out = append(out, conn{c, br})
-	}
-	return out, nil
 }
 
 func (b *bench) echo(t *target, run int) (rate, proxyCPU, backendCPU float64, err error) {
 	o := b.o
-	payload := make([]byte, o.size)
-	for i := range payload {
-		payload[i] = byte(rand.IntN(256))
-	}
-	frame := ws.MustCompileFrame(ws.MaskFrameWith(ws.NewBinaryFrame(payload), ws.NewMask()))
-	conns, err := b.dialN(o.conns, b.url(t, fmt.Sprintf("tp%d", run)))
+	conns, err := wsload.DialConns(ctx, o.conns, b.url(t, fmt.Sprintf("tp%d", run)))
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	var count, bad atomic.Int64
-	var firstErr atomic.Value
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		tokens := make(chan struct{}, o.inflight)
-		for range o.inflight {
-			tokens <- struct{}{}
-		}
-		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				case <-tokens:
-				}
-				if _, err := c.c.Write(frame); err != nil {
-					select {
-					case <-done: // closed at the end of the window
-					default:
-						firstErr.CompareAndSwap(nil, err)
-					}
-					return
-				}
-			}
-		})
-		wg.Go(func() {
-			buf := make([]byte, o.size)
-			for {
-				h, err := ws.ReadHeader(c.br)
-				if err == nil {
-					if h.OpCode != ws.OpBinary || h.Length != int64(o.size) {
-						bad.Add(1)
-						_, err = io.CopyN(io.Discard, c.br, h.Length)
-					} else if _, err = io.ReadFull(c.br, buf); err == nil && !bytes.Equal(buf, payload) {
-						bad.Add(1)
-					}
-				}
-				if err != nil {
-					select {
-					case <-done:
-					default:
-						firstErr.CompareAndSwap(nil, err)
-					}
-					return
-				}
-				count.Add(1)
-				tokens <- struct{}{}
-			}
-		})
-	}
+	proxy, backends := wsload.Pids(t.procs), wsload.Pids(b.bprocs)
+	e := wsload.StartEcho(conns, o.inflight, o.size)
 	time.Sleep(o.warmup)
-	m0, t0, p0, b0 := count.Load(), time.Now(), cpuSum(t.procs), cpuSum(b.bprocs)
+	m0, t0, p0, b0 := e.Count(), time.Now(), wsload.CPUTicks(proxy...), wsload.CPUTicks(backends...)
 	time.Sleep(o.duration)
-	m1, t1, p1, b1 := count.Load(), time.Now(), cpuSum(t.procs), cpuSum(b.bprocs)
-	close(done)
-	for _, c := range conns {
-		c.c.Close()
+	m1, t1, p1, b1 := e.Count(), time.Now(), wsload.CPUTicks(proxy...), wsload.CPUTicks(backends...)
+	bad, err := e.Stop()
+	if err != nil {
+		return 0, 0, 0, err
 	}
-	wg.Wait()
-	if e, _ := firstErr.Load().(error); e != nil {
-		return 0, 0, 0, e
-	}
-	if n := bad.Load(); n > 0 {
-		return 0, 0, 0, fmt.Errorf("%d messages came back wrong", n)
+	if bad > 0 {
+		return 0, 0, 0, fmt.Errorf("%d messages came back wrong", bad)
 	}
 	msgs := float64(m1 - m0)
 	if msgs == 0 {
 		return 0, 0, 0, fmt.Errorf("no message echoed")
 	}
-	perMsg := func(ticks int64) float64 { return float64(ticks) * 1e6 / userHZ / msgs }
 	time.Sleep(500 * time.Millisecond)
-	return msgs / t1.Sub(t0).Seconds(), perMsg(p1 - p0), perMsg(b1 - b0), nil
+	return msgs / t1.Sub(t0).Seconds(), wsload.PerMsg(p1-p0, msgs), wsload.PerMsg(b1-b0, msgs), nil
 }
 
 func (b *bench) handshakes(t *target, run int) (float64, error) {
@@ -428,7 +336,7 @@ func (b *bench) handshakes(t *target, run int) (float64, error) {
 				if i >= n {
 					return
 				}
-				c, _, err := dial(url(i), i)
+				c, _, err := wsload.Dial(ctx, url(i), i)
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
@@ -447,13 +355,13 @@ func (b *bench) handshakes(t *target, run int) (float64, error) {
 }
 
 func (b *bench) latency(t *target, run int) (p50, p99 float64, err error) {
-	conns, err := b.dialN(b.o.latConns, b.url(t, fmt.Sprintf("lat%d", run)))
+	conns, err := wsload.DialConns(ctx, b.o.latConns, b.url(t, fmt.Sprintf("lat%d", run)))
 	if err != nil {
 		return 0, 0, err
 	}
 	defer func() {
 		for _, c := range conns {
-			c.c.Close()
+			c.Close()
 		}
 	}()
 	payload := make([]byte, b.o.size)
@@ -474,13 +382,13 @@ func (b *bench) latency(t *target, run int) (p50, p99 float64, err error) {
 				if t0.After(end) {
 					break
 				}
-				if _, err := c.c.Write(frame); err != nil {
+				if _, err := c.Write(frame); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
-				h, err := ws.ReadHeader(c.br)
+				h, err := ws.ReadHeader(c.R)
 				if err == nil {
-					_, err = io.ReadFull(c.br, buf[:h.Length])
+					_, err = io.ReadFull(c.R, buf[:h.Length])
 				}
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
@@ -530,38 +438,9 @@ func sticky(addrs []string) (string, error) {
 	const ids, perAddr = 12, 3
 	seen := map[string]int{}
 	for i := range ids {
-		sid := fmt.Sprintf("sticky-%d", i)
-		got := ""
-		for j, addr := range addrs {
-			for k := range perAddr {
-				c, br, err := dial(fmt.Sprintf("ws://%s/ws?session_id=%s", addr, sid), i*17+j*3+k)
-				if err != nil {
-					return "", err
-				}
-				var r io.Reader = c
-				if br != nil {
-					r = br
-				}
-				rw := struct {
-					io.Reader
-					io.Writer
-				}{r, c}
-				err = wsutil.WriteClientText(c, []byte("whoami"))
-				var p []byte
-				if err == nil {
-					p, err = wsutil.ReadServerText(rw)
-				}
-				c.Close()
-				if err != nil {
-					return "", err
-				}
-				if got == "" {
-					got = string(p)
-				}
-				if string(p) != got {
-					return "", fmt.Errorf("session %s reached %s and %s", sid, got, p)
-				}
-			}
+		got, err := wsload.Sticky(ctx, fmt.Sprintf("sticky-%d", i), addrs, perAddr, 1, func(a, k int) int { return i*17 + a*3 + k })
+		if err != nil {
+			return "", err
 		}
 		seen[got]++
 	}
@@ -570,9 +449,8 @@ func sticky(addrs []string) (string, error) {
 
 // --- processes ---
 
-func (b *bench) start(name string, stdout io.Writer, bin string, args ...string) (*proc, error) {
+func (b *bench) start(name string, stdout io.Writer, bin string, args ...string) (*wsload.Proc, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	logFile, err := os.Create(filepath.Join(b.dir, name+".log"))
 	if err != nil {
 		return nil, err
@@ -582,56 +460,29 @@ func (b *bench) start(name string, stdout io.Writer, bin string, args ...string)
 	if stdout != nil {
 		cmd.Stdout = stdout
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
+	p, err := wsload.Start(name, cmd, func() {
 		_ = cmd.Wait()
 		logFile.Close()
-		close(p.done)
-	}()
+	})
+	if err != nil {
+		logFile.Close()
+		return nil, err
+	}
 	b.all = append(b.all, p)
 	return p, nil
 }
 
 func (b *bench) stopAll() {
-	for _, p := range b.all {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, p := range b.all {
-		select {
-		case <-p.done:
-		case <-time.After(40 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
+	wsload.Stop(b.all)
 	if b.dir != "" {
 		os.RemoveAll(b.dir)
 	}
 }
 
-// stopProcs stops ps (SIGTERM; NGINX's master takes its workers along)
-// and waits for them.
-func stopProcs(ps []*proc) {
-	for _, p := range ps {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, p := range ps {
-		select {
-		case <-p.done:
-		case <-time.After(40 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
-}
-
-// restartBackends replaces the echo backends with fresh processes on the
-// same addresses; the proxies are stopped meanwhile.
+// restartBackends replaces the echo backends (if any run) with fresh
+// processes on the same addresses; the proxies are stopped meanwhile.
 func (b *bench) restartBackends() error {
-	stopProcs(b.bprocs)
+	wsload.Stop(b.bprocs)
 	b.bprocs = b.bprocs[:0]
 	for i, addr := range b.backends {
 		id := fmt.Sprintf("web-%d", i+1)
@@ -651,7 +502,7 @@ func (b *bench) restartBackends() error {
 
 // restart replaces t's processes with fresh ones; its results stay.
 func (b *bench) restart(t *target) error {
-	stopProcs(t.owned)
+	wsload.Stop(t.owned)
 	var nt *target
 	var err error
 	switch t.name {
@@ -671,26 +522,18 @@ func (b *bench) restart(t *target) error {
 	return nil
 }
 
+// startBackends starts the 3 echo backends on free ports.
 func (b *bench) startBackends() error {
-	for i := range 3 {
-		addr, err := freePort()
+	for len(b.backends) < 3 {
+		addr, err := wsload.FreePort()
 		if err != nil {
 			return err
 		}
-		id := fmt.Sprintf("web-%d", i+1)
-		p, err := b.start(id, nil, b.o.meshlb, "echo", "--listen", addr, "--id", id)
-		if err != nil {
-			return err
-		}
-		b.bprocs = append(b.bprocs, p)
-		b.backends = append(b.backends, addr)
-	}
-	for _, a := range b.backends {
-		if err := waitWS(a); err != nil {
-			return fmt.Errorf("echo backend %s: %w", a, err)
+		if !slices.Contains(b.backends, addr) {
+			b.backends = append(b.backends, addr)
 		}
 	}
-	return nil
+	return b.restartBackends()
 }
 
 func (b *bench) startHAProxy() (*target, error) {
@@ -698,7 +541,7 @@ func (b *bench) startHAProxy() (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("haproxy not installed (make bench installs it): %w", err)
 	}
-	addr, err := freePort()
+	addr, err := wsload.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -733,7 +576,7 @@ backend be
 	if err := waitWS(addr); err != nil {
 		return nil, fmt.Errorf("haproxy: %w (log %s)", err, filepath.Join(b.dir, "haproxy.log"))
 	}
-	return &target{name: "haproxy", addr: addr, procs: []*proc{p}, owned: []*proc{p}}, nil
+	return &target{name: "haproxy", addr: addr, procs: []*wsload.Proc{p}, owned: []*wsload.Proc{p}}, nil
 }
 
 func (b *bench) startNGINX() (*target, error) {
@@ -741,7 +584,7 @@ func (b *bench) startNGINX() (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nginx not installed (make bench installs it): %w", err)
 	}
-	addr, err := freePort()
+	addr, err := wsload.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -795,9 +638,9 @@ http {
 		return nil, fmt.Errorf("nginx: %w (log %s)", err, filepath.Join(b.dir, "nginx-error.log"))
 	}
 	// Its workers are children of the master: count them too.
-	t := &target{name: "nginx", addr: addr, procs: []*proc{p}, owned: []*proc{p}}
-	for _, pid := range children(p.cmd.Process.Pid) {
-		t.procs = append(t.procs, &proc{name: "nginx worker", cmd: &exec.Cmd{Process: &os.Process{Pid: pid}}})
+	t := &target{name: "nginx", addr: addr, procs: []*wsload.Proc{p}, owned: []*wsload.Proc{p}}
+	for _, pid := range children(p.Pid()) {
+		t.procs = append(t.procs, &wsload.Proc{Name: "nginx worker", Cmd: &exec.Cmd{Process: &os.Process{Pid: pid}}})
 	}
 	logf("nginx: master and %d workers", len(t.procs)-1)
 	return t, nil
@@ -812,9 +655,9 @@ func (b *bench) startMesh() (*target, error) {
 	var first string
 	var t *target
 	for i := range 3 {
-		proxy, err1 := freePort()
-		admin, err2 := freePort()
-		gossip, err3 := freePort()
+		proxy, err1 := wsload.FreePort()
+		admin, err2 := wsload.FreePort()
+		gossip, err3 := wsload.FreePort()
 		if err1 != nil || err2 != nil || err3 != nil {
 			return nil, fmt.Errorf("free ports: %v %v %v", err1, err2, err3)
 		}
@@ -831,7 +674,7 @@ func (b *bench) startMesh() (*target, error) {
 			return nil, err
 		}
 		if i == 0 {
-			t = &target{name: "meshlb", addr: proxy, procs: []*proc{p}}
+			t = &target{name: "meshlb", addr: proxy, procs: []*wsload.Proc{p}}
 		} else {
 			t.extra = append(t.extra, proxy)
 		}
@@ -843,13 +686,13 @@ func (b *bench) startMesh() (*target, error) {
 		// first gossip sync.
 		deadline := time.Now().Add(90 * time.Second)
 		for {
-			code, _ := httpStatus("http://" + admin + "/readyz")
-			if code == 200 && metric(admin, "meshlb_ring_backends") == 3 {
+			ok, code, n := wsload.Ready(admin, 3)
+			if ok {
 				break
 			}
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("meshlb node at admin %s not ready with 3 backends in 90s (readyz %d, %v backends); its log ends:\n%s",
-					admin, code, metric(admin, "meshlb_ring_backends"), b.logTail(admin))
+					admin, code, n, b.logTail(admin))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -866,8 +709,8 @@ func (b *bench) startMesh() (*target, error) {
 // admin address.
 func (b *bench) logTail(admin string) string {
 	for _, p := range b.all {
-		if slices.Contains(p.cmd.Args, admin) {
-			data, _ := os.ReadFile(filepath.Join(b.dir, p.name+".log"))
+		if slices.Contains(p.Cmd.Args, admin) {
+			data, _ := os.ReadFile(filepath.Join(b.dir, p.Name+".log"))
 			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 			return strings.Join(lines[max(0, len(lines)-8):], "\n")
 		}
@@ -879,7 +722,7 @@ func (b *bench) logTail(admin string) string {
 func waitWS(addr string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, _, err := dial(fmt.Sprintf("ws://%s/ws?session_id=probe", addr), 0)
+		c, _, err := wsload.Dial(ctx, fmt.Sprintf("ws://%s/ws?session_id=probe", addr), 0)
 		if err == nil {
 			c.Close()
 			return nil
@@ -893,15 +736,6 @@ func waitWS(addr string) error {
 
 // --- output ---
 
-func median(xs []float64) float64 {
-	xs = slices.Clone(xs)
-	slices.Sort(xs)
-	if len(xs)%2 == 1 {
-		return xs[len(xs)/2]
-	}
-	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
-}
-
 func (b *bench) print(sticky string) {
 	o := b.o
 	fmt.Printf("\nproxies side by side, %d repetitions interleaved, medians; ratio = proxy / direct\n", o.runs)
@@ -913,7 +747,7 @@ func (b *bench) print(sticky string) {
 		for i, r := range t.res {
 			xs[i] = f(r)
 		}
-		return median(xs)
+		return wsload.Median(xs)
 	}
 	rows := []struct {
 		name string
@@ -938,7 +772,7 @@ func (b *bench) print(sticky string) {
 		d := med(direct, row.f)
 		for _, t := range b.targets {
 			v := med(t, row.f)
-			cell := num(v)
+			cell := wsload.Num(v)
 			switch {
 			case t == direct:
 			case row.rel == "direct":
@@ -965,71 +799,6 @@ func (b *bench) print(sticky string) {
 	fmt.Printf("\nsticky: %s\n", sticky)
 }
 
-func num(x float64) string {
-	switch {
-	case x >= 1000:
-		return strconv.FormatFloat(x, 'f', 0, 64)
-	case x >= 10:
-		return strconv.FormatFloat(x, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(x, 'f', 2, 64)
-	}
-}
-
-// --- client ---
-
-// openMany dials n WebSockets, 32 at a time. On error it returns those it
-// opened.
-func openMany(n int, url func(int) string) ([]net.Conn, error) {
-	conns := make([]net.Conn, n)
-	var next atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			for firstErr.Load() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				c, br, err := dial(url(i), i)
-				if err != nil {
-					firstErr.CompareAndSwap(nil, fmt.Errorf("websocket %d: %w", i, err))
-					return
-				}
-				if br != nil {
-					ws.PutReader(br)
-				}
-				conns[i] = c
-			}
-		})
-	}
-	wg.Wait()
-	opened := slices.DeleteFunc(conns, func(c net.Conn) bool { return c == nil })
-	err, _ := firstErr.Load().(error)
-	return opened, err
-}
-
-// dial opens one WebSocket from 127.0.0.(2 + k%253).
-func dial(url string, k int) (net.Conn, *bufio.Reader, error) {
-	src := net.IPv4(127, 0, 0, byte(2+k%253))
-	d := ws.Dialer{
-		Timeout: 10 * time.Second,
-		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
-			return nd.DialContext(ctx, network, addr)
-		},
-	}
-	c, br, _, err := d.Dial(context.Background(), url)
-	return c, br, err
-}
-
-func closeAll(conns []net.Conn) {
-	for _, c := range conns {
-		c.Close()
-	}
-}
-
 // --- /proc ---
 
 func children(pid int) []int {
@@ -1041,119 +810,4 @@ func children(pid int) []int {
 		}
 	}
 	return out
-}
-
-func rssSum(ps []*proc) int64 {
-	var sum int64
-	for _, p := range ps {
-		sum += rss(p.cmd.Process.Pid)
-	}
-	return sum
-}
-
-func cpuSum(ps []*proc) int64 {
-	var sum int64
-	for _, p := range ps {
-		sum += cpuTicks(p.cmd.Process.Pid)
-	}
-	return sum
-}
-
-// settle waits until the processes' RSS stops moving (0.5% over a second,
-// at most 10s): they are other programs, their GC cannot be forced.
-func settle(ps []*proc) {
-	prev := rssSum(ps)
-	for range 10 {
-		time.Sleep(time.Second)
-		cur := rssSum(ps)
-		if d := cur - prev; d*200 <= prev && -d*200 <= prev {
-			return
-		}
-		prev = cur
-	}
-}
-
-// rss returns VmRSS of pid in KiB.
-func rss(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n
-			}
-		}
-	}
-	return 0
-}
-
-// cpuTicks returns utime+stime of pid in USER_HZ ticks.
-func cpuTicks(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
-}
-
-func metric(admin, name string) float64 {
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
-		}
-	}
-	return 0
-}
-
-func httpStatus(url string) (int, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func raiseNofile() (uint64, error) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, err
-	}
-	l.Cur = l.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
-	}
-	return l.Cur, nil
 }

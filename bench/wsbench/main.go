@@ -38,15 +38,10 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -58,13 +53,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
+	"github.com/meshlb/meshlb/bench/internal/wsload"
 )
-
-// userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, 100 on
-// every Linux ABI.
-const userHZ = 100
 
 type options struct {
 	meshlb   string
@@ -134,7 +124,7 @@ func (b *bench) run(ctx context.Context) error {
 	if _, err := os.Stat(o.meshlb); err != nil {
 		return fmt.Errorf("%v (build it first: go build -o bin/meshlb ./cmd/meshlb)", err)
 	}
-	limit, err := raiseNofile()
+	limit, err := wsload.RaiseNofile()
 	if err != nil {
 		return err
 	}
@@ -160,8 +150,8 @@ func (b *bench) run(ctx context.Context) error {
 	// Warm both paths up so the code they run is paged in before the
 	// baselines are read.
 	for _, u := range []func(int) string{b.directURL(0), b.proxyURL("warm")} {
-		conns, err := openMany(ctx, 200, u)
-		closeAll(conns)
+		conns, err := wsload.OpenMany(ctx, 200, u)
+		wsload.CloseAll(conns)
 		if err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
@@ -171,28 +161,13 @@ func (b *bench) run(ctx context.Context) error {
 	// Each side twice: the first round lands on fresh pages, of which Go
 	// leaves untouched what no one wrote; the second on the heap the first
 	// freed, which Go zeroes on reuse, as in a node that has run a while.
-	var direct, via idleResult
-	for round := range 2 {
-		d, err := b.idle(ctx, b.backends[0], b.directURL(0), false)
-		if err != nil {
-			return fmt.Errorf("idle direct: %w", err)
-		}
-		if round == 0 {
-			direct = d
-		} else {
-			direct.rssAfter2 = d.rssAfter
-		}
+	direct, err := b.idleTwice(ctx, b.backends[0], func(int) func(int) string { return b.directURL(0) }, false)
+	if err != nil {
+		return fmt.Errorf("idle direct: %w", err)
 	}
-	for round := range 2 {
-		v, err := b.idle(ctx, b.node, b.proxyURL(fmt.Sprintf("idle%d", round)), true)
-		if err != nil {
-			return fmt.Errorf("idle via meshlb: %w", err)
-		}
-		if round == 0 {
-			via = v
-		} else {
-			via.rssAfter2 = v.rssAfter
-		}
+	via, err := b.idleTwice(ctx, b.node, func(round int) func(int) string { return b.proxyURL(fmt.Sprintf("idle%d", round)) }, true)
+	if err != nil {
+		return fmt.Errorf("idle via meshlb: %w", err)
 	}
 
 	var dr, vr []echoResult
@@ -219,32 +194,36 @@ func (b *bench) run(ctx context.Context) error {
 
 // proc is one meshlb process under test.
 type proc struct {
-	name   string
-	addr   string // an echo backend's listen address
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when the process has exited
-	state  *os.ProcessState
+	*wsload.Proc
+	addr   string      // an echo backend's listen address
 	killed atomic.Bool // we signalled it
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// state is how the process ended, once Exited is closed.
+func (p *proc) state() *os.ProcessState { return p.Cmd.ProcessState }
 
 // start runs meshlb with args. Its stderr is scanned: the first JSON line
 // whose message is startedMsg (if not empty) is returned; every other line
 // is copied to our stderr, and a warn or error line is a problem.
 func (b *bench) start(ctx context.Context, name, startedMsg string, args ...string) (*proc, map[string]any, error) {
 	cmd := exec.Command(b.o.meshlb, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, exited: make(chan struct{})}
-	started := make(chan map[string]any, 1)
+	p := &proc{}
 	scanDone := make(chan struct{})
+	p.Proc, err = wsload.Start(name, cmd, func() {
+		<-scanDone // Wait closes the pipe; read it all first
+		_ = cmd.Wait()
+		if !p.killed.Load() {
+			b.problem("%s exited on its own: %v", name, cmd.ProcessState)
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	started := make(chan map[string]any, 1)
 	go func() {
 		defer close(scanDone)
 		sc := bufio.NewScanner(stderr)
@@ -266,23 +245,14 @@ func (b *bench) start(ctx context.Context, name, startedMsg string, args ...stri
 			}
 		}
 	}()
-	go func() {
-		<-scanDone // Wait closes the pipe; read it all first
-		_ = cmd.Wait()
-		p.state = cmd.ProcessState
-		close(p.exited)
-		if !p.killed.Load() {
-			b.problem("%s exited on its own: %v", name, p.state)
-		}
-	}()
 	if startedMsg == "" {
 		return p, nil, nil
 	}
 	select {
 	case m := <-started:
 		return p, m, nil
-	case <-p.exited:
-		return nil, nil, fmt.Errorf("%s exited at start: %v", name, p.state)
+	case <-p.Exited:
+		return nil, nil, fmt.Errorf("%s exited at start: %v", name, p.state())
 	case <-time.After(15 * time.Second):
 		return p, nil, fmt.Errorf("%s: no %q line in 15s", name, startedMsg)
 	case <-ctx.Done():
@@ -305,16 +275,16 @@ func (b *bench) startAll(ctx context.Context) error {
 		if addr == "" {
 			return fmt.Errorf("%s: no addr in its start line", id)
 		}
-		p.name, p.addr = id+"@"+addr, addr
+		p.Name, p.addr = id+"@"+addr, addr
 		backendArgs = append(backendArgs, "--backend", id+"="+addr)
 	}
 	// At --log-level warn the node does not log "node started" (an info
 	// line), so its ports are picked here and readiness comes from /readyz.
-	proxy, err := freePort()
+	proxy, err := wsload.FreePort()
 	if err != nil {
 		return err
 	}
-	admin, err := freePort()
+	admin, err := wsload.FreePort()
 	if err != nil {
 		return err
 	}
@@ -327,14 +297,13 @@ func (b *bench) startAll(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		code, _ := httpStatus("http://" + admin + "/readyz")
-		m, _ := b.metrics()
-		if code == 200 && m["meshlb_ring_backends"] == 3 {
+		ok, code, _ := wsload.Ready(admin, 3)
+		if ok {
 			break
 		}
 		select {
-		case <-b.node.exited:
-			return fmt.Errorf("node exited at start: %v", b.node.state)
+		case <-b.node.Exited:
+			return fmt.Errorf("node exited at start: %v", b.node.state())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
@@ -349,27 +318,20 @@ func (b *bench) startAll(ctx context.Context) error {
 
 // stopAll sends SIGTERM to every process, waits, and checks they exited 0.
 func (b *bench) stopAll() {
-	all := append(slices.Clone(b.backends), b.node)
-	for _, p := range all {
-		if p == nil {
-			continue
+	var all []*proc
+	var ps []*wsload.Proc
+	for _, p := range append(slices.Clone(b.backends), b.node) {
+		if p != nil {
+			p.killed.Store(true)
+			all, ps = append(all, p), append(ps, p.Proc)
 		}
-		p.killed.Store(true)
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
+	killed := wsload.Stop(ps)
 	for _, p := range all {
-		if p == nil {
-			continue
-		}
-		select {
-		case <-p.exited:
-			if !p.state.Success() {
-				b.problem("%s exit after SIGTERM: %v", p.name, p.state)
-			}
-		case <-time.After(40 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			b.problem("%s did not stop within 40s of SIGTERM; killed", p.name)
+		if slices.Contains(killed, p.Proc) {
+			b.problem("%s did not stop within 40s of SIGTERM; killed", p.Name)
+		} else if !p.state().Success() {
+			b.problem("%s exit after SIGTERM: %v", p.Name, p.state())
 		}
 	}
 }
@@ -395,8 +357,8 @@ func (b *bench) reportProblems() {
 func (b *bench) alive() error {
 	for _, p := range append(slices.Clone(b.backends), b.node) {
 		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited: %v", p.name, p.state)
+		case <-p.Exited:
+			return fmt.Errorf("%s exited: %v", p.Name, p.state())
 		default:
 		}
 	}
@@ -436,19 +398,19 @@ func (r idleResult) perConnKiB2() float64 { return float64(r.rssAfter2-r.rssBefo
 func (b *bench) idle(ctx context.Context, p *proc, url func(int) string, isNode bool) (idleResult, error) {
 	n := b.o.idle
 	var r idleResult
-	settle(p.pid())
-	r.rssBefore, r.anonBefore = rss(p.pid())
-	r.fdBefore = fdCount(p.pid())
+	wsload.Settle(p.Pid())
+	r.rssBefore, r.anonBefore = wsload.RSS(p.Pid())
+	r.fdBefore = fdCount(p.Pid())
 	if isNode {
-		m, _ := b.metrics()
+		m, _ := wsload.Metrics(b.admin)
 		r.goroutinesBefore, r.heapBefore = m["go_goroutines"], m["go_memstats_heap_inuse_bytes"]
 	}
-	logf("idle %s: opening %d WebSockets (RSS before %d KiB, %d fds)", p.name, n, r.rssBefore, r.fdBefore)
+	logf("idle %s: opening %d WebSockets (RSS before %d KiB, %d fds)", p.Name, n, r.rssBefore, r.fdBefore)
 	t0 := time.Now()
-	conns, err := openMany(ctx, n, url)
+	conns, err := wsload.OpenMany(ctx, n, url)
 	r.open = time.Since(t0)
 	defer func() {
-		closeAll(conns)
+		wsload.CloseAll(conns)
 		b.waitReleased(p, r.fdBefore, r.goroutinesBefore)
 	}()
 	if err != nil {
@@ -456,19 +418,37 @@ func (b *bench) idle(ctx context.Context, p *proc, url func(int) string, isNode 
 	}
 	r.n = len(conns)
 	time.Sleep(2 * time.Second)
-	settle(p.pid())
-	r.rssAfter, r.anonAfter = rss(p.pid())
-	r.fdAfter = fdCount(p.pid())
+	wsload.Settle(p.Pid())
+	r.rssAfter, r.anonAfter = wsload.RSS(p.Pid())
+	r.fdAfter = fdCount(p.Pid())
 	if isNode {
-		m, _ := b.metrics()
+		m, _ := wsload.Metrics(b.admin)
 		r.goroutinesAfter, r.heapAfter, r.wsOpen = m["go_goroutines"], m["go_memstats_heap_inuse_bytes"], m["meshlb_websockets"]
 		if int(r.wsOpen) != n {
 			b.problem("node reports meshlb_websockets %v with %d open", r.wsOpen, n)
 		}
 	}
-	logf("idle %s: %d open in %v; RSS after %d KiB (%+.1f KiB each), %d fds", p.name, n, r.open.Round(time.Millisecond), r.rssAfter, r.perConnKiB(), r.fdAfter)
+	logf("idle %s: %d open in %v; RSS after %d KiB (%+.1f KiB each), %d fds", p.Name, n, r.open.Round(time.Millisecond), r.rssAfter, r.perConnKiB(), r.fdAfter)
 	if err := b.alive(); err != nil {
 		return r, err
+	}
+	return r, nil
+}
+
+// idleTwice runs idle twice against p (url(round) for each round): the
+// first round's figures, with the second round's RSS as rssAfter2.
+func (b *bench) idleTwice(ctx context.Context, p *proc, url func(round int) func(int) string, isNode bool) (idleResult, error) {
+	var r idleResult
+	for round := range 2 {
+		x, err := b.idle(ctx, p, url(round), isNode)
+		if err != nil {
+			return r, err
+		}
+		if round == 0 {
+			r = x
+		} else {
+			r.rssAfter2 = x.rssAfter
+		}
 	}
 	return r, nil
 }
@@ -480,10 +460,10 @@ func (b *bench) waitReleased(p *proc, fdBefore int, goroutinesBefore float64) {
 	isNode := p == b.node
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		fds := fdCount(p.pid())
+		fds := fdCount(p.Pid())
 		var ws, gr float64
 		if isNode {
-			m, _ := b.metrics()
+			m, _ := wsload.Metrics(b.admin)
 			ws, gr = m["meshlb_websockets"], m["go_goroutines"]
 		}
 		if fds <= fdBefore+5 && ws == 0 && gr <= goroutinesBefore+5 {
@@ -491,80 +471,10 @@ func (b *bench) waitReleased(p *proc, fdBefore int, goroutinesBefore float64) {
 		}
 		if time.Now().After(deadline) {
 			b.problem("%s still holds %d fds (baseline %d), %v WebSockets, %v goroutines (baseline %v) 30s after the client closed all",
-				p.name, fds, fdBefore, ws, gr, goroutinesBefore)
+				p.Name, fds, fdBefore, ws, gr, goroutinesBefore)
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// settle waits until pid's VmRSS stops moving (within 0.5% over a second,
-// at most 10s): the process is another program, so its GC cannot be forced.
-func settle(pid int) {
-	prev, _ := rss(pid)
-	for range 10 {
-		time.Sleep(time.Second)
-		cur, _ := rss(pid)
-		if d := cur - prev; d*200 <= prev && -d*200 <= prev {
-			return
-		}
-		prev = cur
-	}
-}
-
-// openMany dials n WebSockets (url(i) for the i-th) with a few dials at a
-// time, source addresses spread over 127.0.0.2..127.0.0.254. On error it
-// returns those it opened.
-func openMany(ctx context.Context, n int, url func(int) string) ([]net.Conn, error) {
-	conns := make([]net.Conn, n)
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				c, br, err := dial(ctx, url(i), i)
-				if err != nil {
-					once.Do(func() { firstErr = fmt.Errorf("websocket %d: %w", i, err); cancel() })
-					return
-				}
-				if br != nil {
-					ws.PutReader(br) // an idle echo sends nothing first
-				}
-				conns[i] = c
-			}
-		})
-	}
-	wg.Wait()
-	opened := slices.DeleteFunc(conns, func(c net.Conn) bool { return c == nil })
-	return opened, firstErr
-}
-
-// dial opens one WebSocket from source address 127.0.0.(2 + k%253). br is
-// non-nil if the server sent bytes past its handshake.
-func dial(ctx context.Context, url string, k int) (net.Conn, *bufio.Reader, error) {
-	src := net.IPv4(127, 0, 0, byte(2+k%253))
-	d := ws.Dialer{
-		Timeout: 10 * time.Second,
-		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
-			return nd.DialContext(ctx, network, addr)
-		},
-	}
-	c, br, _, err := d.Dial(ctx, url)
-	return c, br, err
-}
-
-func closeAll(conns []net.Conn) {
-	for _, c := range conns {
-		c.Close()
 	}
 }
 
@@ -577,124 +487,40 @@ type echoResult struct {
 
 func (e echoResult) rate() float64 { return float64(e.msgs) / e.secs }
 
-// µs of CPU per message.
-func perMsg(ticks, msgs int64) float64 { return float64(ticks) * 1e6 / userHZ / float64(msgs) }
+// perMsg is µs of CPU per message.
+func (e echoResult) perMsg(ticks int64) float64 { return wsload.PerMsg(ticks, float64(e.msgs)) }
 
 // echo runs one throughput test, direct to the backends or via the node.
 func (b *bench) echo(ctx context.Context, run int, viaNode bool) (echoResult, error) {
 	o := b.o
 	what := "direct"
+	url := func(i int) string { return b.directURL(i % len(b.backends))(i) }
 	if viaNode {
 		what = "via meshlb"
+		url = b.proxyURL(fmt.Sprintf("tp%d", run))
 	}
-	payload := make([]byte, o.size)
-	for i := range payload {
-		payload[i] = byte(rand.IntN(256))
-	}
-	// One masked frame, written again and again: the client's work is the
-	// same both ways and small.
-	frame := ws.MustCompileFrame(ws.MaskFrameWith(ws.NewBinaryFrame(payload), ws.NewMask()))
-
-	type conn struct {
-		c  net.Conn
-		br *bufio.Reader
-	}
-	nodeFDs := fdCount(b.node.pid())
-	m, _ := b.metrics()
+	nodeFDs := fdCount(b.node.Pid())
+	m, _ := wsload.Metrics(b.admin)
 	nodeGoroutines := m["go_goroutines"]
-	conns := make([]conn, 0, o.conns)
-	defer func() {
-		for _, c := range conns {
-			c.c.Close()
-		}
-	}()
-	for i := range o.conns {
-		url := b.directURL(i % len(b.backends))(i)
-		if viaNode {
-			url = b.proxyURL(fmt.Sprintf("tp%d", run))(i)
-		}
-		c, br, err := dial(ctx, url, i)
-		if err != nil {
-			return echoResult{}, fmt.Errorf("%s dial %d: %w", what, i, err)
-		}
-		if br == nil {
-			br = bufio.NewReaderSize(c, 32<<10)
-		}
-		conns = append(conns, conn{c, br})
+	conns, err := wsload.DialConns(ctx, o.conns, url)
+	if err != nil {
+		return echoResult{}, fmt.Errorf("%s: %w", what, err)
 	}
-
-	var count, bad atomic.Int64
-	var firstErr atomic.Value
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		tokens := make(chan struct{}, o.inflight)
-		for range o.inflight {
-			tokens <- struct{}{}
-		}
-		wg.Go(func() { // writer
-			for {
-				select {
-				case <-done:
-					return
-				case <-tokens:
-				}
-				if _, err := c.c.Write(frame); err != nil {
-					select {
-					case <-done:
-					default:
-						firstErr.CompareAndSwap(nil, fmt.Errorf("write: %w", err))
-					}
-					return
-				}
-			}
-		})
-		wg.Go(func() { // reader
-			buf := make([]byte, o.size)
-			for {
-				h, err := ws.ReadHeader(c.br)
-				if err == nil {
-					if h.OpCode != ws.OpBinary || h.Length != int64(o.size) || h.Masked {
-						bad.Add(1)
-						_, err = io.CopyN(io.Discard, c.br, h.Length)
-					} else if _, err = io.ReadFull(c.br, buf); err == nil && !bytes.Equal(buf, payload) {
-						bad.Add(1)
-					}
-				}
-				if err != nil {
-					select {
-					case <-done:
-					default:
-						firstErr.CompareAndSwap(nil, fmt.Errorf("read: %w", err))
-					}
-					return
-				}
-				count.Add(1)
-				tokens <- struct{}{}
-			}
-		})
-	}
-
-	pids := b.pids()
+	load := wsload.StartEcho(conns, o.inflight, o.size)
 	sleepCtx(ctx, o.warmup)
-	m0, t0, c0 := count.Load(), time.Now(), cpu(pids)
+	m0, t0, c0 := load.Count(), time.Now(), b.cpu()
 	sleepCtx(ctx, o.duration)
-	m1, t1, c1 := count.Load(), time.Now(), cpu(pids)
-	close(done)
-	for _, c := range conns {
-		c.c.Close()
-	}
-	wg.Wait()
-	conns = nil
+	m1, t1, c1 := load.Count(), time.Now(), b.cpu()
+	bad, err := load.Stop()
 
 	if err := ctx.Err(); err != nil {
 		return echoResult{}, err
 	}
-	if err, _ := firstErr.Load().(error); err != nil {
+	if err != nil {
 		b.problem("echo %s run %d: %v", what, run+1, err)
 	}
-	if n := bad.Load(); n > 0 {
-		b.problem("echo %s run %d: %d messages came back wrong", what, run+1, n)
+	if bad > 0 {
+		b.problem("echo %s run %d: %d messages came back wrong", what, run+1, bad)
 	}
 	if err := b.alive(); err != nil {
 		return echoResult{}, err
@@ -703,14 +529,14 @@ func (b *bench) echo(ctx context.Context, run int, viaNode bool) (echoResult, er
 		msgs:         m1 - m0,
 		secs:         t1.Sub(t0).Seconds(),
 		nodeTicks:    c1[0] - c0[0],
-		backendTicks: c1[1] + c1[2] + c1[3] - c0[1] - c0[2] - c0[3],
-		selfTicks:    c1[4] - c0[4],
+		backendTicks: c1[1] - c0[1],
+		selfTicks:    c1[2] - c0[2],
 	}
 	if e.msgs == 0 {
 		return e, fmt.Errorf("%s: no message echoed", what)
 	}
 	logf("echo run %d %-10s %9.0f msg/s; CPU µs/msg: node %.2f, backends %.2f, client %.2f",
-		run+1, what, e.rate(), perMsg(e.nodeTicks, e.msgs), perMsg(e.backendTicks, e.msgs), perMsg(e.selfTicks, e.msgs))
+		run+1, what, e.rate(), e.perMsg(e.nodeTicks), e.perMsg(e.backendTicks), e.perMsg(e.selfTicks))
 	if viaNode {
 		// Every proxied WebSocket of the run must be gone again.
 		b.waitReleased(b.node, nodeFDs, nodeGoroutines)
@@ -718,17 +544,14 @@ func (b *bench) echo(ctx context.Context, run int, viaNode bool) (echoResult, er
 	return e, nil
 }
 
-// pids is node, web-1, web-2, web-3, this process.
-func (b *bench) pids() []int {
-	return []int{b.node.pid(), b.backends[0].pid(), b.backends[1].pid(), b.backends[2].pid(), os.Getpid()}
-}
-
-func cpu(pids []int) []int64 {
-	out := make([]int64, len(pids))
-	for i, p := range pids {
-		out[i] = cpuTicks(p)
+// cpu reads the CPU ticks of the node, of the 3 backends together and of
+// this process.
+func (b *bench) cpu() [3]int64 {
+	var backends []int
+	for _, p := range b.backends {
+		backends = append(backends, p.Pid())
 	}
-	return out
+	return [3]int64{wsload.CPUTicks(b.node.Pid()), wsload.CPUTicks(backends...), wsload.CPUTicks(os.Getpid())}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -744,40 +567,9 @@ func (b *bench) sticky(ctx context.Context) (string, error) {
 	const ids, perID, msgs = 8, 5, 3
 	seen := map[string]bool{}
 	for i := range ids {
-		sid := fmt.Sprintf("sticky-%d", i)
-		var got string
-		for j := range perID {
-			c, br, err := dial(ctx, fmt.Sprintf("ws://%s/ws?session_id=%s", b.proxy, sid), i*perID+j)
-			if err != nil {
-				return "", err
-			}
-			var r io.Reader = c
-			if br != nil {
-				r = br
-			}
-			rw := struct {
-				io.Reader
-				io.Writer
-			}{r, c}
-			for range msgs {
-				if err := wsutil.WriteClientText(c, []byte("whoami")); err != nil {
-					c.Close()
-					return "", err
-				}
-				p, err := wsutil.ReadServerText(rw)
-				if err != nil {
-					c.Close()
-					return "", err
-				}
-				if got == "" {
-					got = string(p)
-				}
-				if string(p) != got {
-					c.Close()
-					return "", fmt.Errorf("FAIL: session %s reached %s and %s", sid, got, p)
-				}
-			}
-			c.Close()
+		got, err := wsload.Sticky(ctx, fmt.Sprintf("sticky-%d", i), []string{b.proxy}, perID, msgs, func(_, j int) int { return i*perID + j })
+		if err != nil {
+			return "", err
 		}
 		seen[got] = true
 	}
@@ -797,30 +589,26 @@ func (b *bench) printTable(d, v idleResult, dr, vr []echoResult, sticky string) 
 		for i, r := range rs {
 			xs[i] = f(r)
 		}
-		slices.Sort(xs)
-		if len(xs)%2 == 1 {
-			return xs[len(xs)/2]
-		}
-		return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+		return wsload.Median(xs)
 	}
 	rate := func(e echoResult) float64 { return e.rate() }
-	backCPU := func(e echoResult) float64 { return perMsg(e.backendTicks, e.msgs) }
-	nodeCPU := func(e echoResult) float64 { return perMsg(e.nodeTicks, e.msgs) }
-	selfCPU := func(e echoResult) float64 { return perMsg(e.selfTicks, e.msgs) }
+	backCPU := func(e echoResult) float64 { return e.perMsg(e.backendTicks) }
+	nodeCPU := func(e echoResult) float64 { return e.perMsg(e.nodeTicks) }
+	selfCPU := func(e echoResult) float64 { return e.perMsg(e.selfTicks) }
 
 	fmt.Printf("\nmeshlb WebSocket proxy, %s: %d idle; echo %d conns x %d in flight x %d B, %v x %d runs (medians)\n\n",
 		o.meshlb, d.n, o.conns, o.inflight, o.size, o.duration, o.runs)
 	const rowf = "%-50s %10s %11s %6s\n"
 	fmt.Printf(rowf, "figure", "direct", "via meshlb", "ratio")
 	row := func(name string, a, b float64) {
-		fmt.Printf(rowf, name, num(a), num(b), strconv.FormatFloat(b/a, 'f', 2, 64))
+		fmt.Printf(rowf, name, wsload.Num(a), wsload.Num(b), strconv.FormatFloat(b/a, 'f', 2, 64))
 	}
 	row("RSS per idle WebSocket (KiB; backend vs node)", d.perConnKiB(), v.perConnKiB())
 	row("  of which anonymous memory (KiB)", float64(d.anonAfter-d.anonBefore)/float64(d.n), float64(v.anonAfter-v.anonBefore)/float64(v.n))
 	row("  2nd round on the 1st's freed heap (KiB)", d.perConnKiB2(), v.perConnKiB2())
 	row("echo throughput (msg/s)", med(dr, rate), med(vr, rate))
 	row("backends' CPU per message (µs, 3 backends)", med(dr, backCPU), med(vr, backCPU))
-	fmt.Printf(rowf, "node's CPU per message (µs; ratio: to backends')", "-", num(med(vr, nodeCPU)),
+	fmt.Printf(rowf, "node's CPU per message (µs; ratio: to backends')", "-", wsload.Num(med(vr, nodeCPU)),
 		strconv.FormatFloat(med(vr, nodeCPU)/med(vr, backCPU), 'f', 2, 64))
 	row("client's CPU per message (µs, this tool)", med(dr, selfCPU), med(vr, selfCPU))
 
@@ -836,121 +624,6 @@ func (b *bench) printTable(d, v idleResult, dr, vr []echoResult, sticky string) 
 		v.heapBefore/(1<<20), v.heapAfter/(1<<20), (v.heapAfter-v.heapBefore)/1024/float64(v.n), v.wsOpen)
 	fmt.Printf("  opening %d took %v direct, %v via meshlb\n", d.n, d.open.Round(time.Millisecond), v.open.Round(time.Millisecond))
 	fmt.Printf("sticky: %s\n", sticky)
-}
-
-func num(x float64) string {
-	switch {
-	case x >= 1000:
-		return strconv.FormatFloat(x, 'f', 0, 64)
-	case x >= 10:
-		return strconv.FormatFloat(x, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(x, 'f', 2, 64)
-	}
-}
-
-// metrics reads the node's /metrics into name → value for unlabelled
-// series.
-func (b *bench) metrics() (map[string]float64, error) {
-	resp, err := http.Get("http://" + b.admin + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || strings.Contains(line, "{") {
-			continue
-		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] = f
-		}
-	}
-	return out, sc.Err()
-}
-
-func httpStatus(url string) (int, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-// freePort returns a loopback host:port that was free a moment ago.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// raiseNofile lifts this process's open-file limit to its hard limit.
-func raiseNofile() (uint64, error) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, err
-	}
-	l.Cur = l.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
-	}
-	return l.Cur, nil
-}
-
-// rss returns VmRSS and RssAnon of pid in KiB.
-func rss(pid int) (vm, anon int64) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for line := range strings.Lines(string(data)) {
-		k, v, _ := strings.Cut(line, ":")
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			vm = n
-		case "RssAnon":
-			anon = n
-		}
-	}
-	return vm, anon
-}
-
-// cpuTicks returns utime+stime of pid in USER_HZ ticks.
-func cpuTicks(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which may hold spaces: state is
-	// field 3, utime 14, stime 15.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
 }
 
 func fdCount(pid int) int {
