@@ -316,11 +316,18 @@ func (b *bench) startAll(ctx context.Context) error {
 	return nil
 }
 
-// stopAll sends SIGTERM to every process, waits, and checks they exited 0.
+// stopAll sends SIGTERM to every process, the node first (backends that
+// stop under a running node are rightly logged as out of its ring, which
+// is no problem of the node's), waits, and checks they exited 0.
 func (b *bench) stopAll() {
+	b.stop([]*proc{b.node})
+	b.stop(b.backends)
+}
+
+func (b *bench) stop(procs []*proc) {
 	var all []*proc
 	var ps []*wsload.Proc
-	for _, p := range append(slices.Clone(b.backends), b.node) {
+	for _, p := range procs {
 		if p != nil {
 			p.killed.Store(true)
 			all, ps = append(all, p), append(ps, p.Proc)
