@@ -167,9 +167,7 @@ func FuzzUpgradeHead(f *testing.F) {
 	})
 }
 
-// wsBackend answers WebSocket upgrades and echoes the bytes.
-func wsBackend(t testing.TB) string { return gobwasBackend(t) }
-
+// gobwasBackend answers WebSocket upgrades and echoes the bytes.
 func gobwasBackend(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -201,7 +199,7 @@ func gobwasBackend(t testing.TB) string {
 // router, written by the acceptor), and plain HTTP through net/http on
 // the same port.
 func TestAcceptorServesUpgradesAndHandsOffTheRest(t *testing.T) {
-	addr := wsBackend(t)
+	addr := gobwasBackend(t)
 	cfg := testConfig(t, "acceptor")
 	cfg.Backends = []BackendSpec{{ID: "b", Addr: addr}}
 	cfg.Router.MaxConns = 1

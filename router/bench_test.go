@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gobwas/ws"
@@ -50,47 +49,32 @@ func BenchmarkKey(b *testing.B) {
 // dominates what the benchmarks measure.
 func gobwasEcho(tb testing.TB) Backend {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	addr := serveTCP(tb, func(c net.Conn) {
+		if _, err := ws.Upgrade(c); err != nil {
+			return
+		}
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			h, err := ws.ReadHeader(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				if _, err := ws.Upgrade(c); err != nil {
-					return
-				}
-				br := bufio.NewReader(c)
-				for {
-					h, err := ws.ReadHeader(br)
-					if err != nil {
-						return
-					}
-					p := make([]byte, h.Length)
-					if _, err := io.ReadFull(br, p); err != nil {
-						return
-					}
-					if h.Masked {
-						ws.Cipher(p, h.Mask, 0)
-					}
-					if h.OpCode == ws.OpClose {
-						return
-					}
-					if err := ws.WriteFrame(c, ws.NewFrame(h.OpCode, h.Fin, p)); err != nil {
-						return
-					}
-				}
-			})
+			p := make([]byte, h.Length)
+			if _, err := io.ReadFull(br, p); err != nil {
+				return
+			}
+			if h.Masked {
+				ws.Cipher(p, h.Mask, 0)
+			}
+			if h.OpCode == ws.OpClose {
+				return
+			}
+			if err := ws.WriteFrame(c, ws.NewFrame(h.OpCode, h.Fin, p)); err != nil {
+				return
+			}
 		}
 	})
-	tb.Cleanup(func() { ln.Close(); wg.Wait() })
-	return Backend{ID: "echo", Addr: ln.Addr().String()}
+	return Backend{ID: "echo", Addr: addr}
 }
 
 func benchFront(tb testing.TB) string {

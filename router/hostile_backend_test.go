@@ -16,12 +16,13 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// rawBackend serves each connection with fn after reading the handshake.
-func rawBackend(t *testing.T, fn func(c net.Conn, req *http.Request)) Backend {
-	t.Helper()
+// serveTCP is a test backend on loopback: each connection is served by fn
+// in its own goroutine and closed after it; everything stops at cleanup.
+func serveTCP(tb testing.TB, fn func(c net.Conn)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -32,16 +33,23 @@ func rawBackend(t *testing.T, fn func(c net.Conn, req *http.Request)) Backend {
 			}
 			wg.Go(func() {
 				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				fn(c, req)
+				fn(c)
 			})
 		}
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return Backend{ID: "raw", Addr: ln.Addr().String()}
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// rawBackend serves each connection with fn after reading the handshake.
+func rawBackend(t *testing.T, fn func(c net.Conn, req *http.Request)) Backend {
+	t.Helper()
+	addr := serveTCP(t, func(c net.Conn) {
+		if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			fn(c, req)
+		}
+	})
+	return Backend{ID: "raw", Addr: addr}
 }
 
 // rawClient sends an upgrade request to front and returns the conn with
