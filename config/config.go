@@ -81,6 +81,7 @@ func nodeOptions() []option {
 		}},
 		{name: "listen", def: ":8080", usage: "host:port of the proxy listener", apply: hostPort(func(c *Node, v string) { c.Node.ListenAddr = v })},
 		{name: "admin", def: "127.0.0.1:9901", usage: "host:port of the admin HTTP API (it can change backends: keep it private)", apply: hostPort(func(c *Node, v string) { c.Node.AdminAddr = v })},
+		{name: "pprof", flag: true, usage: "serve Go's profiler at /debug/pprof/ on the admin address", apply: boolean(func(c *Node, b bool) { c.Node.Pprof = b })},
 		{name: "backend", list: true, usage: "static backend [id=]host:port; repeat or comma-separate", apply: func(c *Node, v string) error {
 			for s := range strings.SplitSeq(v, ",") {
 				if s = strings.TrimSpace(s); s == "" {

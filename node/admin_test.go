@@ -2,6 +2,9 @@ package node
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +116,28 @@ func TestUnbuildableRingKeepsThePreviousOne(t *testing.T) {
 	})
 	if ok, why := n.Ready(); !ok {
 		t.Fatalf("not ready (%s) though the previous ring still serves", why)
+	}
+}
+
+// The profiler is served only when asked for: it shows internals and a
+// CPU profile costs CPU.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		cfg := testConfig(t, fmt.Sprintf("pprof-%v", on))
+		cfg.Pprof = on
+		n := startNode(t, cfg)
+		res, err := http.Get(adminURL(n, "/debug/pprof/goroutine?debug=1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		if res.StatusCode != want || on && !strings.Contains(string(body), "goroutine profile") {
+			t.Errorf("pprof %v: %d %.80q; want %d", on, res.StatusCode, body, want)
+		}
 	}
 }

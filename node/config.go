@@ -52,6 +52,11 @@ type Config struct {
 	// the API can change the backend set, so it is not exposed unless asked.
 	AdminAddr string
 
+	// Pprof serves Go's profiler at /debug/pprof/ on the admin listener,
+	// for measuring a node under load. Off by default: a profile costs CPU
+	// and shows internals.
+	Pprof bool
+
 	// Backends are upserted into the catalog once the node has synced with
 	// the mesh (or after SyncTimeout), unless the catalog already holds them
 	// with the same address.
