@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -62,13 +63,15 @@ type acceptor struct {
 	log     zerolog.Logger // sampled: these are per-connection events
 
 	handoff   chan net.Conn
+	conns     chan net.Conn // to a parked server goroutine
+	idle      atomic.Int32  // server goroutines parked
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 
 	mu      sync.Mutex
 	reading map[net.Conn]struct{} // connections whose head is being read
-	wg      sync.WaitGroup        // one per connection being served here
+	wg      sync.WaitGroup        // one per server goroutine
 }
 
 func newAcceptor(ln net.Listener, h http.Handler, timeout time.Duration, log zerolog.Logger) *acceptor {
@@ -78,6 +81,7 @@ func newAcceptor(ln net.Listener, h http.Handler, timeout time.Duration, log zer
 		timeout: timeout,
 		log:     log,
 		handoff: make(chan net.Conn),
+		conns:   make(chan net.Conn),
 		done:    make(chan struct{}),
 		reading: make(map[net.Conn]struct{}),
 	}
@@ -140,7 +144,36 @@ func (a *acceptor) run() {
 			}
 		}
 		backoff = 0
-		a.wg.Go(func() { a.serveConn(c) })
+		select {
+		case a.conns <- c:
+		default:
+			a.wg.Go(func() { a.server(c) })
+		}
+	}
+}
+
+// maxIdleServers bounds the goroutines kept parked for the next
+// connection.
+const maxIdleServers = 128
+
+// server serves c, then waits for the next connection. A goroutine's
+// stack grows to what a handshake needs (parsing, dialling) on its first
+// one; a new goroutine per connection paid that growth every time, about
+// a twentieth of a handshake's CPU.
+func (a *acceptor) server(c net.Conn) {
+	for {
+		a.serveConn(c)
+		if a.idle.Add(1) > maxIdleServers {
+			a.idle.Add(-1)
+			return
+		}
+		select {
+		case c = <-a.conns:
+			a.idle.Add(-1)
+		case <-a.done:
+			a.idle.Add(-1)
+			return
+		}
 	}
 }
 
