@@ -206,7 +206,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 func listen(addr, what string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenConfig.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("%s address %s is already in use", what, addr)
