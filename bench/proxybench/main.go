@@ -13,7 +13,8 @@
 //     of --size bytes in flight; messages/s, and the proxy's CPU
 //     (utime+stime) per message against the backends' CPU per message.
 //   - Handshakes/s: --handshakes fresh WebSockets, --hs-conc at a time,
-//     each opened (upgrade answered) and closed.
+//     each opened (upgrade answered) and closed; and the proxy's and the
+//     backends' CPU per handshake, read once the closes are torn down.
 //   - Echo latency: --lat-conns WebSockets each with one message in
 //     flight; p50 and p99 of the round trip.
 //   - Stickiness: one session_id reaches one backend on every proxy, and
@@ -122,6 +123,8 @@ type result struct {
 	proxyCPU     float64 // µs per message
 	backendCPU   float64 // µs per message
 	hsRate       float64 // handshakes/s
+	hsProxyCPU   float64 // µs per handshake
+	hsBackendCPU float64 // µs per handshake
 	p50, p99     float64 // µs
 	idleOpenSecs float64
 }
@@ -237,7 +240,7 @@ func (b *bench) measure(t *target, run int, idle result) (result, error) {
 	if r.msgs, r.proxyCPU, r.backendCPU, err = b.echo(t, run); err != nil {
 		return r, fmt.Errorf("echo: %w", err)
 	}
-	if r.hsRate, err = b.handshakes(t, run); err != nil {
+	if r.hsRate, r.hsProxyCPU, r.hsBackendCPU, err = b.handshakes(t, run); err != nil {
 		return r, fmt.Errorf("handshakes: %w", err)
 	}
 	if r.p50, r.p99, err = b.latency(t, run); err != nil {
@@ -322,12 +325,14 @@ func (b *bench) echo(t *target, run int) (rate, proxyCPU, backendCPU float64, er
 	return msgs / t1.Sub(t0).Seconds(), wsload.PerMsg(p1-p0, msgs), wsload.PerMsg(b1-b0, msgs), nil
 }
 
-func (b *bench) handshakes(t *target, run int) (float64, error) {
+func (b *bench) handshakes(t *target, run int) (rate, proxyCPU, backendCPU float64, err error) {
 	url := b.url(t, fmt.Sprintf("hs%d", run))
+	proxy, backends := wsload.Pids(t.procs), wsload.Pids(b.bprocs)
 	var next atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	n := b.o.handshakes
+	p0, b0 := wsload.CPUTicks(proxy...), wsload.CPUTicks(backends...)
 	t0 := time.Now()
 	for range b.o.hsConc {
 		wg.Go(func() {
@@ -348,10 +353,13 @@ func (b *bench) handshakes(t *target, run int) (float64, error) {
 	wg.Wait()
 	el := time.Since(t0)
 	if e, _ := firstErr.Load().(error); e != nil {
-		return 0, e
+		return 0, 0, 0, e
 	}
+	// The closes the load made are still being torn down: CPU is read
+	// once they are done, and covers a handshake's whole life.
 	time.Sleep(500 * time.Millisecond)
-	return float64(n) / el.Seconds(), nil
+	p1, b1 := wsload.CPUTicks(proxy...), wsload.CPUTicks(backends...)
+	return float64(n) / el.Seconds(), wsload.PerMsg(p1-p0, float64(n)), wsload.PerMsg(b1-b0, float64(n)), nil
 }
 
 func (b *bench) latency(t *target, run int) (p50, p99 float64, err error) {
@@ -752,15 +760,19 @@ func (b *bench) print(sticky string) {
 	rows := []struct {
 		name string
 		f    func(result) float64
-		rel  string // "direct", "backend" or ""
+		// per, if set, is the same run's figure the proxy's is divided
+		// by; otherwise the ratio is to direct.
+		per func(result) float64
 	}{
-		{"RSS per idle WebSocket (KiB)", func(r result) float64 { return r.idleKiB }, "direct"},
-		{"echo throughput (msg/s)", func(r result) float64 { return r.msgs }, "direct"},
-		{"proxy CPU per message (µs)", func(r result) float64 { return r.proxyCPU }, "backend"},
-		{"backends' CPU per message (µs)", func(r result) float64 { return r.backendCPU }, "direct"},
-		{"handshakes/s", func(r result) float64 { return r.hsRate }, "direct"},
-		{"echo p50 at 100 conns (µs)", func(r result) float64 { return r.p50 }, "direct"},
-		{"echo p99 at 100 conns (µs)", func(r result) float64 { return r.p99 }, "direct"},
+		{"RSS per idle WebSocket (KiB)", func(r result) float64 { return r.idleKiB }, nil},
+		{"echo throughput (msg/s)", func(r result) float64 { return r.msgs }, nil},
+		{"proxy CPU per message (µs)", func(r result) float64 { return r.proxyCPU }, func(r result) float64 { return r.backendCPU }},
+		{"backends' CPU per message (µs)", func(r result) float64 { return r.backendCPU }, nil},
+		{"handshakes/s", func(r result) float64 { return r.hsRate }, nil},
+		{"proxy CPU per handshake (µs)", func(r result) float64 { return r.hsProxyCPU }, func(r result) float64 { return r.hsBackendCPU }},
+		{"backends' CPU per handshake (µs)", func(r result) float64 { return r.hsBackendCPU }, nil},
+		{"echo p50 at 100 conns (µs)", func(r result) float64 { return r.p50 }, nil},
+		{"echo p99 at 100 conns (µs)", func(r result) float64 { return r.p99 }, nil},
 	}
 	fmt.Printf("%-34s", "figure")
 	for _, t := range b.targets {
@@ -774,26 +786,25 @@ func (b *bench) print(sticky string) {
 			v := med(t, row.f)
 			cell := wsload.Num(v)
 			switch {
-			case t == direct:
-			case row.rel == "direct":
-				cell += fmt.Sprintf(" (%.2fx)", v/d)
-			case row.rel == "backend":
-				cell += fmt.Sprintf(" (%.2fx)", v/med(t, func(r result) float64 { return r.backendCPU }))
-			}
-			if t == direct && row.rel == "backend" {
+			case t == direct && row.per != nil:
 				cell = "-"
+			case t == direct:
+			case row.per != nil:
+				cell += fmt.Sprintf(" (%.2fx)", v/med(t, row.per))
+			default:
+				cell += fmt.Sprintf(" (%.2fx)", v/d)
 			}
 			fmt.Printf(" %16s", cell)
 		}
 		fmt.Println()
 	}
-	fmt.Println("\n(x): to direct; for proxy CPU, to the backends' CPU per message in the same run.")
+	fmt.Println("\n(x): to direct; for proxy CPU, to the backends' CPU per message or handshake in the same run.")
 	fmt.Println("RSS per idle WebSocket, direct: what one echo backend holds per WebSocket.")
 	fmt.Println("\nper run:")
 	for _, t := range b.targets {
 		for i, r := range t.res {
-			fmt.Printf("  %-7s %d: idle %.2f KiB (opened in %.1fs), %.0f msg/s, proxy %.2f / backends %.2f µs/msg, %.0f hs/s, p50 %.0f p99 %.0f µs\n",
-				t.name, i+1, r.idleKiB, r.idleOpenSecs, r.msgs, r.proxyCPU, r.backendCPU, r.hsRate, r.p50, r.p99)
+			fmt.Printf("  %-7s %d: idle %.2f KiB (opened in %.1fs), %.0f msg/s, proxy %.2f / backends %.2f µs/msg, %.0f hs/s, proxy %.1f / backends %.1f µs/hs, p50 %.0f p99 %.0f µs\n",
+				t.name, i+1, r.idleKiB, r.idleOpenSecs, r.msgs, r.proxyCPU, r.backendCPU, r.hsRate, r.hsProxyCPU, r.hsBackendCPU, r.p50, r.p99)
 		}
 	}
 	fmt.Printf("\nsticky: %s\n", sticky)
