@@ -16,7 +16,8 @@
 //     each opened (upgrade answered) and closed; and the proxy's and the
 //     backends' CPU per handshake, read once the closes are torn down.
 //   - Echo latency: --lat-conns WebSockets each with one message in
-//     flight; p50 and p99 of the round trip.
+//     flight; p50 and p99 of the round trip, and the proxy's and the
+//     backends' CPU per round trip.
 //   - Stickiness: one session_id reaches one backend on every proxy, and
 //     on all three meshlb nodes.
 //
@@ -126,6 +127,8 @@ type result struct {
 	hsProxyCPU   float64 // µs per handshake
 	hsBackendCPU float64 // µs per handshake
 	p50, p99     float64 // µs
+	rtProxyCPU   float64 // µs per round trip in the latency test
+	rtBackendCPU float64 // µs per round trip in the latency test
 	idleOpenSecs float64
 }
 
@@ -243,7 +246,7 @@ func (b *bench) measure(t *target, run int, idle result) (result, error) {
 	if r.hsRate, r.hsProxyCPU, r.hsBackendCPU, err = b.handshakes(t, run); err != nil {
 		return r, fmt.Errorf("handshakes: %w", err)
 	}
-	if r.p50, r.p99, err = b.latency(t, run); err != nil {
+	if r.p50, r.p99, r.rtProxyCPU, r.rtBackendCPU, err = b.latency(t, run); err != nil {
 		return r, fmt.Errorf("latency: %w", err)
 	}
 	logf("run %d %-7s idle %.2f KiB/ws; %.0f msg/s, CPU µs/msg proxy %.2f backends %.2f; %.0f handshakes/s; p50 %.0f µs p99 %.0f µs",
@@ -362,11 +365,12 @@ func (b *bench) handshakes(t *target, run int) (rate, proxyCPU, backendCPU float
 	return float64(n) / el.Seconds(), wsload.PerMsg(p1-p0, float64(n)), wsload.PerMsg(b1-b0, float64(n)), nil
 }
 
-func (b *bench) latency(t *target, run int) (p50, p99 float64, err error) {
+func (b *bench) latency(t *target, run int) (p50, p99, proxyCPU, backendCPU float64, err error) {
 	conns, err := wsload.DialConns(ctx, b.o.latConns, b.url(t, fmt.Sprintf("lat%d", run)))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, 0, err
 	}
+	proxy, backends := wsload.Pids(t.procs), wsload.Pids(b.bprocs)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
@@ -380,6 +384,12 @@ func (b *bench) latency(t *target, run int) (p50, p99 float64, err error) {
 	start := time.Now()
 	warmEnd := start.Add(b.o.warmup)
 	end := warmEnd.Add(b.o.latDur)
+	var p0, b0 int64
+	read := make(chan struct{})
+	cpuAt := time.AfterFunc(b.o.warmup, func() {
+		p0, b0 = wsload.CPUTicks(proxy...), wsload.CPUTicks(backends...)
+		close(read)
+	})
 	var wg sync.WaitGroup
 	for _, c := range conns {
 		wg.Go(func() {
@@ -412,15 +422,21 @@ func (b *bench) latency(t *target, run int) (p50, p99 float64, err error) {
 		})
 	}
 	wg.Wait()
+	p1, b1 := wsload.CPUTicks(proxy...), wsload.CPUTicks(backends...)
+	if cpuAt.Stop() {
+		return 0, 0, 0, 0, fmt.Errorf("the load ended within its warm-up")
+	}
+	<-read
 	if e, _ := firstErr.Load().(error); e != nil {
-		return 0, 0, e
+		return 0, 0, 0, 0, e
 	}
 	if len(samples) == 0 {
-		return 0, 0, fmt.Errorf("no sample")
+		return 0, 0, 0, 0, fmt.Errorf("no sample")
 	}
 	slices.Sort(samples)
 	q := func(f float64) float64 { return samples[min(len(samples)-1, int(f*float64(len(samples))))] }
-	return q(0.50), q(0.99), nil
+	n := float64(len(samples))
+	return q(0.50), q(0.99), wsload.PerMsg(p1-p0, n), wsload.PerMsg(b1-b0, n), nil
 }
 
 // stickyAll checks, for every proxy, that one session_id reaches one
@@ -773,6 +789,8 @@ func (b *bench) print(sticky string) {
 		{"backends' CPU per handshake (µs)", func(r result) float64 { return r.hsBackendCPU }, nil},
 		{"echo p50 at 100 conns (µs)", func(r result) float64 { return r.p50 }, nil},
 		{"echo p99 at 100 conns (µs)", func(r result) float64 { return r.p99 }, nil},
+		{"proxy CPU per round trip (µs)", func(r result) float64 { return r.rtProxyCPU }, func(r result) float64 { return r.rtBackendCPU }},
+		{"backends' CPU per round trip (µs)", func(r result) float64 { return r.rtBackendCPU }, nil},
 	}
 	fmt.Printf("%-34s", "figure")
 	for _, t := range b.targets {
@@ -798,13 +816,13 @@ func (b *bench) print(sticky string) {
 		}
 		fmt.Println()
 	}
-	fmt.Println("\n(x): to direct; for proxy CPU, to the backends' CPU per message or handshake in the same run.")
+	fmt.Println("\n(x): to direct; for proxy CPU, to the backends' CPU per message, handshake or round trip in the same run.")
 	fmt.Println("RSS per idle WebSocket, direct: what one echo backend holds per WebSocket.")
 	fmt.Println("\nper run:")
 	for _, t := range b.targets {
 		for i, r := range t.res {
-			fmt.Printf("  %-7s %d: idle %.2f KiB (opened in %.1fs), %.0f msg/s, proxy %.2f / backends %.2f µs/msg, %.0f hs/s, proxy %.1f / backends %.1f µs/hs, p50 %.0f p99 %.0f µs\n",
-				t.name, i+1, r.idleKiB, r.idleOpenSecs, r.msgs, r.proxyCPU, r.backendCPU, r.hsRate, r.hsProxyCPU, r.hsBackendCPU, r.p50, r.p99)
+			fmt.Printf("  %-7s %d: idle %.2f KiB (opened in %.1fs), %.0f msg/s, proxy %.2f / backends %.2f µs/msg, %.0f hs/s, proxy %.1f / backends %.1f µs/hs, p50 %.0f p99 %.0f µs, proxy %.1f / backends %.1f µs/rt\n",
+				t.name, i+1, r.idleKiB, r.idleOpenSecs, r.msgs, r.proxyCPU, r.backendCPU, r.hsRate, r.hsProxyCPU, r.hsBackendCPU, r.p50, r.p99, r.rtProxyCPU, r.rtBackendCPU)
 		}
 	}
 	fmt.Printf("\nsticky: %s\n", sticky)
