@@ -57,6 +57,16 @@ var hostCleaner = strings.NewReplacer("\r", "", "\n", "")
 // buffered are passed on.
 var handshakeReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
+// headBuffers hold the handshake sent to a backend, then the answer head
+// written to the client: a few hundred bytes each, built per handshake.
+var headBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 1024)) }}
+
+func putHeadBuffer(b *bytes.Buffer) {
+	if b.Cap() <= 16<<10 { // a huge head is not kept for the next one
+		headBuffers.Put(b)
+	}
+}
+
 // hopHeaders are removed from a forwarded handshake and from a relayed
 // non-101 answer (RFC 9110 7.6.1, plus the legacy ones).
 var hopHeaders = []string{
@@ -114,7 +124,9 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		rt.writeError(w, req, err)
 		return false
 	}
-	handshake, err := rt.buildHandshake(req)
+	buf := headBuffers.Get().(*bytes.Buffer)
+	defer putHeadBuffer(buf)
+	handshake, err := rt.buildHandshake(buf, req)
 	if err != nil {
 		rt.writeError(w, req, err)
 		return false
@@ -201,12 +213,15 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 	// Pass the backend's 101 on as it is: the client's key went through
 	// unchanged, so its Sec-WebSocket-Accept is right, and its chosen
 	// protocol and extensions (permessage-deflate end to end) stand.
-	var head bytes.Buffer
-	fmt.Fprintf(&head, "HTTP/1.1 %s\r\n", res.Status)
+	head := buf // the handshake has gone
+	head.Reset()
+	head.WriteString("HTTP/1.1 ")
+	head.WriteString(res.Status)
+	head.WriteString("\r\n")
 	if cookie != nil {
 		res.Header.Add("Set-Cookie", cookie.String())
 	}
-	_ = res.Header.Write(&head)
+	_ = res.Header.Write(head)
 	head.WriteString("\r\n")
 	_ = client.SetDeadline(time.Now().Add(rt.cfg.HandshakeTimeout))
 	_, err = client.Write(head.Bytes())
@@ -241,7 +256,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 // backend: the client's path, query and headers (key, version, protocol
 // and extension offers, cookies, origin, credentials), minus hop-by-hop
 // headers, plus Upgrade and X-Forwarded-*.
-func (rt *Router) buildHandshake(req *http.Request) ([]byte, error) {
+func (rt *Router) buildHandshake(buf *bytes.Buffer, req *http.Request) ([]byte, error) {
 	uri := req.URL.RequestURI()
 	for i := 0; i < len(uri); i++ {
 		if uri[i] <= ' ' || uri[i] == 0x7f {
@@ -255,9 +270,13 @@ func (rt *Router) buildHandshake(req *http.Request) ([]byte, error) {
 	h.Set("Connection", "Upgrade")
 	h.Set("Upgrade", "websocket")
 
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: %s\r\n", uri, hostCleaner.Replace(req.Host))
-	if err := h.Write(&buf); err != nil {
+	buf.Reset()
+	buf.WriteString("GET ")
+	buf.WriteString(uri)
+	buf.WriteString(" HTTP/1.1\r\nHost: ")
+	buf.WriteString(hostCleaner.Replace(req.Host))
+	buf.WriteString("\r\n")
+	if err := h.Write(buf); err != nil {
 		return nil, err
 	}
 	buf.WriteString("\r\n")
