@@ -28,7 +28,7 @@ func ParseBackendSpec(s string) (BackendSpec, error) {
 	id, addr, found := strings.Cut(s, "=")
 	if !found {
 		addr = s
-		id = s
+		id = DefaultBackendID(strings.TrimSpace(s))
 	}
 	b := BackendSpec{ID: strings.TrimSpace(id), Addr: strings.TrimSpace(addr)}
 	if err := validateBackendAddr(b.Addr); err != nil {
@@ -38,6 +38,13 @@ func ParseBackendSpec(s string) (BackendSpec, error) {
 		return BackendSpec{}, fmt.Errorf("backend %q: %w", s, err)
 	}
 	return b, nil
+}
+
+// DefaultBackendID is the ID of a backend given by its address alone: the
+// address itself, an IPv6 one without its brackets ("[::1]:80" is
+// "::1:80"), since IDs are limited to [A-Za-z0-9._:-] (ring.ValidateID).
+func DefaultBackendID(addr string) string {
+	return strings.NewReplacer("[", "", "]", "").Replace(addr)
 }
 
 // Config configures one node. A zero field means its documented default.

@@ -7,50 +7,55 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/buraksezer/consistent"
 )
 
 // MaxIDLen is the longest backend ID, in bytes.
-const MaxIDLen = 255
+const MaxIDLen = 128
 
 // terminator ends every member name the library sees. The library names
 // vnodes fmt.Sprintf("%s%d", name, i), which is ambiguous: "node1"+"10"
 // and "node11"+"0" are the same vnode, the member added last takes it, and
 // the table then depends on the order members were learned in (and the
-// library's Remove panics). IDs can't contain a NUL (ValidateID forbids
-// control characters, and no multi-byte UTF-8 sequence contains 0x00), so
-// in "id\x00i" the ID is everything before the only NUL and every vnode
-// name belongs to exactly one (member, i).
+// library's Remove panics). IDs can't contain a NUL (ValidateID admits
+// only [A-Za-z0-9._:-]), so in "id\x00i" the ID is everything before the
+// only NUL and every vnode name belongs to exactly one (member, i).
 const terminator = "\x00"
 
 // ValidateID reports whether id is acceptable as a backend ID: 1 to
-// MaxIDLen bytes of valid UTF-8 without control characters or white space.
-// That admits host:port, bare IPv4 and IPv6 addresses, "[::1]:80", "web-0"
-// and any printable name. The rules use only fixed character sets (C0/C1
-// controls and the Unicode White_Space property), not the Unicode version's
-// category tables, so nodes built with different Go versions agree.
+// MaxIDLen characters of [A-Za-z0-9._:-], not "." or "..", not starting
+// with "-". It is the mesh's one rule for backend IDs: the config, the
+// admin API and every record that arrives by gossip are held to it.
+//
+// The rule is HAProxy's for server names. It keeps IDs that need no
+// escaping in a URL path (/v1/backends/ID), a shell or a metric label,
+// that can't pass for a path segment ("..") or a flag ("-x"), and that
+// can't spoof another name in a status page (no right-to-left overrides,
+// zero-width or look-alike characters). host:port and IPv4 addresses are
+// valid IDs; an IPv6 address is one without its brackets. No ID contains a
+// NUL, which the vnode names rely on (see terminator).
 func ValidateID(id string) error {
-	if id == "" {
+	switch {
+	case id == "":
 		return fmt.Errorf("ring: empty backend id: %w", ErrInvalidBackends)
-	}
-	if len(id) > MaxIDLen {
+	case len(id) > MaxIDLen:
 		return fmt.Errorf("ring: backend id %q... of %d bytes: %w: at most %d", id[:32], len(id), ErrInvalidBackends, MaxIDLen)
+	case id == "." || id == "..":
+		return fmt.Errorf("ring: backend id %q: %w: may not be a dot or two", id, ErrInvalidBackends)
+	case id[0] == '-':
+		return fmt.Errorf("ring: backend id %q: %w: may not start with a dash", id, ErrInvalidBackends)
 	}
-	if !utf8.ValidString(id) {
-		return fmt.Errorf("ring: backend id %q: %w: invalid UTF-8", id, ErrInvalidBackends)
-	}
-	for i, r := range id {
-		switch {
-		case unicode.IsControl(r):
-			return fmt.Errorf("ring: backend id %q: %w: control character %U at byte %d", id, ErrInvalidBackends, r, i)
-		case unicode.IsSpace(r):
-			return fmt.Errorf("ring: backend id %q: %w: white space %U at byte %d", id, ErrInvalidBackends, r, i)
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !idChar(c) {
+			return fmt.Errorf("ring: backend id %q: %w: byte %#02x at %d is not one of A-Z a-z 0-9 . _ : -", id, ErrInvalidBackends, c, i)
 		}
 	}
 	return nil
+}
+
+func idChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
 }
 
 // member is a backend as the library sees it: its ID plus terminator. The
