@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 	"github.com/rs/zerolog"
 )
@@ -41,20 +39,22 @@ var errShutdown = errors.New("cluster is shut down")
 // Cluster is this node's membership in the mesh and its replica of the
 // backend catalog. All methods are safe for concurrent use.
 type Cluster struct {
-	cfg      Config
-	log      zerolog.Logger
-	m        *metrics
-	changes  chan struct{}
-	healthCh chan struct{}
-	queue    *memberlist.TransmitLimitedQueue
+	cfg   Config
+	log   zerolog.Logger
+	m     *metrics
+	queue *memberlist.TransmitLimitedQueue
+	specs map[Kind]KindSpec // every kind, the catalog included; read-only
 
-	numNodes  atomic.Int64  // live members incl. self, for the queue
-	digest    atomic.Uint64 // digest of the whole replicated state, for acks
-	catDigest atomic.Uint64 // catalog digest
-	verDigest atomic.Uint64 // verdicts digest
-	synced    atomic.Bool
-	left      atomic.Bool
-	ml        atomic.Pointer[memberlist.Memberlist]
+	// subs are the channels Subscribe handed out; fixed once Start runs.
+	subsMu sync.Mutex
+	subs   []chan struct{}
+
+	numNodes atomic.Int64  // live members incl. self, for the queue
+	digest   atomic.Uint64 // digest of the whole replicated state, for acks
+	digests  sync.Map      // Kind → *atomic.Uint64: each kind's digest, read without mu
+	synced   atomic.Bool
+	left     atomic.Bool
+	ml       atomic.Pointer[memberlist.Memberlist]
 
 	repairCh  chan repairRequest // cap 1: at most one pending repair
 	rejectLog rateLimiter
@@ -62,10 +62,9 @@ type Cluster struct {
 	// mu guards the fields below. It is held only briefly and never while
 	// calling into memberlist (except its queue, which has its own lock).
 	mu        sync.Mutex
-	catalog   *Catalog
-	health    *healthState
-	mine      map[string]Observation // our own observations, by backend
-	clock     uint64                 // last HLC value seen or issued
+	store     *store
+	mine      map[storeKey]Entry // our own writes of owned kinds
+	clock     uint64             // last HLC value seen or issued
 	meta      Meta
 	metaBytes []byte
 	addr      string                // advertised gossip address, once started
@@ -123,22 +122,25 @@ func New(cfg Config) (*Cluster, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With().Str("component", "gossip").Logger(),
 		m:         m,
-		changes:   make(chan struct{}, 1),
-		healthCh:  make(chan struct{}, 1),
 		repairCh:  make(chan repairRequest, 1),
-		catalog:   NewCatalog(cfg.TombstoneTTL),
-		health:    newHealthState(),
-		mine:      make(map[string]Observation),
+		mine:      make(map[storeKey]Entry),
 		meta:      cfg.Meta,
 		metaBytes: metaBytes,
 		peers:     make(map[string]peer),
 		failed:    make(map[string]failedPeer),
 	}
+	specs := append([]KindSpec{catalogSpec(cfg.ValidateBackendID).withDefaults()}, cfg.Kinds...)
+	c.specs = make(map[Kind]KindSpec, len(specs))
+	for _, sp := range specs {
+		c.specs[sp.Kind] = sp
+		c.digests.Store(sp.Kind, new(atomic.Uint64))
+	}
+	c.store = newStore(cfg.TombstoneTTL, specs)
 	c.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(max(1, c.numNodes.Load())) },
 		RetransmitMult: cfg.RetransmitMult,
 	}
-	c.noteCatalogLocked()
+	c.noteLocked()
 	return c, nil
 }
 
@@ -273,24 +275,6 @@ func bindTransport(mc *memberlist.Config, ip string, port int) (*memberlist.NetT
 	return nil, err
 }
 
-// Changes returns a channel that receives a value, coalesced, whenever the
-// catalog, a verdict, an observation, the membership or a member's meta
-// changed. It is never closed.
-func (c *Cluster) Changes() <-chan struct{} { return c.changes }
-
-// HealthChanges is a second channel like Changes, for a second consumer
-// (the health decider), so neither steals the other's signals.
-func (c *Cluster) HealthChanges() <-chan struct{} { return c.healthCh }
-
-func (c *Cluster) signal() {
-	for _, ch := range [...]chan struct{}{c.changes, c.healthCh} {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // ErrClosed is returned for a write after Leave or Shutdown: it could never
 // reach the mesh.
 var ErrClosed = errors.New("node has left the mesh")
@@ -301,14 +285,6 @@ func (c *Cluster) closed() bool {
 	defer c.life.Unlock()
 	return c.shutdown || c.left.Load()
 }
-
-// CatalogDigest is an order-independent hash of the live catalog: equal
-// digests mean equal catalogs. A consumer can tell catalog changes from
-// membership and meta changes on Changes() by comparing it.
-func (c *Cluster) CatalogDigest() uint64 { return c.catDigest.Load() }
-
-// VerdictDigest is CatalogDigest for the health verdicts.
-func (c *Cluster) VerdictDigest() uint64 { return c.verDigest.Load() }
 
 // LocalName returns this node's name.
 func (c *Cluster) LocalName() string { return c.cfg.Name }
@@ -324,155 +300,6 @@ func (c *Cluster) GossipAddr() string {
 // Synced reports whether this node has exchanged full state with a peer
 // (joined one, or been joined), or has no seeds to join.
 func (c *Cluster) Synced() bool { return c.synced.Load() }
-
-// Records returns a snapshot of the catalog, tombstones included, sorted by ID.
-func (c *Cluster) Records() []Record {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.catalog.Records()
-}
-
-// Upsert writes backend id at addr in state active, with a new version, and
-// broadcasts it. Upserting an active backend at the same address changes
-// nothing and returns the record held.
-func (c *Cluster) Upsert(id, addr string) (Record, error) {
-	if c.closed() {
-		return Record{}, fmt.Errorf("upsert %s: %w", id, ErrClosed)
-	}
-	if err := validateID(id); err != nil {
-		return Record{}, fmt.Errorf("upsert: %w", err)
-	}
-	if err := validateAddr(addr); err != nil {
-		return Record{}, fmt.Errorf("upsert %s: %w", id, err)
-	}
-	c.mu.Lock()
-	cur, ok := c.catalog.Get(id)
-	if ok && cur.State == StateActive && cur.Addr == addr {
-		c.mu.Unlock()
-		return cur, nil
-	}
-	if !ok && c.catalog.Len() >= maxRecords {
-		c.mu.Unlock()
-		return Record{}, fmt.Errorf("upsert %s: catalog full (%d records)", id, maxRecords)
-	}
-	r, err := c.writeLocked(Record{ID: id, Addr: addr, State: StateActive})
-	c.mu.Unlock()
-	if err != nil {
-		return Record{}, err
-	}
-	c.signal()
-	return r, nil
-}
-
-// SetState sets the admin state of backend id (drain, remove or re-activate)
-// with a new version and broadcasts it. It returns ErrUnknownBackend if id is
-// not in the catalog or already removed.
-func (c *Cluster) SetState(id string, s State) (Record, error) {
-	if c.closed() {
-		return Record{}, fmt.Errorf("set state of %s: %w", id, ErrClosed)
-	}
-	if !s.valid() {
-		return Record{}, fmt.Errorf("set state of %s: unknown state %d", id, uint8(s))
-	}
-	c.mu.Lock()
-	cur, ok := c.catalog.Get(id)
-	if !ok || cur.State == StateRemoved {
-		c.mu.Unlock()
-		return Record{}, fmt.Errorf("set state of %s: %w", id, ErrUnknownBackend)
-	}
-	if cur.State == s {
-		c.mu.Unlock()
-		return cur, nil
-	}
-	r, err := c.writeLocked(Record{ID: id, Addr: cur.Addr, State: s})
-	c.mu.Unlock()
-	if err != nil {
-		return Record{}, err
-	}
-	c.signal()
-	return r, nil
-}
-
-// writeLocked stamps r with a new version and this node as origin, merges it
-// and queues its broadcast. The clock is above every version we accepted, so
-// the merge can only fail if the clock is exhausted, which maxClockSkew
-// makes impossible; it is still checked rather than assumed.
-func (c *Cluster) writeLocked(r Record) (Record, error) {
-	now := time.Now()
-	c.clock = max(c.clock+1, uint64(now.UnixMilli())<<16)
-	r.Version = c.clock
-	r.Origin = c.cfg.Name
-	if !c.catalog.Merge(r, now) {
-		return Record{}, fmt.Errorf("write %s: version %d is not newer than the catalog's", r.ID, r.Version)
-	}
-	c.mergedLocked(r)
-	c.queueLocked(r)
-	c.noteCatalogLocked()
-	return r, nil
-}
-
-// maxClockSkew bounds how far ahead of our clock a peer's record version may
-// be. Without it one record stamped near 2^64 would pin the clock there:
-// every later write would lose to it, and its tombstone would never expire.
-const maxClockSkew = time.Hour
-
-// mergeRemoteLocked merges a record from a peer and reports whether it was
-// new here; a record from too far in the future is refused with an error.
-func (c *Cluster) mergeRemoteLocked(r Record, now time.Time) (bool, error) {
-	if r.physical().After(now.Add(maxClockSkew)) {
-		return false, reject(reasonFuture, "record %s is stamped %v, more than %v ahead", r.ID, r.physical().UTC(), maxClockSkew)
-	}
-	if !c.catalog.Has(r.ID) && c.catalog.Len() >= maxRecords {
-		return false, reject(reasonFull, "catalog full (%d records): record %s refused", maxRecords, r.ID)
-	}
-	c.clock = max(c.clock, r.Version)
-	if !c.catalog.Merge(r, now) {
-		return false, nil
-	}
-	c.mergedLocked(r)
-	return true, nil
-}
-
-// mergedLocked follows a catalog change: a removed backend's observations
-// and verdict go with it.
-func (c *Cluster) mergedLocked(r Record) {
-	if r.State == StateRemoved {
-		c.health.dropBackend(r.ID)
-		delete(c.mine, r.ID)
-	}
-}
-
-// queueLocked queues r's broadcast; a newer version of an ID replaces a
-// queued older one. Called under mu so queue order follows merge order.
-func (c *Cluster) queueLocked(r Record) {
-	c.broadcastLocked(r.ID, encodeRecordMsg(r))
-}
-
-// broadcastLocked queues a delta; name identifies what it updates so a newer
-// delta replaces a queued older one.
-func (c *Cluster) broadcastLocked(name string, msg []byte) {
-	c.queue.QueueBroadcast(&recordBroadcast{name: name, msg: msg})
-	if c.queue.NumQueued() > maxQueued {
-		c.queue.Prune(maxQueued)
-	}
-}
-
-// noteCatalogLocked publishes the digests and the record gauges. Every
-// change to the catalog, the observations or the verdicts calls it.
-func (c *Cluster) noteCatalogLocked() {
-	var b [24]byte
-	binary.BigEndian.PutUint64(b[0:], c.catalog.Digest())
-	binary.BigEndian.PutUint64(b[8:], c.health.obsDigest)
-	binary.BigEndian.PutUint64(b[16:], c.health.verDigest)
-	d := xxhash.Sum64(b[:])
-	c.digest.Store(d)
-	c.history.add(d)
-	c.catDigest.Store(c.catalog.Digest())
-	c.verDigest.Store(c.health.verDigest)
-	for _, s := range []State{StateActive, StateDraining, StateRemoved} {
-		c.m.records.WithLabelValues(s.String()).Set(float64(c.catalog.count(s)))
-	}
-}
 
 // digestHistory remembers the last catalog digests. A peer whose digest is
 // one of them holds a state we had: it is behind and repairs itself when it
@@ -506,19 +333,6 @@ func (c *Cluster) knownDigest(d uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.history.has(d)
-}
-
-// mergeForTest merges r without broadcasting it, as if its broadcast had
-// reached no one else.
-func (c *Cluster) mergeForTest(r Record) bool {
-	c.mu.Lock()
-	changed, _ := c.mergeRemoteLocked(r, time.Now())
-	c.noteCatalogLocked()
-	c.mu.Unlock()
-	if changed {
-		c.signal()
-	}
-	return changed
 }
 
 // Members returns the live members, this node included, sorted by name.
@@ -655,10 +469,13 @@ func (c *Cluster) housekeep(ctx context.Context) {
 			return
 		case now := <-t.C:
 			c.mu.Lock()
-			n := c.catalog.Expire(now)
-			forgot := c.forgetObservationsLocked(now)
+			n := c.store.Expire(now)
+			forgot := c.store.forgetOwned(func(node string) bool {
+				_, live := c.peers[node]
+				return live || node == c.cfg.Name
+			}, now)
 			if n > 0 || forgot > 0 {
-				c.noteCatalogLocked()
+				c.noteLocked()
 			}
 			for name, f := range c.failed {
 				if now.Sub(f.since) > failedPeerTTL {
@@ -667,7 +484,7 @@ func (c *Cluster) housekeep(ctx context.Context) {
 			}
 			c.mu.Unlock()
 			if n > 0 || forgot > 0 {
-				c.log.Debug().Int("tombstones", n).Int("observations", forgot).Msg("expired state forgotten")
+				c.log.Debug().Int("tombstones", n).Int("owned_entries", forgot).Msg("expired state forgotten")
 				c.signal()
 			}
 		}

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -138,6 +139,7 @@ func waitConverged(tb testing.TB, cs []*Cluster, timeout time.Duration) {
 
 func TestClusterConvergence(t *testing.T) {
 	cs := newTestCluster(t, 5, nil)
+	changes := cs[4].Subscribe()
 
 	// Writes on different members, in different orders, some to the same
 	// backend at once.
@@ -196,7 +198,7 @@ func TestClusterConvergence(t *testing.T) {
 		}
 	}
 	select {
-	case <-cs[4].Changes():
+	case <-changes:
 	default:
 		t.Error("no change signalled")
 	}
@@ -205,7 +207,8 @@ func TestClusterConvergence(t *testing.T) {
 func (c *Cluster) catalogGet(id string) (Record, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.catalog.Get(id)
+	e, ok := c.store.Get(KindBackend, id)
+	return recordOf(e), ok
 }
 
 func TestClusterCrashAndRestart(t *testing.T) {
@@ -299,22 +302,40 @@ func TestClusterLeave(t *testing.T) {
 
 func TestClusterEncryption(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	cs := newTestCluster(t, 3, func(_ int, cfg *Config) { cfg.SecretKey = key })
+	const kindBig Kind = 201
+	cs := newTestCluster(t, 3, func(_ int, cfg *Config) {
+		cfg.SecretKey = key
+		cfg.Kinds = []KindSpec{{Kind: kindBig, Name: "big", Secret: true}}
+	})
 
-	// A record with every field at its maximum crosses the encrypted mesh.
-	max := maxRecord()
-	max.Origin = cs[0].LocalName()
-	if _, err := cs[0].Upsert(max.ID, max.Addr); err != nil {
+	// A record and an entry with every field at its maximum cross the
+	// encrypted mesh; the entry's kind is secret, allowed only here.
+	maxID, maxAddr := strings.Repeat("i", 255), strings.Repeat("h", maxAddrLen-6)+":65535"
+	if _, err := cs[0].Upsert(maxID, maxAddr); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "max-size record everywhere", func() bool {
+	big := maxEntry()
+	if _, err := cs[1].Put(kindBig, big.Key, big.Value); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "max-size record and entry everywhere", func() bool {
 		for _, c := range cs {
-			if _, ok := c.catalogGet(max.ID); !ok {
+			if _, ok := c.catalogGet(maxID); !ok {
+				return false
+			}
+			if e, ok := c.Get(kindBig, big.Key); !ok || !bytes.Equal(e.Value, big.Value) {
 				return false
 			}
 		}
 		return true
 	})
+	plain, err := New(Config{Name: "plain", Kinds: []KindSpec{{Kind: kindBig, Name: "big", Secret: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Put(kindBig, "k", []byte("v")); err == nil {
+		t.Error("a secret entry was written without a gossip key")
+	}
 
 	other := testConfig(t, "intruder-key", cs[0].GossipAddr())
 	other.SecretKey = []byte("fedcba9876543210")
@@ -342,7 +363,7 @@ func TestClusterRejectsGarbage(t *testing.T) {
 			to = &memberlist.Node{Name: n.Name, Addr: n.Addr, Port: n.Port}
 		}
 	}
-	valid := encodeRecordMsg(Record{ID: "x", Addr: "h:1", State: StateActive, Version: 1, Origin: "n"})
+	valid := encodeEntryMsg(recordEntry(Record{ID: "x", Addr: "h:1", State: StateActive, Version: 1, Origin: "n"}))
 	garbage := map[string][]byte{
 		reasonTruncated: valid[:len(valid)-2],
 		reasonVersion:   append([]byte{9}, valid[1:]...),
@@ -387,7 +408,7 @@ func TestClusterRejectsGarbage(t *testing.T) {
 func TestAntiEntropyRepair(t *testing.T) {
 	cs := newTestCluster(t, 5, func(_ int, cfg *Config) { cfg.PushPullInterval = time.Hour })
 	r := Record{ID: "hidden", Addr: "10.9.9.9:80", State: StateActive, Version: uint64(time.Now().UnixMilli()) << 16, Origin: cs[2].LocalName()}
-	if !cs[2].mergeForTest(r) {
+	if !cs[2].mergeForTest(recordEntry(r)) {
 		t.Fatal("hook did not merge")
 	}
 	start := time.Now()

@@ -30,6 +30,15 @@ type Config struct {
 	// SecretKey is nil, or an AES key of 16, 24 or 32 bytes. Nodes with
 	// another key, or none, cannot join.
 	SecretKey []byte
+	// Kinds are the kinds of replicated state besides the catalog, each
+	// with its own number (not KindBackend), registered by their owners
+	// through the node. Every node of a mesh should register the same
+	// kinds; entries of a kind a node lacks are skipped there.
+	Kinds []KindSpec
+	// ValidateBackendID is the rule for backend IDs (the catalog's keys),
+	// applied to local writes and to peers' records alike: the node passes
+	// the ring's. Default: 1 to 255 printable bytes.
+	ValidateBackendID func(id string) error
 	// Meta is the initial node meta. A zero Role means RoleBalancer and a
 	// zero State means NodeActive.
 	Meta Meta
@@ -164,6 +173,14 @@ func (c Config) withDefaults() Config {
 		c.Meta.State = NodeActive
 	}
 	c.Seeds = append([]string(nil), c.Seeds...)
+	kinds := make([]KindSpec, len(c.Kinds))
+	for i, k := range c.Kinds {
+		kinds[i] = k.withDefaults()
+	}
+	c.Kinds = kinds
+	if c.ValidateBackendID == nil {
+		c.ValidateBackendID = validateID
+	}
 	c.SecretKey = append([]byte(nil), c.SecretKey...)
 	if len(c.SecretKey) == 0 {
 		c.SecretKey = nil
@@ -195,6 +212,21 @@ func (c Config) validate() error {
 	}
 	if _, err := c.Meta.Encode(); err != nil {
 		return fmt.Errorf("config meta: %w", err)
+	}
+	seen := map[Kind]bool{KindBackend: true}
+	budget := 0
+	for _, k := range c.Kinds {
+		budget += k.MaxBytes
+		if err := k.validate(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		if seen[k.Kind] {
+			return fmt.Errorf("config: kind %d (%s) registered twice, or as the catalog's", k.Kind, k.Name)
+		}
+		seen[k.Kind] = true
+	}
+	if budget > KindsBudget {
+		return fmt.Errorf("config: the kinds may hold %d bytes together, more than the %d a full state leaves them", budget, KindsBudget)
 	}
 	for name, d := range map[string]time.Duration{
 		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,

@@ -16,11 +16,11 @@ var (
 	_ memberlist.Delegate       = &delegate{}
 	_ memberlist.EventDelegate  = &eventDelegate{}
 	_ memberlist.PingDelegate   = &pingDelegate{}
-	_ memberlist.NamedBroadcast = &recordBroadcast{}
+	_ memberlist.NamedBroadcast = &entryBroadcast{}
 )
 
-// delegate carries the catalog: deltas as user messages, full state in
-// push/pull, and our node meta.
+// delegate carries the replicated state: deltas as user messages, full
+// state in push/pull, and our node meta.
 type delegate struct{ c *Cluster }
 
 func (d *delegate) NodeMeta(limit int) []byte       { return d.c.nodeMeta(limit) }
@@ -46,20 +46,20 @@ func (p *pingDelegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, p
 	p.c.notifyPingComplete(n.Name, n.Address(), payload)
 }
 
-// recordBroadcast is one catalog delta in our TransmitLimitedQueue, named by
-// backend ID so that a newer version replaces a queued older one.
-type recordBroadcast struct {
+// entryBroadcast is one delta in our TransmitLimitedQueue, named by kind
+// and key so that a newer version replaces a queued older one.
+type entryBroadcast struct {
 	name string
 	msg  []byte
 }
 
-func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
+func (b *entryBroadcast) Invalidates(o memberlist.Broadcast) bool {
 	nb, ok := o.(memberlist.NamedBroadcast)
 	return ok && nb.Name() == b.name
 }
-func (b *recordBroadcast) Name() string    { return b.name }
-func (b *recordBroadcast) Message() []byte { return b.msg }
-func (b *recordBroadcast) Finished()       {}
+func (b *entryBroadcast) Name() string    { return b.name }
+func (b *entryBroadcast) Message() []byte { return b.msg }
+func (b *entryBroadcast) Finished()       {}
 
 // nodeInfo is what we copy out of a *memberlist.Node.
 type nodeInfo struct {
@@ -93,41 +93,27 @@ func (c *Cluster) nodeMeta(limit int) []byte {
 }
 
 func (c *Cluster) notifyMsg(b []byte) {
-	if len(b) > maxMsgSize {
-		c.rejected("record", reject(reasonOversized, "message of %d bytes", len(b)))
-		return
-	}
-	if len(b) >= 2 && b[0] == wireVersion {
-		switch b[1] {
-		case msgObs:
-			c.notifyObs(b)
-			return
-		case msgVerdict:
-			c.notifyVerdict(b)
-			return
-		}
-	}
-	r, err := decodeRecordMsg(b)
+	e, err := decodeEntryMsg(b)
 	if err != nil {
-		c.rejected("record", err)
+		c.rejected("entry", err)
 		return
 	}
-	c.m.received.WithLabelValues("record").Inc()
+	kind := c.kindName(e.Kind)
 	now := time.Now()
 	c.mu.Lock()
-	changed, err := c.mergeRemoteLocked(r, now)
+	changed, err := c.mergeRemoteLocked(e, now, true)
 	if changed {
-		// memberlist does not relay user messages: pass on what is new.
-		c.queueLocked(r)
-		c.noteCatalogLocked()
+		c.noteLocked()
 	}
 	c.mu.Unlock()
 	if err != nil {
-		c.rejected("record", err)
+		c.rejected(kind, err)
+		return
 	}
+	c.m.received.WithLabelValues(kind).Inc()
 	if changed {
 		c.m.relayed.Inc()
-		c.m.propagation.Observe(max(0, now.Sub(r.physical()).Seconds()))
+		c.m.propagation.Observe(max(0, now.Sub(e.Time()).Seconds()))
 		c.signal()
 	}
 }
@@ -135,7 +121,7 @@ func (c *Cluster) notifyMsg(b []byte) {
 func (c *Cluster) getBroadcasts(overhead, limit int) [][]byte {
 	msgs := c.queue.GetBroadcasts(overhead, limit)
 	if len(msgs) > 0 {
-		c.m.sent.WithLabelValues("record").Add(float64(len(msgs)))
+		c.m.sent.WithLabelValues("entry").Add(float64(len(msgs)))
 	}
 	return msgs
 }
@@ -144,65 +130,67 @@ func (c *Cluster) getBroadcasts(overhead, limit int) [][]byte {
 // remote state, and the header names the sender.
 func (c *Cluster) localState(bool) []byte {
 	c.mu.Lock()
-	b := encodeStateMsg(fullState{
-		sender:   c.cfg.Name,
-		records:  c.catalog.state(),
-		obs:      c.health.observations(),
-		verdicts: c.health.verdictList(),
-	})
+	b := encodeStateMsg(c.cfg.Name, c.store.state(c.cfg.SecretKey != nil))
 	c.mu.Unlock()
 	c.m.sent.WithLabelValues("state").Inc()
 	return b
 }
 
+// mergeRemoteState merges a peer's full state. Of what it brings, only the
+// first maxRelayFromState entries are re-broadcast (digests and push/pull
+// carry the rest), except for kinds marked RelayAll. Entries of kinds this
+// node doesn't know are skipped and counted, so a newer release can add a
+// kind during a rolling upgrade.
 func (c *Cluster) mergeRemoteState(b []byte, _ bool) {
-	st, err := decodeStateMsg(b)
+	sender, entries, err := decodeStateMsg(b)
 	if err != nil {
 		c.rejected("state", err)
 		return
 	}
-	sender, recs := st.sender, st.records
 	c.m.received.WithLabelValues("state").Inc()
 	wasSynced := c.synced.Load()
 	now := time.Now()
-	var fresh []Record
+	var fresh []Entry
 	var errs []error
+	unknown, relayed := 0, 0
 	c.mu.Lock()
-	for _, r := range recs {
-		changed, err := c.mergeRemoteLocked(r, now)
-		if err != nil {
+	for _, e := range entries {
+		relay := relayed < maxRelayFromState || c.specs[e.Kind].RelayAll
+		changed, err := c.mergeRemoteLocked(e, now, relay)
+		switch {
+		case isUnknownKind(err):
+			unknown++
+		case err != nil:
 			errs = append(errs, err)
 		}
 		if changed {
-			fresh = append(fresh, r)
+			fresh = append(fresh, e)
+			if relay {
+				relayed++
+			}
 		}
 	}
 	if len(fresh) > 0 {
-		// Pass on a few repaired records so the others get them by gossip.
-		for _, r := range fresh[:min(len(fresh), maxRelayFromState)] {
-			c.queueLocked(r)
-		}
-	}
-	healthChanged := c.mergeHealthStateLocked(st.obs, st.verdicts)
-	if len(fresh) > 0 || healthChanged {
-		c.noteCatalogLocked()
+		c.noteLocked()
 	}
 	c.mu.Unlock()
 	for _, err := range errs {
 		c.rejected("state", err)
 	}
+	if unknown > 0 {
+		c.m.rejected.WithLabelValues(reasonKind).Add(float64(unknown))
+		c.log.Debug().Str("peer", sender).Int("entries", unknown).Msg("full state holds kinds this release does not know; skipped")
+	}
 	if sender != c.cfg.Name {
 		c.synced.Store(true)
 	}
 	if len(fresh) > 0 {
-		c.m.relayed.Add(float64(min(len(fresh), maxRelayFromState)))
-		if wasSynced { // a repair, not the first download of the catalog
-			for _, r := range fresh {
-				c.m.propagation.Observe(max(0, now.Sub(r.physical()).Seconds()))
+		c.m.relayed.Add(float64(relayed))
+		if wasSynced { // a repair, not the first download of the state
+			for _, e := range fresh {
+				c.m.propagation.Observe(max(0, now.Sub(e.Time()).Seconds()))
 			}
 		}
-	}
-	if len(fresh) > 0 || healthChanged {
 		c.signal()
 	}
 }

@@ -1,55 +1,60 @@
 package gossip
 
 import (
-	"cmp"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 )
 
-// Wire format of gossip messages, all hand-written with encoding/binary
+// Wire format of gossip messages, hand-written with encoding/binary
 // uvarints:
 //
-//	message  = version(1 byte, = 2) type(1 byte) body
-//	record   = uvarint(len) id  uvarint(len) addr  state(1 byte)  uvarint(version)  uvarint(len) origin
-//	obs      = uvarint(len) node  uvarint(len) id  up(1 byte, 0 or 1)  uvarint(version)  uvarint(len) detail
-//	verdict  = uvarint(len) id  reason(1 byte)  uvarint(votes)  uvarint(voters)  uvarint(strikes)
-//	           uvarint(changed)  uvarint(up_since)  uvarint(version)  uvarint(len) origin
-//	msgRecord  (type 1, one delta)   body = record
-//	msgState   (type 2, push/pull)   body = uvarint(len) sender  uvarint(count) record*count (ascending id)
-//	                                        uvarint(count) obs*count (ascending id, node)
-//	                                        uvarint(count) verdict*count (ascending id)
-//	msgAck     (type 3, ping ack)    body = digest(8 bytes, big endian)
-//	msgObs     (type 4, one delta)   body = obs
-//	msgVerdict (type 5, one delta)   body = verdict
+//	message = version(1 byte, = 3) type(1 byte) body
+//	entry   = kind(1 byte) uvarint(len) key  uvarint(version)  uvarint(len) origin
+//	          flags(1 byte: bit 0 deleted, the others 0)  uvarint(len) value
+//	msgEntry (type 1, one delta)  body = entry
+//	msgState (type 2, push/pull)  body = uvarint(len) sender  uvarint(count) entry*count
+//	                                     (strictly ascending by kind, then key)
+//	msgAck   (type 3, ping ack)   body = digest(8 bytes, big endian)
 //
-// Version 2 added observations and verdicts; a version 1 peer's messages
-// are refused (and counted) with reason "version".
+// Version 3 carries every kind of state as one opaque entry; version 2 had
+// a message type per kind (catalog records, observations, verdicts), and
+// version 1 records only. A peer of another version is refused, counted
+// (reason "version") and logged with both versions named: see the README's
+// "Upgrading" for the rolling procedure. A kind this node does not know
+// (added by a newer release) is skipped in a full state and counted, not
+// refused with the rest, so adding a kind needs no version bump.
 //
 // Decoding is strict: every length is checked, uvarints must be minimal, an
-// unknown state, type or version is rejected and no trailing byte is allowed,
-// so each value has exactly one encoding.
+// unknown type or version is rejected and no trailing byte is allowed, so
+// each value has exactly one encoding.
 const (
-	wireVersion = 2
+	wireVersion = 3
 
-	msgRecord  = 1
-	msgState   = 2
-	msgAck     = 3
-	msgObs     = 4
-	msgVerdict = 5
+	msgEntry = 1
+	msgState = 2
+	msgAck   = 3
 
-	// maxRecordMsg is the size of a record message with every field at its
-	// maximum length: it must fit memberlist's packet budget.
-	maxRecordMsg = 2 + 2 + maxIDLen + 2 + maxAddrLen + 1 + binary.MaxVarintLen64 + 2 + maxOriginLen
-	// minRecordLen is the smallest encoded record ("x", "h:1", state,
-	// version 0, "o"), used to bound the count of a full state.
-	minRecordLen = 2 + 4 + 1 + 1 + 2
-	// minObsLen and minVerdictLen are the smallest encoded observation and
-	// verdict.
-	minObsLen     = 2 + 2 + 1 + 1 + 1
-	minVerdictLen = 2 + 1 + 6 + 1 + 2
+	// Field limits. maxKeyLen leaves room for two names joined by a NUL (an
+	// observation's backend and node).
+	maxKeyLen    = 512
+	maxValueLen  = 512
+	maxOriginLen = 255
+	// maxEntryLen is an entry with every field at its limit, and
+	// maxEntryMsg its message: it must fit memberlist's packet budget.
+	maxEntryLen = 1 + 2 + maxKeyLen + binary.MaxVarintLen64 + 2 + maxOriginLen + 1 + 2 + maxValueLen
+	maxEntryMsg = 2 + maxEntryLen
+	// minEntryLen is the smallest encoded entry (kind, "x", version 0, "o",
+	// flags, empty value), used to bound the count of a full state.
+	minEntryLen = 1 + 2 + 1 + 2 + 1 + 1
+	// maxStateEntries bounds the count a full state may claim.
+	maxStateEntries = 200_000
+	// maxFloors bounds the expired tombstones remembered.
+	maxFloors = 10_000
 	// packetBudget is what memberlist leaves for one user broadcast with
-	// encryption on (UDPBufferSize 1400, see NOTES.md).
+	// encryption on (UDPBufferSize 1400 less headers and the cipher's 29
+	// bytes).
 	packetBudget = 1366
 	// maxMsgSize rejects a user message larger than any we send.
 	maxMsgSize = 2048
@@ -65,6 +70,8 @@ const (
 	reasonTrailing  = "trailing"
 	reasonFuture    = "future"
 	reasonFull      = "full"
+	reasonKind      = "kind"
+	reasonSecret    = "secret"
 )
 
 // decodeError is a rejected message, with the reason used as a metric label.
@@ -93,88 +100,48 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendRecord(b []byte, r Record) []byte {
-	b = appendString(b, r.ID)
-	b = appendString(b, r.Addr)
-	b = append(b, byte(r.State))
-	b = binary.AppendUvarint(b, r.Version)
-	return appendString(b, r.Origin)
-}
-
-func encodeRecordMsg(r Record) []byte {
-	b := make([]byte, 0, 16+len(r.ID)+len(r.Addr)+len(r.Origin))
-	b = append(b, wireVersion, msgRecord)
-	return appendRecord(b, r)
-}
-
-func appendObs(b []byte, o Observation) []byte {
-	b = appendString(b, o.Node)
-	b = appendString(b, o.ID)
-	up := byte(0)
-	if o.Up {
-		up = 1
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
 	}
-	b = append(b, up)
-	b = binary.AppendUvarint(b, o.Version)
-	return appendString(b, o.Detail)
+	return n
 }
 
-func appendVerdict(b []byte, v Verdict) []byte {
-	b = appendString(b, v.ID)
-	b = append(b, byte(v.Reason))
-	for _, x := range [...]uint64{uint64(v.Votes), uint64(v.Voters), uint64(v.Strikes), v.Changed, v.UpSince, v.Version} {
-		b = binary.AppendUvarint(b, x)
+func appendEntry(b []byte, e Entry) []byte {
+	b = append(b, byte(e.Kind))
+	b = appendString(b, e.Key)
+	b = binary.AppendUvarint(b, e.Version)
+	b = appendString(b, e.Origin)
+	flags := byte(0)
+	if e.Deleted {
+		flags = 1
 	}
-	return appendString(b, v.Origin)
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(e.Value)))
+	return append(b, e.Value...)
 }
 
-func encodeObsMsg(o Observation) []byte {
-	b := make([]byte, 0, 16+len(o.Node)+len(o.ID)+len(o.Detail))
-	b = append(b, wireVersion, msgObs)
-	return appendObs(b, o)
+func encodeEntryMsg(e Entry) []byte {
+	b := make([]byte, 0, 2+entrySize(e))
+	b = append(b, wireVersion, msgEntry)
+	return appendEntry(b, e)
 }
 
-func encodeVerdictMsg(v Verdict) []byte {
-	b := make([]byte, 0, 48+len(v.ID)+len(v.Origin))
-	b = append(b, wireVersion, msgVerdict)
-	return appendVerdict(b, v)
-}
-
-// fullState is what a push/pull carries.
-type fullState struct {
-	sender   string
-	records  []Record      // ascending ID
-	obs      []Observation // ascending (ID, Node)
-	verdicts []Verdict     // ascending ID
-}
-
-// encodeStateMsg encodes a full state; each list must be sorted as
-// fullState says.
-func encodeStateMsg(st fullState) []byte {
-	n := 24 + len(st.sender)
-	for _, r := range st.records {
-		n += 16 + len(r.ID) + len(r.Addr) + len(r.Origin)
-	}
-	for _, o := range st.obs {
-		n += 16 + len(o.Node) + len(o.ID) + len(o.Detail)
-	}
-	for _, v := range st.verdicts {
-		n += 48 + len(v.ID) + len(v.Origin)
+// encodeStateMsg encodes a full state; entries must be sorted by (kind,
+// key) without duplicates.
+func encodeStateMsg(sender string, entries []Entry) []byte {
+	n := 2 + 2 + len(sender) + binary.MaxVarintLen64
+	for _, e := range entries {
+		n += entrySize(e)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, wireVersion, msgState)
-	b = appendString(b, st.sender)
-	b = binary.AppendUvarint(b, uint64(len(st.records)))
-	for _, r := range st.records {
-		b = appendRecord(b, r)
-	}
-	b = binary.AppendUvarint(b, uint64(len(st.obs)))
-	for _, o := range st.obs {
-		b = appendObs(b, o)
-	}
-	b = binary.AppendUvarint(b, uint64(len(st.verdicts)))
-	for _, v := range st.verdicts {
-		b = appendVerdict(b, v)
+	b = appendString(b, sender)
+	b = binary.AppendUvarint(b, uint64(len(entries)))
+	for _, e := range entries {
+		b = appendEntry(b, e)
 	}
 	return b
 }
@@ -230,85 +197,52 @@ func (d *decoder) byte(what string) byte {
 	return c
 }
 
-func (d *decoder) string(what string, max int) string {
+func (d *decoder) bytes(what string, max int) []byte {
 	n := d.uvarint(what + " length")
 	if d.err != nil {
-		return ""
+		return nil
 	}
 	if n > uint64(max) {
 		d.fail(reject(reasonOversized, "%s: %d bytes, limit %d", what, n, max))
-		return ""
+		return nil
 	}
 	if uint64(len(d.b)) < n {
 		d.fail(reject(reasonTruncated, "%s: truncated", what))
-		return ""
+		return nil
 	}
-	s := string(d.b[:n])
+	s := d.b[:n:n]
 	d.b = d.b[n:]
 	return s
 }
 
-func (d *decoder) record() Record {
-	var r Record
-	r.ID = d.string("id", maxIDLen)
-	r.Addr = d.string("addr", maxAddrLen)
-	r.State = State(d.byte("state"))
-	r.Version = d.uvarint("version")
-	r.Origin = d.string("origin", maxOriginLen)
-	if d.err == nil {
-		if err := r.validate(); err != nil {
-			d.fail(reject(reasonMalformed, "%w", err))
-		}
-	}
-	return r
-}
+func (d *decoder) string(what string, max int) string { return string(d.bytes(what, max)) }
 
-func (d *decoder) obs() Observation {
-	var o Observation
-	o.Node = d.string("node", maxOriginLen)
-	o.ID = d.string("id", maxIDLen)
-	switch d.byte("up") {
+// entry reads one entry and checks its shape; the kind's own rule is the
+// store's to apply.
+func (d *decoder) entry() Entry {
+	var e Entry
+	e.Kind = Kind(d.byte("kind"))
+	e.Key = d.string("key", maxKeyLen)
+	e.Version = d.uvarint("version")
+	e.Origin = d.string("origin", maxOriginLen)
+	switch d.byte("flags") {
 	case 0:
 	case 1:
-		o.Up = true
+		e.Deleted = true
 	default:
-		d.fail(reject(reasonMalformed, "up: want 0 or 1"))
+		d.fail(reject(reasonMalformed, "flags: unknown bits"))
 	}
-	o.Version = d.uvarint("version")
-	o.Detail = d.string("detail", maxDetailLen)
+	if v := d.bytes("value", maxValueLen); len(v) > 0 {
+		e.Value = bytes.Clone(v)
+	}
 	if d.err == nil {
-		if err := o.validate(); err != nil {
+		if e.Kind == 0 {
+			d.fail(reject(reasonMalformed, "kind 0"))
+		} else if err := e.validate(); err != nil {
 			d.fail(reject(reasonMalformed, "%w", err))
 		}
 	}
-	return o
-}
-
-func (d *decoder) uint16(what string) uint16 {
-	v := d.uvarint(what)
-	if d.err == nil && v > 0xffff {
-		d.fail(reject(reasonMalformed, "%s: %d out of range", what, v))
-	}
-	return uint16(v)
-}
-
-func (d *decoder) verdict() Verdict {
-	var v Verdict
-	v.ID = d.string("id", maxIDLen)
-	v.Reason = VerdictReason(d.byte("reason"))
-	v.Votes = d.uint16("votes")
-	v.Voters = d.uint16("voters")
-	v.Strikes = d.uint16("strikes")
-	v.Changed = d.uvarint("changed")
-	v.UpSince = d.uvarint("up since")
-	v.Version = d.uvarint("version")
-	v.Origin = d.string("origin", maxOriginLen)
-	if d.err == nil {
-		if err := v.validate(); err != nil {
-			d.fail(reject(reasonMalformed, "%w", err))
-		}
-	}
-	return v
+	return e
 }
 
 // count reads a list length, bounded by what the remaining bytes can hold.
@@ -321,7 +255,8 @@ func (d *decoder) count(what string, limit, minLen int) uint64 {
 	return n
 }
 
-// header checks the version and type bytes.
+// header checks the version and type bytes. A message of another version
+// is named as such, so an operator mixing releases reads why in the log.
 func (d *decoder) header(want byte) {
 	v := d.byte("version")
 	t := d.byte("type")
@@ -329,7 +264,7 @@ func (d *decoder) header(want byte) {
 		return
 	}
 	if v != wireVersion {
-		d.fail(reject(reasonVersion, "protocol version %d, want %d", v, wireVersion))
+		d.fail(reject(reasonVersion, "peer speaks gossip protocol version %d, this node %d", v, wireVersion))
 		return
 	}
 	if t != want {
@@ -344,89 +279,41 @@ func (d *decoder) end() error {
 	return d.err
 }
 
-func decodeRecordMsg(b []byte) (Record, error) {
+func decodeEntryMsg(b []byte) (Entry, error) {
 	if len(b) > maxMsgSize {
-		return Record{}, reject(reasonOversized, "message of %d bytes", len(b))
+		return Entry{}, reject(reasonOversized, "message of %d bytes", len(b))
 	}
 	d := decoder{b: b}
-	d.header(msgRecord)
-	r := d.record()
+	d.header(msgEntry)
+	e := d.entry()
 	if err := d.end(); err != nil {
-		return Record{}, err
+		return Entry{}, err
 	}
-	return r, nil
+	return e, nil
 }
 
-func decodeStateMsg(b []byte) (fullState, error) {
-	var st fullState
+func decodeStateMsg(b []byte) (sender string, entries []Entry, err error) {
 	d := decoder{b: b}
 	d.header(msgState)
-	st.sender = d.string("sender", maxOriginLen)
+	sender = d.string("sender", maxOriginLen)
 	if d.err == nil {
-		if err := validateName(st.sender); err != nil {
+		if err := validateName(sender); err != nil {
 			d.fail(reject(reasonMalformed, "sender: %w", err))
 		}
 	}
-	n := d.count("record", 2*maxRecords, minRecordLen)
-	st.records = make([]Record, 0, n)
+	n := d.count("entry", maxStateEntries, minEntryLen)
+	entries = make([]Entry, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		r := d.record()
-		if d.err == nil && len(st.records) > 0 && cmp.Compare(st.records[len(st.records)-1].ID, r.ID) >= 0 {
-			d.fail(reject(reasonMalformed, "record %q out of order", r.ID))
+		e := d.entry()
+		if d.err == nil && len(entries) > 0 && compareEntries(entries[len(entries)-1], e) >= 0 {
+			d.fail(reject(reasonMalformed, "entry %d/%q out of order", e.Kind, e.Key))
 		}
-		st.records = append(st.records, r)
-	}
-	n = d.count("observation", maxObservations, minObsLen)
-	st.obs = make([]Observation, 0, n)
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		o := d.obs()
-		if d.err == nil && len(st.obs) > 0 {
-			p := st.obs[len(st.obs)-1]
-			if cmp.Or(cmp.Compare(p.ID, o.ID), cmp.Compare(p.Node, o.Node)) >= 0 {
-				d.fail(reject(reasonMalformed, "observation of %q by %q out of order", o.ID, o.Node))
-			}
-		}
-		st.obs = append(st.obs, o)
-	}
-	n = d.count("verdict", maxVerdictBytes/minVerdictLen, minVerdictLen)
-	st.verdicts = make([]Verdict, 0, n)
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		v := d.verdict()
-		if d.err == nil && len(st.verdicts) > 0 && cmp.Compare(st.verdicts[len(st.verdicts)-1].ID, v.ID) >= 0 {
-			d.fail(reject(reasonMalformed, "verdict of %q out of order", v.ID))
-		}
-		st.verdicts = append(st.verdicts, v)
+		entries = append(entries, e)
 	}
 	if err := d.end(); err != nil {
-		return fullState{}, err
+		return "", nil, err
 	}
-	return st, nil
-}
-
-func decodeObsMsg(b []byte) (Observation, error) {
-	if len(b) > maxMsgSize {
-		return Observation{}, reject(reasonOversized, "message of %d bytes", len(b))
-	}
-	d := decoder{b: b}
-	d.header(msgObs)
-	o := d.obs()
-	if err := d.end(); err != nil {
-		return Observation{}, err
-	}
-	return o, nil
-}
-
-func decodeVerdictMsg(b []byte) (Verdict, error) {
-	if len(b) > maxMsgSize {
-		return Verdict{}, reject(reasonOversized, "message of %d bytes", len(b))
-	}
-	d := decoder{b: b}
-	d.header(msgVerdict)
-	v := d.verdict()
-	if err := d.end(); err != nil {
-		return Verdict{}, err
-	}
-	return v, nil
+	return sender, entries, nil
 }
 
 func decodeAckMsg(b []byte) (uint64, error) {

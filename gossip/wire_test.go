@@ -6,85 +6,82 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/memberlist"
 )
 
-func maxRecord() Record {
-	return Record{
-		ID:      strings.Repeat("i", maxIDLen),
-		Addr:    strings.Repeat("h", maxAddrLen-6) + ":65535",
-		State:   StateDraining,
+func maxEntry() Entry {
+	return Entry{
+		Kind:    255,
+		Key:     strings.Repeat("k", maxKeyLen),
 		Version: math.MaxUint64,
 		Origin:  strings.Repeat("o", maxOriginLen),
+		Deleted: true,
+		Value:   bytes.Repeat([]byte{0xff}, maxValueLen),
 	}
 }
 
-func sampleRecords() []Record {
-	return []Record{
-		{ID: "a", Addr: "10.0.0.1:80", State: StateActive, Version: 1, Origin: "n1"},
-		{ID: "b", Addr: "[::1]:8080", State: StateDraining, Version: 1 << 50, Origin: "n2"},
-		{ID: "c", Addr: "backend.example:443", State: StateRemoved, Version: 300, Origin: "node-3"},
-		maxRecord(),
+func sampleEntries() []Entry {
+	return []Entry{
+		recordEntry(Record{ID: "a", Addr: "10.0.0.1:80", State: StateActive, Version: 1, Origin: "n1"}),
+		recordEntry(Record{ID: "b", Addr: "[::1]:8080", State: StateDraining, Version: 1 << 50, Origin: "n2"}),
+		recordEntry(Record{ID: "c", Addr: "backend.example:443", State: StateRemoved, Version: 300, Origin: "node-3"}),
+		{Kind: kindView, Key: "a\x00n1", Version: 7, Origin: "n1"},
+		{Kind: kindView, Key: "a\x00n2", Version: 8, Origin: "n2", Value: []byte("down: refused")},
+		maxEntry(),
 	}
 }
 
-func TestRecordMessageFitsPacketBudget(t *testing.T) {
-	msg := encodeRecordMsg(maxRecord())
-	if len(msg) > packetBudget || len(msg) > maxRecordMsg {
-		t.Fatalf("max record message = %d bytes; budget %d", len(msg), packetBudget)
+func TestEntryMessageFitsPacketBudget(t *testing.T) {
+	msg := encodeEntryMsg(maxEntry())
+	if len(msg) > packetBudget || len(msg) != maxEntryMsg {
+		t.Fatalf("max entry message = %d bytes (computed %d); budget %d", len(msg), maxEntryMsg, packetBudget)
 	}
 	// memberlist's gossip path with encryption: UDPBufferSize 1400 minus the
 	// compound header (2) and encryption (29) is the limit, with a
 	// per-message overhead of 2+1 for user messages.
 	q := &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 10 }, RetransmitMult: 1}
-	q.QueueBroadcast(&recordBroadcast{name: "x", msg: msg})
+	q.QueueBroadcast(&entryBroadcast{name: "x", msg: msg})
 	got := q.GetBroadcasts(3, 1400-2-29)
 	if len(got) != 1 || !bytes.Equal(got[0], msg) {
-		t.Fatalf("queue did not hand out a max-size record message (%d bytes)", len(msg))
+		t.Fatalf("queue did not hand out a max-size entry message (%d bytes)", len(msg))
+	}
+	for _, e := range sampleEntries() {
+		if n := len(encodeEntryMsg(e)); n != 2+entrySize(e) {
+			t.Errorf("entrySize(%v) = %d; encoded %d", e, entrySize(e), n-2)
+		}
 	}
 }
 
 func TestWireRoundTrip(t *testing.T) {
-	for _, r := range sampleRecords() {
-		got, err := decodeRecordMsg(encodeRecordMsg(r))
-		if err != nil || got != r {
-			t.Errorf("record round trip: got %v, %v; want %v", got, err, r)
+	for _, e := range sampleEntries() {
+		got, err := decodeEntryMsg(encodeEntryMsg(e))
+		if err != nil || !got.equal(e) {
+			t.Errorf("entry round trip: got %v, %v; want %v", got, err, e)
 		}
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
 	for range 1000 {
-		for _, r := range randomRecords(rng, 3) {
-			if got, err := decodeRecordMsg(encodeRecordMsg(r)); err != nil || got != r {
-				t.Fatalf("record round trip: got %v, %v; want %v", got, err, r)
+		for _, e := range randomEntries(rng, 3) {
+			if got, err := decodeEntryMsg(encodeEntryMsg(e)); err != nil || !got.equal(e) {
+				t.Fatalf("entry round trip: got %v, %v; want %v", got, err, e)
 			}
 		}
-		c := mergeAll(randomRecords(rng, 8))
-		if got, err := decodeStateMsg(encodeStateMsg(fullState{sender: "n", records: c.state()})); err != nil || !reflect.DeepEqual(got.records, c.state()) {
-			t.Fatalf("state round trip: got %v, %v; want %v", got, err, c.state())
+		st := mergeAll(randomEntries(rng, 8)).state(true)
+		sender, got, err := decodeStateMsg(encodeStateMsg("n", st))
+		if err != nil || sender != "n" || len(got) != len(st) {
+			t.Fatalf("state round trip: got %v, %v; want %v", got, err, st)
+		}
+		for i := range got {
+			if !got[i].equal(st[i]) {
+				t.Fatalf("state round trip: entry %d = %v; want %v", i, got[i], st[i])
+			}
 		}
 	}
-	recs := sampleRecords()
-	st := fullState{sender: "n1", records: recs, obs: sampleObs(), verdicts: sampleVerdicts()}
-	got, err := decodeStateMsg(encodeStateMsg(st))
-	if err != nil || !reflect.DeepEqual(got, st) {
-		t.Errorf("state round trip: %+v %v", got, err)
-	}
-	if got, err := decodeStateMsg(encodeStateMsg(fullState{sender: "n1"})); err != nil || len(got.records)+len(got.obs)+len(got.verdicts) != 0 {
+	if _, got, err := decodeStateMsg(encodeStateMsg("n1", nil)); err != nil || len(got) != 0 {
 		t.Errorf("empty state: %v %v", got, err)
-	}
-	for _, o := range sampleObs() {
-		if got, err := decodeObsMsg(encodeObsMsg(o)); err != nil || got != o {
-			t.Errorf("observation round trip: got %v, %v; want %v", got, err, o)
-		}
-	}
-	for _, v := range sampleVerdicts() {
-		if got, err := decodeVerdictMsg(encodeVerdictMsg(v)); err != nil || got != v {
-			t.Errorf("verdict round trip: got %v, %v; want %v", got, err, v)
-		}
 	}
 	for _, d := range []uint64{0, 1, math.MaxUint64} {
 		if got, err := decodeAckMsg(encodeAckMsg(d)); err != nil || got != d {
@@ -93,14 +90,24 @@ func TestWireRoundTrip(t *testing.T) {
 	}
 }
 
+// encodeRecordV2 is a catalog record as wire version 2 sent it.
+func encodeRecordV2(r Record) []byte {
+	b := []byte{2, 1}
+	b = appendString(b, r.ID)
+	b = appendString(b, r.Addr)
+	b = append(b, byte(r.State))
+	b = binary.AppendUvarint(b, r.Version)
+	return appendString(b, r.Origin)
+}
+
 func TestWireRejects(t *testing.T) {
-	valid := encodeRecordMsg(sampleRecords()[0])
-	withState := func(s byte) []byte {
+	valid := encodeEntryMsg(sampleEntries()[0])
+	withFlags := func(f byte) []byte {
 		b := bytes.Clone(valid)
-		b[2+1+1+1+11] = s // version, type, len "a", "a", len addr, addr (11 bytes)
+		b[2+1+1+1+1+1+1+1] = f // version, type, kind, len "a", "a", version 1, len "n1", "n1"
 		return b
 	}
-	nonMinimal := []byte{wireVersion, msgRecord, 0x81, 0x00, 'a'}
+	nonMinimal := []byte{wireVersion, msgEntry, 1, 0x81, 0x00, 'a'}
 	tests := []struct {
 		name   string
 		b      []byte
@@ -109,18 +116,19 @@ func TestWireRejects(t *testing.T) {
 		{"empty", nil, reasonTruncated},
 		{"one byte", []byte{1}, reasonTruncated},
 		{"future version", append([]byte{wireVersion + 1}, valid[1:]...), reasonVersion},
+		{"version 2 record", encodeRecordV2(Record{ID: "a", Addr: "h:1", State: StateActive, Version: 1, Origin: "n"}), reasonVersion},
 		{"unknown type", append([]byte{wireVersion, 9}, valid[2:]...), reasonType},
 		{"truncated", valid[:len(valid)-1], reasonTruncated},
 		{"trailing", append(bytes.Clone(valid), 0), reasonTrailing},
-		{"unknown state", withState(7), reasonMalformed},
-		{"zero state", withState(0), reasonMalformed},
+		{"unknown flags", withFlags(2), reasonMalformed},
+		{"kind 0", append([]byte{wireVersion, msgEntry, 0}, valid[3:]...), reasonMalformed},
 		{"non-minimal uvarint", nonMinimal, reasonMalformed},
-		{"id too long", append([]byte{wireVersion, 1}, binary.AppendUvarint(nil, 256)...), reasonOversized},
+		{"key too long", append([]byte{wireVersion, msgEntry, 1}, binary.AppendUvarint(nil, maxKeyLen+1)...), reasonOversized},
 		{"oversized", make([]byte, maxMsgSize+1), reasonOversized},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeRecordMsg(tt.b)
+			_, err := decodeEntryMsg(tt.b)
 			if err == nil {
 				t.Fatal("decoded garbage")
 			}
@@ -129,49 +137,22 @@ func TestWireRejects(t *testing.T) {
 			}
 		})
 	}
+	if _, err := decodeEntryMsg(encodeRecordV2(Record{ID: "a", Addr: "h:1", State: StateActive, Version: 1, Origin: "n"})); err == nil ||
+		!strings.Contains(err.Error(), "version 2, this node 3") {
+		t.Errorf("a version 2 message's error %q does not name both versions", err)
+	}
 
-	state := func(recs []Record, obs []Observation, vs []Verdict) []byte {
-		return encodeStateMsg(fullState{sender: "n1", records: recs, obs: obs, verdicts: vs})
-	}
-	st := state(sampleRecords()[:2], sampleObs(), sampleVerdicts())
-	r0, r1 := sampleRecords()[0], sampleRecords()[1]
-	o0, o1 := sampleObs()[0], sampleObs()[1]
-	v0, v1 := sampleVerdicts()[0], sampleVerdicts()[1]
-	huge := append([]byte{wireVersion, 2, 2, 'n', '1'}, binary.AppendUvarint(nil, 1<<40)...)
-	badVotes := v0
-	badVotes.Votes = badVotes.Voters + 1
+	es := sampleEntries()
+	huge := append([]byte{wireVersion, msgState, 2, 'n', '1'}, binary.AppendUvarint(nil, 1<<40)...)
+	st := encodeStateMsg("n1", es[:2])
 	for name, b := range map[string][]byte{
-		"unsorted": state([]Record{r1, r0}, nil, nil), "duplicate": state([]Record{r0, r0}, nil, nil), "huge count": huge,
-		"truncated": st[:len(st)-3], "record type": valid,
-		"unsorted observations": state(nil, []Observation{o1, o0}, nil),
-		"duplicate observation": state(nil, []Observation{o0, o0}, nil),
-		"unsorted verdicts":     state(nil, nil, []Verdict{v1, v0}),
-		"votes above voters":    state(nil, nil, []Verdict{badVotes}),
-		"no health sections":    encodeStateV1(sampleRecords()),
+		"unsorted": encodeStateMsg("n1", []Entry{es[1], es[0]}), "duplicate": encodeStateMsg("n1", []Entry{es[0], es[0]}),
+		"kinds unsorted": encodeStateMsg("n1", []Entry{es[3], es[0]}),
+		"huge count":     huge, "truncated": st[:len(st)-3], "entry type": valid,
+		"bad sender": encodeStateMsg("a b", nil),
 	} {
-		if _, err := decodeStateMsg(b); err == nil {
+		if _, _, err := decodeStateMsg(b); err == nil {
 			t.Errorf("state %s: decoded", name)
-		}
-	}
-	badUp := encodeObsMsg(o0)
-	badUp[2+1+len(o0.Node)+1+len(o0.ID)] = 2
-	zeroReason := encodeVerdictMsg(v0)
-	zeroReason[2+1+len(v0.ID)] = 0
-	big := v0
-	for name, b := range map[string][]byte{
-		"up byte 2":   badUp,
-		"zero reason": zeroReason,
-		"strikes 2^16": func() []byte {
-			b := append([]byte{wireVersion, msgVerdict}, appendString(nil, big.ID)...)
-			b = append(b, byte(VerdictDown), 0, 0)
-			b = binary.AppendUvarint(b, 1<<16)
-			return b
-		}(),
-	} {
-		_, err1 := decodeObsMsg(b)
-		_, err2 := decodeVerdictMsg(b)
-		if err1 == nil || err2 == nil {
-			t.Errorf("%s: decoded (%v, %v)", name, err1, err2)
 		}
 	}
 	if _, err := decodeAckMsg([]byte{wireVersion, 3, 0}); err == nil {
@@ -224,102 +205,44 @@ func TestMetaEncoding(t *testing.T) {
 	}
 }
 
-func FuzzDecodeRecord(f *testing.F) {
-	for _, r := range sampleRecords() {
-		f.Add(encodeRecordMsg(r))
+func FuzzDecodeEntry(f *testing.F) {
+	for _, e := range sampleEntries() {
+		f.Add(encodeEntryMsg(e))
 	}
-	f.Add([]byte{wireVersion, 1, 0x81, 0x00})
+	f.Add([]byte{wireVersion, 1, 1, 0x81, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decodeRecordMsg(b)
+		e, err := decodeEntryMsg(b)
 		if err != nil {
 			return
 		}
-		if got := encodeRecordMsg(r); !bytes.Equal(got, b) {
-			t.Fatalf("re-encoding %v = %x; want %x", r, got, b)
+		if got := encodeEntryMsg(e); !bytes.Equal(got, b) {
+			t.Fatalf("re-encoding %v = %x; want %x", e, got, b)
 		}
 		if len(b) > packetBudget {
-			t.Fatalf("decoded a %d-byte record", len(b))
+			t.Fatalf("decoded a %d-byte entry", len(b))
 		}
+		// Whatever decodes, the store takes or refuses without panicking.
+		_, _ = testStore().Merge(e, testNow)
 	})
 }
 
 func FuzzDecodeState(f *testing.F) {
-	f.Add(encodeStateMsg(fullState{sender: "n1", records: sampleRecords(), obs: sampleObs(), verdicts: sampleVerdicts()}))
-	f.Add(encodeStateMsg(fullState{sender: "n1"}))
-	f.Add(encodeStateMsg(fullState{sender: "n2", records: sampleRecords()[:1]}))
+	f.Add(encodeStateMsg("n1", sampleEntries()))
+	f.Add(encodeStateMsg("n1", nil))
+	f.Add(encodeStateMsg("n2", sampleEntries()[:1]))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		st, err := decodeStateMsg(b)
+		sender, es, err := decodeStateMsg(b)
 		if err != nil {
 			return
 		}
-		if got := encodeStateMsg(st); !bytes.Equal(got, b) {
+		if got := encodeStateMsg(sender, es); !bytes.Equal(got, b) {
 			t.Fatalf("re-encoding = %x; want %x", got, b)
 		}
-	})
-}
-
-func FuzzDecodeObservation(f *testing.F) {
-	for _, o := range sampleObs() {
-		f.Add(encodeObsMsg(o))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		o, err := decodeObsMsg(b)
-		if err != nil {
-			return
-		}
-		if got := encodeObsMsg(o); !bytes.Equal(got, b) {
-			t.Fatalf("re-encoding %+v = %x; want %x", o, got, b)
-		}
-		if len(b) > packetBudget {
-			t.Fatalf("decoded a %d-byte observation", len(b))
+		s := testStore()
+		for _, e := range es {
+			_, _ = s.Merge(e, testNow)
 		}
 	})
-}
-
-func FuzzDecodeVerdict(f *testing.F) {
-	for _, v := range sampleVerdicts() {
-		f.Add(encodeVerdictMsg(v))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		v, err := decodeVerdictMsg(b)
-		if err != nil {
-			return
-		}
-		if got := encodeVerdictMsg(v); !bytes.Equal(got, b) {
-			t.Fatalf("re-encoding %+v = %x; want %x", v, got, b)
-		}
-		if len(b) > packetBudget {
-			t.Fatalf("decoded a %d-byte verdict", len(b))
-		}
-	})
-}
-
-func sampleObs() []Observation {
-	return []Observation{
-		{Node: "n1", ID: "a", Up: true, Version: 1 << 16},
-		{Node: "n2", ID: "a", Up: false, Version: 77 << 16, Detail: "tcp connect: connection refused"},
-		{Node: "n1", ID: "b", Up: false, Version: math.MaxUint64, Detail: strings.Repeat("d", maxDetailLen)},
-	}
-}
-
-func sampleVerdicts() []Verdict {
-	return []Verdict{
-		{ID: "a", Reason: VerdictDown, Votes: 2, Voters: 3, Strikes: 1, Changed: 5, Version: 9, Origin: "n1"},
-		{ID: "b", Reason: VerdictHeld, Votes: 0, Voters: 3, Strikes: 4, Changed: 5, UpSince: 7, Version: math.MaxUint64, Origin: "n2"},
-		{ID: strings.Repeat("c", maxIDLen), Reason: VerdictOverBudget, Votes: math.MaxUint16, Voters: math.MaxUint16, Strikes: math.MaxUint16,
-			Changed: math.MaxUint64, UpSince: math.MaxUint64, Version: math.MaxUint64, Origin: strings.Repeat("o", maxOriginLen)},
-	}
-}
-
-// encodeStateV1 is a full state as version 1 sent it: records only.
-func encodeStateV1(recs []Record) []byte {
-	b := []byte{wireVersion, msgState}
-	b = appendString(b, "n1")
-	b = binary.AppendUvarint(b, uint64(len(recs)))
-	for _, r := range recs {
-		b = appendRecord(b, r)
-	}
-	return b
 }
 
 func FuzzDecodeMeta(f *testing.F) {
@@ -356,10 +279,17 @@ func FuzzDecodeAck(f *testing.F) {
 	})
 }
 
+// TestFullStateFitsPushPull: the kinds the node registers, each at its
+// bounds, plus the floors, fit memberlist's push/pull cap. The node's
+// kinds are checked against the same sum in the node package.
 func TestFullStateFitsPushPull(t *testing.T) {
 	const memberlistStateCap = 20 << 20 // memberlist's push/pull limit
-	perRecord := len(encodeRecordMsg(maxRecord())) - 2
-	if n := (maxRecords+maxFloors)*perRecord + 16 + maxOriginLen + maxObsBytes + maxVerdictBytes; n >= memberlistStateCap {
-		t.Fatalf("largest full state = %d bytes; memberlist caps push/pull at %d", n, memberlistStateCap)
+	cat := catalogSpec(validateID).withDefaults()
+	perRecord := 1 + 2 + 255 + binary.MaxVarintLen64 + 2 + maxOriginLen + 1 + 2 + cat.MaxValue
+	if perRecord > maxRecordSize {
+		t.Fatalf("a record at every limit is %d bytes; the catalog budgets %d", perRecord, maxRecordSize)
+	}
+	if n := cat.MaxBytes + maxFloors*perRecord + 16 + maxOriginLen; n >= memberlistStateCap-KindsBudget {
+		t.Fatalf("catalog and floors = %d bytes; with %d for the node's kinds that passes memberlist's %d", n, KindsBudget, memberlistStateCap)
 	}
 }

@@ -17,8 +17,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/meshlb/meshlb/gossip"
 )
 
 // Policy is how votes become verdicts. It must be identical mesh-wide: the
@@ -116,9 +114,9 @@ func (p Policy) Allowed(active int) int { return active * max(p.MaxEjectPercent,
 // Tally is the vote on one backend.
 type Tally struct {
 	ID     string
-	Votes  int            // live voters that see it down
-	Voters int            // live nodes with an observation of it
-	Prev   gossip.Verdict // the verdict held; zero if none
+	Votes  int     // live voters that see it down
+	Voters int     // live nodes with an observation of it
+	Prev   Verdict // the verdict held; zero if none
 }
 
 // Decide turns tallies into verdicts. active is the number of backends in
@@ -126,10 +124,10 @@ type Tally struct {
 // has one verdict per tally, in ID order; a verdict equal (Verdict.Same) to
 // Prev needs no write, and a tally with no Prev and nothing to say gets a
 // zero Verdict (ID empty). Decide is a pure function of its arguments.
-func Decide(p Policy, tallies []Tally, active int, now time.Time) []gossip.Verdict {
+func Decide(p Policy, tallies []Tally, active int, now time.Time) []Verdict {
 	tallies = slices.Clone(tallies)
 	slices.SortFunc(tallies, func(a, b Tally) int { return cmp.Compare(a.ID, b.ID) })
-	out := make([]gossip.Verdict, len(tallies))
+	out := make([]Verdict, len(tallies))
 	for i, t := range tallies {
 		out[i] = step(p, t, now)
 	}
@@ -165,28 +163,28 @@ func Decide(p Policy, tallies []Tally, active int, now time.Time) []gossip.Verdi
 		} else {
 			v.Changed = tallies[i].Prev.Changed // it never went out
 		}
-		v.Reason, v.UpSince = gossip.VerdictOverBudget, 0
+		v.Reason, v.UpSince = VerdictOverBudget, 0
 		out[i] = v
 	}
 	for i, t := range tallies {
-		if t.Prev.ID == "" && out[i].Reason == gossip.VerdictUp {
-			out[i] = gossip.Verdict{} // in the ring and never out: nothing to write
+		if t.Prev.ID == "" && out[i].Reason == VerdictUp {
+			out[i] = Verdict{} // in the ring and never out: nothing to write
 		}
 	}
 	return out
 }
 
 // step is one backend's state machine, before the budget.
-func step(p Policy, t Tally, now time.Time) gossip.Verdict {
+func step(p Policy, t Tally, now time.Time) Verdict {
 	ms := uint64(now.UnixMilli())
 	down := t.Voters > 0 && t.Votes >= p.need(t.Voters)
 	v := t.Prev
 	if v.ID == "" {
-		v = gossip.Verdict{ID: t.ID, Reason: gossip.VerdictUp}
+		v = Verdict{ID: t.ID, Reason: VerdictUp}
 	}
 	v.Votes, v.Voters = clamp16(t.Votes), clamp16(t.Voters)
 	switch v.Reason {
-	case gossip.VerdictUp:
+	case VerdictUp:
 		if !down {
 			return v
 		}
@@ -196,27 +194,27 @@ func step(p Policy, t Tally, now time.Time) gossip.Verdict {
 		} else if v.Strikes < 0xffff {
 			v.Strikes++
 		}
-		v.Reason, v.Changed, v.UpSince = gossip.VerdictDown, ms, 0
+		v.Reason, v.Changed, v.UpSince = VerdictDown, ms, 0
 		if p.Hold(int(v.Strikes)) > 0 {
-			v.Reason = gossip.VerdictHeld
+			v.Reason = VerdictHeld
 		}
-	case gossip.VerdictOverBudget:
+	case VerdictOverBudget:
 		// Counted as an ejection when it was first seen down; the budget
 		// decides again whether it goes out now.
 		if down {
-			v.Reason = gossip.VerdictDown
+			v.Reason = VerdictDown
 			if p.Hold(int(v.Strikes)) > 0 {
-				v.Reason = gossip.VerdictHeld
+				v.Reason = VerdictHeld
 			}
 			v.Changed = ms
 		} else {
-			v.Reason = gossip.VerdictUp
+			v.Reason = VerdictUp
 		}
-	case gossip.VerdictDown:
+	case VerdictDown:
 		if !down {
-			v.Reason, v.Changed = gossip.VerdictUp, ms
+			v.Reason, v.Changed = VerdictUp, ms
 		}
-	case gossip.VerdictHeld:
+	case VerdictHeld:
 		switch {
 		case down && v.UpSince != 0: // down again while held: hold longer
 			if v.Strikes < 0xffff {
@@ -227,7 +225,7 @@ func step(p Policy, t Tally, now time.Time) gossip.Verdict {
 		case v.UpSince == 0:
 			v.UpSince = ms
 		case now.Sub(time.UnixMilli(int64(v.UpSince))) >= p.Hold(int(v.Strikes)):
-			v.Reason, v.Changed, v.UpSince = gossip.VerdictUp, ms, 0
+			v.Reason, v.Changed, v.UpSince = VerdictUp, ms, 0
 		}
 	}
 	return v
@@ -235,35 +233,34 @@ func step(p Policy, t Tally, now time.Time) gossip.Verdict {
 
 func clamp16(n int) uint16 { return uint16(min(max(n, 0), 0xffff)) }
 
-// Decider picks the member that decides: the lowest-named active member,
-// or else the lowest-named one that is not leaving. members must be sorted
-// by name, as gossip.Cluster.Members returns them.
-func Decider(members []gossip.Member) string {
+// Member is a live member of the mesh as health sees it: a name, and
+// whether it is draining. Members that are leaving are not members here.
+type Member struct {
+	Name     string
+	Draining bool
+}
+
+// DeciderOf picks the member that decides: the lowest-named active member,
+// or else the lowest-named draining one. members must be sorted by name.
+func DeciderOf(members []Member) string {
 	fallback := ""
 	for _, m := range members {
-		if m.MetaErr != nil {
-			continue
-		}
-		switch m.Meta.State {
-		case gossip.NodeActive:
+		if !m.Draining {
 			return m.Name
-		case gossip.NodeDraining:
-			if fallback == "" {
-				fallback = m.Name
-			}
+		}
+		if fallback == "" {
+			fallback = m.Name
 		}
 	}
 	return fallback
 }
 
 // Count tallies the observations of live voters: a voter is a member that
-// is not leaving and has observed the backend.
-func Count(members []gossip.Member, obs []gossip.Observation, ids []string, verdicts map[string]gossip.Verdict) []Tally {
+// has observed the backend.
+func Count(members []Member, obs []Observation, ids []string, verdicts map[string]Verdict) []Tally {
 	live := make(map[string]bool, len(members))
 	for _, m := range members {
-		if m.MetaErr == nil && m.Meta.State != gossip.NodeLeaving {
-			live[m.Name] = true
-		}
+		live[m.Name] = true
 	}
 	byID := make(map[string]*Tally, len(ids))
 	out := make([]Tally, len(ids))

@@ -6,8 +6,6 @@ import (
 	"reflect"
 	"testing"
 	"time"
-
-	"github.com/meshlb/meshlb/gossip"
 )
 
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -19,11 +17,11 @@ func defaultPolicy() Policy { return Policy{}.WithDefaults() }
 type sim struct {
 	p        Policy
 	now      time.Time
-	verdicts map[string]gossip.Verdict
+	verdicts map[string]Verdict
 	changes  int
 }
 
-func newSim(p Policy) *sim { return &sim{p: p, now: t0, verdicts: map[string]gossip.Verdict{}} }
+func newSim(p Policy) *sim { return &sim{p: p, now: t0, verdicts: map[string]Verdict{}} }
 
 func (s *sim) step(active int, tallies ...Tally) {
 	for i := range tallies {
@@ -63,12 +61,12 @@ func TestQuorum(t *testing.T) {
 
 func TestHealthyNeverJudgedWritesNothing(t *testing.T) {
 	got := Decide(defaultPolicy(), []Tally{{ID: "a", Votes: 0, Voters: 5}}, 3, t0)
-	if got[0] != (gossip.Verdict{}) {
+	if got[0] != (Verdict{}) {
 		t.Fatalf("verdict for a healthy backend never judged: %+v", got[0])
 	}
 	// One dissenting voter changes nothing either.
 	got = Decide(defaultPolicy(), []Tally{{ID: "a", Votes: 1, Voters: 5}}, 3, t0)
-	if got[0] != (gossip.Verdict{}) {
+	if got[0] != (Verdict{}) {
 		t.Fatalf("1/5 down: %+v", got[0])
 	}
 }
@@ -88,7 +86,7 @@ func TestFlapDamping(t *testing.T) {
 	if s.changes > 2*p.FlapThreshold-1 {
 		t.Fatalf("%d ring changes while flapping; want at most %d", s.changes, 2*p.FlapThreshold-1)
 	}
-	if !s.out("a") || s.verdicts["a"].Reason != gossip.VerdictHeld {
+	if !s.out("a") || s.verdicts["a"].Reason != VerdictHeld {
 		t.Fatalf("flapping backend not held: %+v", s.verdicts["a"])
 	}
 	strikes := s.verdicts["a"].Strikes
@@ -114,7 +112,7 @@ func TestFlapDamping(t *testing.T) {
 	// Stable for the flap window: the next ejection is a first one again.
 	s.now = s.now.Add(p.FlapWindow)
 	s.step(3, Tally{ID: "a", Votes: 5, Voters: 5})
-	if v := s.verdicts["a"]; v.Reason != gossip.VerdictDown || v.Strikes != 1 {
+	if v := s.verdicts["a"]; v.Reason != VerdictDown || v.Strikes != 1 {
 		t.Fatalf("ejection after a stable window: %+v; want down with 1 strike", v)
 	}
 }
@@ -154,9 +152,9 @@ func TestEjectionBudget(t *testing.T) {
 	var out, over []string
 	for _, id := range []string{"a", "b", "c", "d"} {
 		switch s.verdicts[id].Reason {
-		case gossip.VerdictDown:
+		case VerdictDown:
 			out = append(out, id)
-		case gossip.VerdictOverBudget:
+		case VerdictOverBudget:
 			over = append(over, id)
 		}
 	}
@@ -183,7 +181,7 @@ func TestEjectionBudget(t *testing.T) {
 	if got := Decide(Policy{MaxEjectPercent: NoEjection}.WithDefaults(), all("a"), 4, t0); got[0].Down() {
 		t.Fatal("NoEjection ejected")
 	}
-	if got := Decide(defaultPolicy(), []Tally{{ID: "a", Votes: 1, Voters: 1}}, 1, t0); got[0].Down() || got[0].Reason != gossip.VerdictOverBudget {
+	if got := Decide(defaultPolicy(), []Tally{{ID: "a", Votes: 1, Voters: 1}}, 1, t0); got[0].Down() || got[0].Reason != VerdictOverBudget {
 		t.Fatalf("lone backend: %+v", got[0])
 	}
 }
@@ -192,7 +190,7 @@ func TestEjectionBudget(t *testing.T) {
 // any decider decides alike.
 func TestDecideIsDeterministic(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	reasons := []gossip.VerdictReason{gossip.VerdictUp, gossip.VerdictDown, gossip.VerdictHeld, gossip.VerdictOverBudget}
+	reasons := []VerdictReason{VerdictUp, VerdictDown, VerdictHeld, VerdictOverBudget}
 	for trial := range 2000 {
 		n := 1 + rng.IntN(8)
 		ts := make([]Tally, n)
@@ -200,7 +198,7 @@ func TestDecideIsDeterministic(t *testing.T) {
 			voters := rng.IntN(6)
 			ts[i] = Tally{ID: fmt.Sprintf("b%d", i), Voters: voters, Votes: rng.IntN(voters + 1)}
 			if rng.IntN(2) == 0 {
-				ts[i].Prev = gossip.Verdict{ID: ts[i].ID, Reason: reasons[rng.IntN(4)], Strikes: uint16(rng.IntN(5)),
+				ts[i].Prev = Verdict{ID: ts[i].ID, Reason: reasons[rng.IntN(4)], Strikes: uint16(rng.IntN(5)),
 					Changed: uint64(t0.Add(-time.Duration(rng.IntN(300)) * time.Second).UnixMilli())}
 			}
 		}
@@ -221,20 +219,23 @@ func TestDecideIsDeterministic(t *testing.T) {
 	}
 }
 
-func TestDecider(t *testing.T) {
-	m := func(name string, st gossip.NodeState) gossip.Member {
-		return gossip.Member{Name: name, Meta: gossip.Meta{Role: gossip.RoleBalancer, State: st}}
-	}
-	if got := Decider([]gossip.Member{m("a", gossip.NodeDraining), m("b", gossip.NodeLeaving), m("c", gossip.NodeActive)}); got != "c" {
+// TestDeciderOf: the lowest-named active member decides, else the lowest
+// draining one. (Leaving members are no members here: the node's adapter
+// leaves them out, node's TestLiveMemberRule checks that.)
+func TestDeciderOf(t *testing.T) {
+	if got := DeciderOf([]Member{{Name: "a", Draining: true}, {Name: "c"}}); got != "c" {
 		t.Errorf("decider = %q; want c", got)
 	}
-	if got := Decider([]gossip.Member{m("a", gossip.NodeLeaving), m("b", gossip.NodeDraining)}); got != "b" {
+	if got := DeciderOf([]Member{{Name: "b", Draining: true}, {Name: "d", Draining: true}}); got != "b" {
 		t.Errorf("decider = %q; want the draining b", got)
 	}
-	obs := []gossip.Observation{{Node: "a", ID: "x"}, {Node: "b", ID: "x", Up: true}, {Node: "gone", ID: "x"}, {Node: "a", ID: "unknown"}}
-	got := Count([]gossip.Member{m("a", gossip.NodeActive), m("b", gossip.NodeDraining), m("c", gossip.NodeLeaving)}, obs, []string{"x"}, nil)
+	if got := DeciderOf(nil); got != "" {
+		t.Errorf("decider of no members = %q", got)
+	}
+	obs := []Observation{{Node: "a", ID: "x"}, {Node: "b", ID: "x", Up: true}, {Node: "gone", ID: "x"}, {Node: "a", ID: "unknown"}}
+	got := Count([]Member{{Name: "a"}, {Name: "b", Draining: true}}, obs, []string{"x"}, nil)
 	if len(got) != 1 || got[0].Votes != 1 || got[0].Voters != 2 {
-		t.Errorf("count = %+v; want 1 of 2 (the gone and leaving nodes don't vote)", got)
+		t.Errorf("count = %+v; want 1 of 2 (the gone node doesn't vote)", got)
 	}
 }
 

@@ -161,7 +161,7 @@ func (n *Node) Status() Status {
 		ms.ProxyAddr, ms.AdminAddr = m.Meta.ProxyAddr, m.Meta.AdminAddr
 		ms.State = m.Meta.State.String()
 		ms.RingFingerprint, ms.ConfigFingerprint = fp(m.Meta.RingFP), fp(m.Meta.ConfigFP)
-		if m.Meta.State != gossip.NodeLeaving {
+		if live(m) {
 			if m.Meta.RingFP != ringFP || ringFP == 0 {
 				s.RingAgreed = false
 			}
@@ -281,7 +281,7 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 	}
 	req.ID, req.Addr = strings.TrimSpace(req.ID), strings.TrimSpace(req.Addr)
 	if req.ID == "" {
-		req.ID = req.Addr
+		req.ID = DefaultBackendID(req.Addr)
 	}
 	if err := validateBackendAddr(req.Addr); err != nil {
 		writeError(w, http.StatusBadRequest, "addr: "+err.Error())

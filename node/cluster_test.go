@@ -284,6 +284,7 @@ func crashForTest(n *Node) {
 		n.proxySrv.Close()
 		_ = n.cluster.Shutdown()
 		n.wg.Wait()
+		n.decider.Shutdown()
 		n.checker.Close()
 	})
 }

@@ -93,7 +93,7 @@ func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
-	verdicts := n.cluster.Verdicts()
+	verdicts := replicaVerdicts(n.cluster)
 	for _, rec := range n.cluster.Records() {
 		st := effectiveState(rec, verdicts[rec.ID])
 		for _, s := range effectiveStates {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
 )
 
@@ -31,8 +32,10 @@ type Node struct {
 	cluster  *gossip.Cluster
 	router   *router.Router
 	checker  *health.Checker
+	decider  *health.Decider
 	configFP uint64
 
+	changes  <-chan struct{} // the rebuild loop's subscription to gossip
 	table    atomic.Pointer[Table]
 	draining atomic.Bool
 	leaving  atomic.Bool // meta belongs to gossip's leave from here on
@@ -74,6 +77,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	cfg.Gossip.Meta = gossip.Meta{Role: gossip.RoleBalancer, State: gossip.NodeActive, ConfigFP: configFP}
+	cfg.Gossip.Kinds = replicatedKinds()
+	cfg.Gossip.ValidateBackendID = ring.ValidateID
 	cluster, err := gossip.New(cfg.Gossip)
 	if err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
@@ -83,6 +88,7 @@ func New(cfg Config) (*Node, error) {
 		log:      log,
 		reg:      reg,
 		cluster:  cluster,
+		changes:  cluster.Subscribe(),
 		configFP: configFP,
 	}
 	rcfg := cfg.Router
@@ -99,7 +105,19 @@ func New(cfg Config) (*Node, error) {
 	if n.router, err = router.New(rcfg); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
-	if n.checker, err = health.NewChecker(cfg.HealthCheck, n.observe, log); err != nil {
+	mesh := &gossipMesh{c: cluster, changes: cluster.Subscribe()}
+	report := func(id string, up bool, detail string) {
+		if err := mesh.Observe(health.Observation{ID: id, Up: up, Detail: detail}); err != nil {
+			log.Warn().Err(err).Str("backend", id).Msg("publish health observation failed")
+		}
+	}
+	if n.checker, err = health.NewChecker(cfg.HealthCheck, report, log); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	n.decider, err = health.NewDecider(health.DeciderConfig{
+		Policy: cfg.HealthPolicy, Mesh: mesh, Checks: n.checker, Leaving: n.leaving.Load, Logger: log,
+	})
+	if err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
@@ -192,7 +210,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// returns; the catalog is still empty, so this is quick.
 	built := n.rebuild(time.Now())
 	n.wg.Go(func() { n.rebuildLoop(runCtx, built) })
-	n.wg.Go(func() { n.healthLoop(runCtx) })
+	if err := n.decider.Start(runCtx); err != nil {
+		return err
+	}
 	n.wg.Go(func() { n.upsertStatic(runCtx) })
 
 	n.log.Info().
@@ -310,6 +330,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 		}
 	}
+	n.decider.Shutdown()
 	n.checker.Close()
 	if err := n.cluster.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))

@@ -10,6 +10,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/health"
 	"github.com/meshlb/meshlb/ring"
 )
 
@@ -57,7 +58,7 @@ func (t *Table) Addr(id string) (string, bool) {
 // removed ones take no new sessions. skipped lists the records the ring
 // refuses (an ID a peer accepted but the ring can't hash unambiguously):
 // they stay out rather than freeze every node's ring.
-func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]gossip.Verdict) (t *Table, skipped []string, err error) {
+func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]health.Verdict) (t *Table, skipped []string, err error) {
 	ids, addrs, skipped := effective(records, verdicts)
 	r, err := ring.Build(cfg, ids)
 	if err != nil {
@@ -73,7 +74,7 @@ func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]goss
 	return t, skipped, nil
 }
 
-func effective(records []gossip.Record, verdicts map[string]gossip.Verdict) (ids []string, addrs map[string]string, skipped []string) {
+func effective(records []gossip.Record, verdicts map[string]health.Verdict) (ids []string, addrs map[string]string, skipped []string) {
 	ids = make([]string, 0, len(records))
 	addrs = make(map[string]string, len(records))
 	for _, rec := range records {
@@ -94,7 +95,7 @@ func effective(records []gossip.Record, verdicts map[string]gossip.Verdict) (ids
 // sameInputs reports whether t was built from exactly these backends, so a
 // gossip change that does not touch the ring (a member joined, a drain of
 // an already drained backend) costs no rebuild.
-func (t *Table) sameInputs(records []gossip.Record, verdicts map[string]gossip.Verdict) bool {
+func (t *Table) sameInputs(records []gossip.Record, verdicts map[string]health.Verdict) bool {
 	ids, addrs, _ := effective(records, verdicts)
 	if len(ids) != len(t.addrs) {
 		return false
@@ -131,7 +132,7 @@ func tableFingerprint(ringFP uint64, ids, addrs []string) uint64 {
 // rebuild) neither start nor prolong a coalescing window.
 func (n *Node) rebuildLoop(ctx context.Context, built uint64) {
 	n.publishMetaLogged()
-	changes := n.cluster.Changes()
+	changes := n.changes
 	// The ring fingerprint goes out in node meta a little after a swap:
 	// every node rebuilds at about the same time, and a hundred alive
 	// messages sent at once would crowd the catalog delta, which rides in
@@ -154,7 +155,7 @@ func (n *Node) rebuildLoop(ctx context.Context, built uint64) {
 			continue
 		}
 		first := time.Now()
-		if !n.coalesce(ctx, changes) {
+		if !(coalescer{quiet: n.cfg.CoalesceQuiet, max: n.cfg.CoalesceMax, digest: n.inputsDigest}).wait(ctx, changes) {
 			return
 		}
 		built = n.rebuild(first)
@@ -162,22 +163,30 @@ func (n *Node) rebuildLoop(ctx context.Context, built uint64) {
 	}
 }
 
-// coalesce waits until the catalog has been quiet for CoalesceQuiet, or
-// CoalesceMax has passed. It returns false when ctx ends.
-func (n *Node) coalesce(ctx context.Context, changes <-chan struct{}) bool {
-	quiet := time.NewTimer(n.cfg.CoalesceQuiet)
+// coalescer waits out a burst of changes, as serf's coalescer does: it
+// returns once digest has been steady for quiet, or max after it started
+// waiting, whichever is first. A signal that leaves digest as it was
+// (members joining, meta updates) does not prolong the wait.
+type coalescer struct {
+	quiet, max time.Duration
+	digest     func() uint64
+}
+
+// wait returns false when ctx ends first.
+func (c coalescer) wait(ctx context.Context, changes <-chan struct{}) bool {
+	quiet := time.NewTimer(c.quiet)
 	defer quiet.Stop()
-	limit := time.NewTimer(n.cfg.CoalesceMax)
+	limit := time.NewTimer(c.max)
 	defer limit.Stop()
-	last := n.inputsDigest()
+	last := c.digest()
 	for {
 		select {
 		case <-ctx.Done():
 			return false
 		case <-changes:
-			if d := n.inputsDigest(); d != last {
+			if d := c.digest(); d != last {
 				last = d
-				quiet.Reset(n.cfg.CoalesceQuiet)
+				quiet.Reset(c.quiet)
 			}
 		case <-quiet.C:
 			return true
@@ -192,7 +201,7 @@ func (n *Node) coalesce(ctx context.Context, changes <-chan struct{}) bool {
 func (n *Node) inputsDigest() uint64 {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:], n.cluster.CatalogDigest())
-	binary.BigEndian.PutUint64(b[8:], n.cluster.VerdictDigest())
+	binary.BigEndian.PutUint64(b[8:], n.cluster.Digest(kindVerdict))
 	return xxhash.Sum64(b[:])
 }
 
@@ -202,7 +211,7 @@ func (n *Node) inputsDigest() uint64 {
 func (n *Node) rebuild(since time.Time) uint64 {
 	digest := n.inputsDigest()
 	records := n.cluster.Records()
-	verdicts := n.cluster.Verdicts()
+	verdicts := replicaVerdicts(n.cluster)
 	cur := n.table.Load()
 	if cur != nil && cur.sameInputs(records, verdicts) {
 		return digest
@@ -255,7 +264,7 @@ func (r Route) String() string { return fmt.Sprintf("%s(%s)#%d", r.Backend, r.Ad
 // operator must align the ring and key settings.
 func (n *Node) checkPeers() {
 	for _, m := range n.cluster.Members() {
-		if m.MetaErr != nil || m.Meta.ConfigFP == n.configFP || m.Meta.State == gossip.NodeLeaving {
+		if !live(m) || m.Meta.ConfigFP == n.configFP {
 			continue
 		}
 		k := m.Name + "/" + fp(m.Meta.ConfigFP)

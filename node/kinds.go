@@ -1,0 +1,62 @@
+package node
+
+import (
+	"time"
+
+	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/ring"
+)
+
+// The kinds of replicated state besides the catalog (gossip.KindBackend =
+// 1). Every node of a mesh registers the same ones; the numbers are on the
+// wire, so a number is never reused. A new kind goes here, with its owner's
+// codec, and through the one replicator in gossip.
+const (
+	kindObservation gossip.Kind = 2 // health: one node's view of one backend
+	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
+)
+
+// Observations live an hour after their node left the mesh: the vote
+// ignores them at once, and dropping them at once would let a peer's
+// push/pull bring them back.
+const observationTTL = time.Hour
+
+// replicatedKinds returns the specs of the kinds above. Their byte bounds
+// add up to gossip.KindsBudget: with 20-byte names, some 80,000
+// observations (nodes × backends) and 30,000 verdicts.
+func replicatedKinds() []gossip.KindSpec {
+	backendOf := func(key string) string {
+		id, _, _ := health.SplitObservationKey(key)
+		return id
+	}
+	return []gossip.KindSpec{
+		{
+			Kind: kindObservation, Name: "observation",
+			MaxValue: 1 + health.MaxDetailLen, MaxEntries: 200_000, MaxBytes: 3 << 20,
+			Validate: func(key string, value []byte) error {
+				o, err := health.DecodeObservation(key, value, time.Time{})
+				if err != nil {
+					return err
+				}
+				return ring.ValidateID(o.ID)
+			},
+			Backend: backendOf,
+			Owned:   true, OwnerTTL: observationTTL,
+		},
+		{
+			Kind: kindVerdict, Name: "verdict",
+			MaxValue: 64, MaxEntries: 30_000, MaxBytes: 1 << 20,
+			Validate: func(key string, value []byte) error {
+				if err := ring.ValidateID(key); err != nil {
+					return err
+				}
+				_, err := health.DecodeVerdict(key, value)
+				return err
+			},
+			Backend: func(key string) string { return key },
+			// Verdicts change rings: every new one is passed on.
+			RelayAll: true,
+		},
+	}
+}
