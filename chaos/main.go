@@ -39,7 +39,7 @@ import (
 	"time"
 
 	"github.com/meshlb/meshlb/internal/netlab"
-	"github.com/meshlb/meshlb/loadgen"
+	"github.com/meshlb/meshlb/internal/loadgen"
 )
 
 // exitSkip is automake's SKIP: the lab can't be built on this machine.
