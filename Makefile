@@ -80,7 +80,7 @@ CHAOS_MINUTES ?= 5
 CHAOS_SEED ?= 0
 # (built, not go run: go run turns the soak's exit 77, "can't run here", into 1)
 chaos: build
-	$(GO) build -o bin/chaos ./chaos
+	$(GO) build -o bin/chaos ./lab/chaos
 	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) bin/chaos --meshlb $(BIN)
 
 IMAGE ?= meshlb:dev

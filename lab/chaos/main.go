@@ -11,7 +11,7 @@
 // and a summary; the exit status is 1 when the bench fails or the mesh is
 // not one ring again at the end, 77 when the lab can't be built here.
 //
-//	CHAOS_MINUTES=5 CHAOS_SEED=42 go run ./chaos --meshlb bin/meshlb
+//	CHAOS_MINUTES=5 CHAOS_SEED=42 go run ./lab/chaos --meshlb bin/meshlb
 //
 // Flags take their defaults from CHAOS_* variables (see --help).
 package main
@@ -38,8 +38,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshlb/meshlb/internal/netlab"
 	"github.com/meshlb/meshlb/internal/loadgen"
+	"github.com/meshlb/meshlb/internal/netlab"
 )
 
 // exitSkip is automake's SKIP: the lab can't be built on this machine.
