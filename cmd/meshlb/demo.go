@@ -8,7 +8,6 @@ import (
 	"io"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -76,7 +75,7 @@ Ctrl-C stops everything.
 	<-ctx.Done()
 	stop()
 	fmt.Fprintln(stdout, "\nstopping the demo mesh...")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), m.ShutdownTimeout())
 	defer cancel()
 	if err := m.Shutdown(sctx); err != nil {
 		fmt.Fprintf(stderr, "meshlb demo: shutdown: %v\n", err)

@@ -375,13 +375,13 @@ func (c *soak) signal(host string, sig syscall.Signal) error {
 }
 
 // restart starts host's process again once the old one is gone: a
-// SIGTERM'd node may still be draining (kill -9 after 40 s, beyond its
-// --drain-timeout).
+// SIGTERM'd node may still be draining (kill -9 after 45 s, beyond its
+// default --drain-delay + --drain-timeout + --leave-timeout, about 41 s).
 func (c *soak) restart(ctx context.Context, host string, start func() error) error {
 	if p := c.proc(host); p != nil {
 		select {
 		case <-p.exited:
-		case <-time.After(40 * time.Second):
+		case <-time.After(45 * time.Second):
 			p.cmd.Process.Kill()
 			<-p.exited
 		}
