@@ -38,7 +38,7 @@ PROXYBENCH_FLAGS ?=
 bench: build bench-tools
 	MESHLB_RING_FIGURES=1 $(GO) test -run 'TestRingFigures' -bench 'Locate|Build' -benchmem -count 1 ./ring/
 	$(GO) test -run '^$$' -bench 'Convergence' -benchtime 5x -timeout 30m ./node/
-	ulimit -n 20000 2>/dev/null || ulimit -n $$(ulimit -Hn); $(GO) run ./bench/proxybench --meshlb $(BIN) $(PROXYBENCH_FLAGS)
+	ulimit -n 20000 2>/dev/null || ulimit -n $$(ulimit -Hn); $(GO) run ./lab/bench/proxybench --meshlb $(BIN) $(PROXYBENCH_FLAGS)
 
 # Install haproxy and nginx for the proxy comparison when they are missing (apt-get).
 bench-tools:
@@ -55,7 +55,7 @@ bench-go:
 # WebSocket proxy: RSS per idle WebSocket, echo msg/s and CPU per message, direct vs via a node (WSBENCH_FLAGS for more).
 WSBENCH_FLAGS ?=
 bench-ws: build
-	$(GO) run ./bench/wsbench --meshlb $(BIN) $(WSBENCH_FLAGS)
+	$(GO) run ./lab/bench/wsbench --meshlb $(BIN) $(WSBENCH_FLAGS)
 
 # Short fuzzing of every parser of untrusted bytes (FUZZTIME per target).
 FUZZTIME ?= 20s
@@ -81,7 +81,7 @@ CHAOS_MINUTES ?= 5
 CHAOS_SEED ?= 0
 # (built, not go run: go run turns the soak's exit 77, "can't run here", into 1)
 chaos: build
-	$(GO) build -o bin/chaos ./chaos
+	$(GO) build -o bin/chaos ./lab/chaos
 	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) bin/chaos --meshlb $(BIN)
 
 IMAGE ?= meshlb:dev

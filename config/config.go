@@ -170,6 +170,7 @@ func nodeOptions() []option {
 		{name: "drain-delay", def: "1s", usage: "on SIGTERM, keep serving this long after turning unready", apply: duration(func(c *Node, d time.Duration) { c.Node.DrainDelay = orNegative(d) })},
 		{name: "drain-spread", def: "5s", usage: "on SIGTERM, close WebSockets spread over this window, with jitter", apply: duration(func(c *Node, d time.Duration) { c.Node.DrainSpread = orNegative(d) })},
 		{name: "drain-timeout", def: "30s", usage: "on SIGTERM, the longest wait for WebSockets and HTTP requests to finish", apply: posDuration(func(c *Node, d time.Duration) { c.Node.DrainTimeout = d })},
+		{name: "leave-timeout", def: "5s", usage: "on SIGTERM, after the drain, the longest wait for the mesh to hear this node leave", apply: posDuration(func(c *Node, d time.Duration) { c.Node.LeaveTimeout = d })},
 		{name: "drain-close-code", def: "1001", usage: "WebSocket close code sent on drain: 1001 (going away) or 1012 (service restart)", apply: func(c *Node, v string) error {
 			switch v {
 			case "1001", "1012":

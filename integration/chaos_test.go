@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// These are issue 5's scenarios on loopback, with `meshlb bench` as the
-// checker; netns_test.go runs them across network namespaces, with
-// partitions.
+// Chaos scenarios on loopback, with `meshlb bench` as the checker: a node
+// killed, a rolling restart and a backend killed, all under load.
+// netns_test.go runs them across network namespaces, with partitions.
 
 // kill -9 of a node under 1,000 sessions: every session that was on it
 // reconnects through another node to the same backend.

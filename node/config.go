@@ -116,6 +116,11 @@ type Config struct {
 	// DrainCloseCode is the close code sent to WebSocket clients on drain:
 	// 1001 (going away, the default) or 1012 (service restart).
 	DrainCloseCode uint16
+	// LeaveTimeout is how long a stopping node waits, after the drain, for
+	// its leave to reach the mesh. Shutdown keeps it out of the drain's
+	// share of the deadline: a leave cut short looks like a crash to the
+	// peers, who then try to re-join the node for a day. Default 5 s.
+	LeaveTimeout time.Duration
 
 	// HealthCheck is this node's own checking of the backends: its vote.
 	// It may differ from node to node. Zero fields take health's defaults
@@ -176,6 +181,9 @@ func (c Config) withDefaults() Config {
 	if c.DrainCloseCode == 0 {
 		c.DrainCloseCode = 1001
 	}
+	if c.LeaveTimeout <= 0 {
+		c.LeaveTimeout = 5 * time.Second
+	}
 	if c.AnnounceDelay <= 0 {
 		c.AnnounceDelay = 500 * time.Millisecond
 	}
@@ -185,6 +193,20 @@ func (c Config) withDefaults() Config {
 	c.Backends = append([]BackendSpec(nil), c.Backends...)
 	c.Gossip.Seeds = append([]string(nil), c.Gossip.Seeds...)
 	return c
+}
+
+// shutdownSlack covers what a graceful stop does besides the drain and the
+// leave's broadcast: announcing the leave in the meta (gossip waits up to a
+// second for it to go out) and stopping gossip, which waits for a join in
+// progress to give up, and the servers.
+const shutdownSlack = 5 * time.Second
+
+// ShutdownTimeout is the deadline to give Shutdown so that nothing is cut
+// short: the drain delay, the drain timeout, the leave timeout, and a few
+// seconds for the rest. Zero fields count at their defaults.
+func (c Config) ShutdownTimeout() time.Duration {
+	c = c.withDefaults()
+	return max(c.DrainDelay, 0) + c.DrainTimeout + c.LeaveTimeout + shutdownSlack
 }
 
 func (c Config) validate() error {

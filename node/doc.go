@@ -7,6 +7,13 @@
 // rebuild builds a fresh immutable ring off the hot path and swaps it in, so
 // lookups never wait for a rebuild, however large the mesh.
 //
+// A request enters the node at the proxy listener. The acceptor
+// (accept.go) reads each connection's request head: a WebSocket upgrade
+// is served there, anything else goes to net/http; both end in the
+// router's ServeHTTP, which asks the node's picker (proxy.go) for the
+// key's backends in the current table. The relay of a WebSocket's bytes
+// lives in the router (see package router); the node only drains it.
+//
 // node never parses flags, handles signals or exits the process; cmd/meshlb
 // does that and hands node a Config.
 package node

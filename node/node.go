@@ -291,8 +291,11 @@ func (n *Node) waitSynced(ctx context.Context) bool {
 	return true
 }
 
-// Shutdown leaves the mesh gracefully and stops every goroutine. It is safe
-// to call more than once; later calls return the first call's result.
+// Shutdown drains, leaves the mesh gracefully and stops every goroutine.
+// The drain ends LeaveTimeout before ctx's deadline, and the leave gets its
+// whole LeaveTimeout even if ctx has ended: give ctx the config's
+// ShutdownTimeout so that neither is cut. It is safe to call more than
+// once; later calls return the first call's result.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() { n.shutdownErr = n.shutdown(ctx) })
 	return n.shutdownErr
@@ -307,7 +310,15 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if err := n.publishMeta(); err != nil {
 		n.log.Warn().Err(err).Msg("announce draining failed")
 	}
-	if err := n.drain(ctx); err != nil {
+	// The drain gets what the deadline leaves after the leave's budget, so
+	// a drain that runs to its timeout cannot starve the leave.
+	dctx := ctx
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithDeadline(ctx, d.Add(-n.cfg.LeaveTimeout))
+		defer cancel()
+	}
+	if err := n.drain(dctx); err != nil {
 		errs = append(errs, err)
 	}
 	n.metaMu.Lock()
@@ -317,13 +328,16 @@ func (n *Node) shutdown(ctx context.Context) error {
 		n.cancel()
 	}
 	// Leave before the sockets go away: a bare Shutdown looks like a crash
-	// to the peers, who would then try to re-join us for a day.
-	leaveTimeout := 2 * time.Second
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < leaveTimeout {
-		leaveTimeout = max(time.Until(d), time.Millisecond)
-	}
-	if err := n.cluster.Leave(leaveTimeout); err != nil {
-		errs = append(errs, fmt.Errorf("leave: %w", err))
+	// to the peers, who would then try to re-join us for a day. The leave
+	// gets its whole budget even past ctx's deadline, for the same reason.
+	if err := n.cluster.Leave(n.cfg.LeaveTimeout); err != nil {
+		if len(n.cluster.Members()) > 1 {
+			errs = append(errs, err) // it names the operation already
+		} else {
+			// Every peer left or failed while our leave was queued: memberlist
+			// had no one left to send it to, and no one needs it.
+			n.log.Info().Err(err).Msg("left with no peer left to hear it")
+		}
 	}
 	if n.adminSrv != nil {
 		if err := n.adminSrv.Shutdown(ctx); err != nil {
@@ -333,7 +347,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	n.decider.Shutdown()
 	n.checker.Close()
 	if err := n.cluster.Shutdown(); err != nil {
-		errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
+		errs = append(errs, err) // "shutdown gossip: ..." already
 	}
 	if err := n.router.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("router close: %w", err))

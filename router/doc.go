@@ -34,4 +34,22 @@
 //     reconnect, and the node routes it anew.
 //
 // Close frames of the backend and of the client pass through unchanged.
+//
+// # Where a request goes
+//
+// Every request enters at Router.ServeHTTP (router.go). net/http calls it
+// for plain HTTP; the node's acceptor (node/accept.go), which takes
+// WebSocket upgrades off the listener before net/http sees them, calls it
+// for those. ServeHTTP takes the routing key (key.go), then hands plain
+// HTTP to the reverse proxy (httpproxy.go) and upgrades to serveWebSocket
+// (websocket.go), which does the backend handshake, passes the answer on
+// and hijacks the client connection.
+//
+// The relay lives in two places. On Linux both sockets of a session go
+// into the Router's epoll loops (poll_linux.go): an idle WebSocket holds
+// no goroutine and no buffer, and frameTracker (frames.go) follows the
+// backend → client frame boundaries in the byte stream. Elsewhere, or when
+// the sockets cannot be taken, two goroutines relay each session
+// (upstreamCopier and frameRelay, websocket.go). Either way the session
+// is in the registry, so Drain and Close (drain.go) reach it.
 package router

@@ -14,7 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshlb/meshlb/loadgen"
+	"github.com/meshlb/meshlb/internal/loadgen"
 )
 
 const benchUsage = `Usage: meshlb bench (--nodes host:port,... | --target name:port) [--admin host:port,...] [flags]

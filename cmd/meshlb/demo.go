@@ -8,11 +8,10 @@ import (
 	"io"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshlb/meshlb/demo"
+	"github.com/meshlb/meshlb/internal/demo"
 )
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
@@ -76,7 +75,7 @@ Ctrl-C stops everything.
 	<-ctx.Done()
 	stop()
 	fmt.Fprintln(stdout, "\nstopping the demo mesh...")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), m.ShutdownTimeout())
 	defer cancel()
 	if err := m.Shutdown(sctx); err != nil {
 		fmt.Fprintf(stderr, "meshlb demo: shutdown: %v\n", err)

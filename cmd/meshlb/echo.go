@@ -12,7 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshlb/meshlb/demo"
+	"github.com/meshlb/meshlb/internal/demo"
 )
 
 func runEcho(args []string, stderr io.Writer) int {

@@ -106,7 +106,9 @@ func runNode(args, environ []string, stderr io.Writer) int {
 	<-ctx.Done()
 	stop() // from here a second signal takes the default action: exit at once
 	log.Info().Msg("signal received; leaving the mesh (send it again to stop at once)")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// The deadline follows the configuration, so that a long drain is not
+	// cut and the leave still gets its budget after it.
+	sctx, cancel := context.WithTimeout(context.Background(), c.Node.ShutdownTimeout())
 	defer cancel()
 	if err := n.Shutdown(sctx); err != nil {
 		log.Error().Err(err).Msg("shutdown incomplete")

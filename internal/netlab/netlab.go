@@ -4,7 +4,7 @@
 // namespaces for chaos tests: every host is a namespace with one veth
 // (eth0) plugged into a bridge that lives in a namespace of its own, so
 // nothing is added to the root namespace and deleting the namespaces
-// removes every link, address and firewall rule (TOOLBOX.md §3, §8).
+// removes every link, address and firewall rule.
 //
 // It shells out to ip(8) and nft(8) and needs root. It knows nothing of
 // meshlb: integration tests and the chaos soak drive meshlb through it.
@@ -186,7 +186,7 @@ func (l *Lab) Partition(a, b []string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.bridgeCut {
-		// "fwd" is an nft keyword: the chain is "fw" (TOOLBOX §5.1).
+		// "fwd" is an nft keyword, so the chain is named "fw".
 		if err := nft(l.sw, "add table bridge chaos",
 			"add chain bridge chaos fw { type filter hook forward priority 0; policy accept; }"); err != nil {
 			return err

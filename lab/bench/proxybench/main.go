@@ -28,7 +28,7 @@
 // $arg_session_id consistent, Upgrade and Connection forwarded. meshlb: a
 // 3-node mesh with the backends static; the load goes to one node.
 //
-//	go build -o bin/meshlb ./cmd/meshlb && go run ./bench/proxybench
+//	go build -o bin/meshlb ./cmd/meshlb && go run ./lab/bench/proxybench
 //
 // Client, proxies and backends share the machine's cores: compare ratios.
 //go:build linux
@@ -52,7 +52,7 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/meshlb/meshlb/bench/internal/wsload"
+	"github.com/meshlb/meshlb/lab/bench/internal/wsload"
 )
 
 // ctx is the context of every dial: the bench runs to its end.

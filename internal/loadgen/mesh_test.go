@@ -17,8 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshlb/meshlb/demo"
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/internal/demo"
 	"github.com/meshlb/meshlb/node"
 )
 

@@ -174,6 +174,16 @@ func (m *Mesh) NodeAdmins() []string {
 	return out
 }
 
+// ShutdownTimeout is the deadline Shutdown needs to stop the nodes without
+// cutting their drain or their leave; they stop in parallel.
+func (m *Mesh) ShutdownTimeout() time.Duration {
+	var cfg node.Config
+	if m.cfg.NodeConfig != nil {
+		m.cfg.NodeConfig(&cfg)
+	}
+	return cfg.ShutdownTimeout()
+}
+
 // Shutdown stops the page, the nodes (gracefully) and the backends.
 func (m *Mesh) Shutdown(ctx context.Context) error {
 	var errs []error
@@ -270,7 +280,7 @@ func (m *Mesh) control(ctx context.Context, kind, name, action string) error {
 			}
 			switch {
 			case action == "stop" && n.n != nil:
-				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				sctx, cancel := context.WithTimeout(ctx, m.ShutdownTimeout())
 				defer cancel()
 				err := n.n.Shutdown(sctx)
 				n.n = nil

@@ -15,7 +15,7 @@ func TestDependencies(t *testing.T) {
 		t.Skipf("go list -deps: %v", err)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/meshlb/meshlb/") && dep != "github.com/meshlb/meshlb/loadgen" {
+		if strings.HasPrefix(dep, "github.com/meshlb/meshlb/") && dep != "github.com/meshlb/meshlb/internal/loadgen" {
 			t.Errorf("loadgen depends on %s", dep)
 		}
 	}

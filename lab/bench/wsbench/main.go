@@ -6,7 +6,7 @@
 // one node on loopback, drives them from this process, prints a table and
 // stops them:
 //
-//	go build -o bin/meshlb ./cmd/meshlb && go run ./bench/wsbench
+//	go build -o bin/meshlb ./cmd/meshlb && go run ./lab/bench/wsbench
 //	make bench-ws    # the same
 //
 // The figures:
@@ -53,7 +53,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshlb/meshlb/bench/internal/wsload"
+	"github.com/meshlb/meshlb/lab/bench/internal/wsload"
 )
 
 type options struct {

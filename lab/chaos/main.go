@@ -11,7 +11,7 @@
 // and a summary; the exit status is 1 when the bench fails or the mesh is
 // not one ring again at the end, 77 when the lab can't be built here.
 //
-//	CHAOS_MINUTES=5 CHAOS_SEED=42 go run ./chaos --meshlb bin/meshlb
+//	CHAOS_MINUTES=5 CHAOS_SEED=42 go run ./lab/chaos --meshlb bin/meshlb
 //
 // Flags take their defaults from CHAOS_* variables (see --help).
 package main
@@ -38,8 +38,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshlb/meshlb/internal/loadgen"
 	"github.com/meshlb/meshlb/internal/netlab"
-	"github.com/meshlb/meshlb/loadgen"
 )
 
 // exitSkip is automake's SKIP: the lab can't be built on this machine.
@@ -375,13 +375,13 @@ func (c *soak) signal(host string, sig syscall.Signal) error {
 }
 
 // restart starts host's process again once the old one is gone: a
-// SIGTERM'd node may still be draining (kill -9 after 40 s, beyond its
-// --drain-timeout).
+// SIGTERM'd node may still be draining (kill -9 after 45 s, beyond its
+// default --drain-delay + --drain-timeout + --leave-timeout, about 41 s).
 func (c *soak) restart(ctx context.Context, host string, start func() error) error {
 	if p := c.proc(host); p != nil {
 		select {
 		case <-p.exited:
-		case <-time.After(40 * time.Second):
+		case <-time.After(45 * time.Second):
 			p.cmd.Process.Kill()
 			<-p.exited
 		}
