@@ -79,7 +79,7 @@ type Config struct {
 
 // DefaultConfig returns production defaults for a LAN, starting from
 // memberlist's DefaultLANConfig. The numbers were picked by measurement
-// (BenchmarkConvergence, in-process on loopback, 2 shared cores; NOTES.md):
+// (BenchmarkConvergence, in-process on loopback, 2 shared cores):
 //
 //   - GossipInterval 50ms, GossipNodes 4: an upsert reaches every member in
 //     0.05 / 0.15 / 0.15 s (median; max 0.05 / 0.16 / 0.21 s) at N = 5 / 20 /

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// gossip knows nothing of rings, routing or nodes: the arrows point from
+// gossip knows nothing of rings, routing, health or nodes: the arrows point from
 // node to gossip, never back.
 func TestDependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
@@ -14,7 +14,7 @@ func TestDependencies(t *testing.T) {
 		t.Skipf("go list -deps: %v", err)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		for _, banned := range []string{"github.com/meshlb/meshlb/ring", "github.com/meshlb/meshlb/router", "github.com/meshlb/meshlb/node", "github.com/buraksezer/consistent"} {
+		for _, banned := range []string{"github.com/meshlb/meshlb/ring", "github.com/meshlb/meshlb/router", "github.com/meshlb/meshlb/node", "github.com/meshlb/meshlb/health", "github.com/buraksezer/consistent"} {
 			if dep == banned {
 				t.Errorf("gossip depends on %s", dep)
 			}

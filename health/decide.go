@@ -1,7 +1,11 @@
 // Package health owns backend health: the active and passive checks a node
-// runs on its own (Checker), and the rule that turns every live node's
-// observations into the mesh's verdict (Decide): a quorum of live nodes,
-// flap damping with growing hold times, and an ejection budget.
+// runs on its own (Checker), the replicated observations and verdicts and
+// their encoding (Observation, Verdict), the rule that turns every live
+// node's observations into the mesh's verdict (Decide: a quorum of live
+// nodes, flap damping with growing hold times, and an ejection budget), and
+// the loop that applies it on the deciding node (Decider). It reaches the
+// mesh only through the Mesh interface it declares, which the node adapts
+// to gossip: health imports no memberlist.
 //
 // No load balancer we know agrees on health across instances: HAProxy,
 // NGINX, Envoy and Caddy each act on their own checks, so two instances can

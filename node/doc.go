@@ -1,7 +1,12 @@
 // Package node owns one meshlb node: its configuration, the wiring of gossip,
-// ring and the listeners, the single goroutine that turns gossip changes into
-// ring rebuilds, readiness, the admin HTTP API and the lifecycle (start,
-// drain, leave, shutdown).
+// health, ring and the listeners, the single goroutine that turns gossip
+// changes into ring rebuilds, readiness, the admin HTTP API and the
+// lifecycle (start, drain, leave, shutdown).
+//
+// The kinds of replicated state besides the catalog are registered here
+// (kinds.go), each with its owner's codec, and gossip is adapted to what
+// health needs (mesh.go): gossip carries bytes, health decides, node
+// wires the two.
 //
 // The request path and the change path meet only at one atomic pointer: a
 // rebuild builds a fresh immutable ring off the hot path and swaps it in, so
