@@ -518,15 +518,6 @@ func TestCandidates(t *testing.T) {
 	}
 }
 
-func TestDependencies(t *testing.T) {
-	deps := goListDeps(t)
-	for _, bad := range []string{"net", "net/http", "os/exec", "github.com/rs/zerolog", "github.com/hashicorp/memberlist"} {
-		if slices.Contains(deps, bad) {
-			t.Errorf("ring depends on %s", bad)
-		}
-	}
-}
-
 func TestZeroRingAndCapacity(t *testing.T) {
 	var r Ring
 	if _, _, err := r.Locate([]byte("k")); err != ErrEmpty {
