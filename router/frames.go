@@ -111,3 +111,113 @@ func parseFrameHeader(p []byte) (hl int, length int64, op ws.OpCode, ok bool, er
 	}
 	return hl, length, op, true, nil
 }
+
+// protocolError is a client frame the router refuses; the client gets a
+// close frame with code, and the session ends.
+type protocolError struct {
+	code   uint16
+	reason string
+}
+
+func (e *protocolError) Error() string { return "client frame refused: " + e.reason }
+
+var (
+	errUnmasked  = &protocolError{CloseProtocolError, "unmasked frame"}
+	errLengthMSB = &protocolError{CloseProtocolError, "frame length with the high bit set"}
+	errTooBig    = &protocolError{CloseMessageTooBig, "frame too big"}
+)
+
+// clientFrames checks the headers of the client's frames in a byte stream
+// that arrives in arbitrary pieces, holding none of it: RFC 6455 5.1 says
+// a server must close on an unmasked client frame, and a frame over the
+// size limit would otherwise reach the backend whole. A header split
+// over pieces is decoded byte by byte, into left; only its position is
+// kept. It is 10 bytes, because it lives in every session.
+//
+// It is not safe for concurrent use; one reader owns it.
+type clientFrames struct {
+	left int64 // payload bytes of the current frame still to come; inside a header, the length so far
+	hpos uint8 // 0 between frames; else header bytes seen of the current frame
+	hlen uint8 // the current header's length, once its second byte is seen
+}
+
+// check follows p, the next piece of the stream, and returns an error for
+// the first header no client may send: unmasked (RFC 6455 5.1), a 64-bit
+// length with the high bit set, or a payload over limit. After an error the
+// checker is spent: the session ends.
+func (f *clientFrames) check(p []byte, limit int64) error {
+	for i := 0; i < len(p); {
+		if f.left > 0 && f.hpos == 0 {
+			k := int(min(f.left, int64(len(p)-i)))
+			i += k
+			f.left -= int64(k)
+			continue
+		}
+		if f.hpos == 0 && len(p)-i >= maxFrameHeader {
+			// The whole header is here: the common case.
+			hl, length, err := clientHeader(p[i:], limit)
+			if err != nil {
+				return err
+			}
+			i += hl
+			f.left = length
+			continue
+		}
+		// A header split over pieces, a byte at a time.
+		b := p[i]
+		i++
+		switch pos := f.hpos; {
+		case pos == 0:
+			f.left = 0
+		case pos == 1:
+			if b&0x80 == 0 {
+				return errUnmasked
+			}
+			switch l := b & 0x7f; l {
+			case 126:
+				f.hlen = 2 + 2 + 4
+			case 127:
+				f.hlen = 2 + 8 + 4
+			default:
+				f.hlen = 2 + 4
+				f.left = int64(l)
+			}
+		case pos < f.hlen-4: // extended length, big-endian
+			if pos == 2 && f.hlen == 14 && b&0x80 != 0 {
+				return errLengthMSB
+			}
+			f.left = f.left<<8 | int64(b)
+		}
+		f.hpos++
+		if f.hpos >= 2 && f.hpos == f.hlen {
+			if f.left > limit {
+				return errTooBig
+			}
+			f.hpos = 0
+		}
+	}
+	return nil
+}
+
+// clientHeader decodes a complete client frame header at the start of p
+// (len(p) >= maxFrameHeader) and checks it as check does.
+func clientHeader(p []byte, limit int64) (hl int, length int64, err error) {
+	if p[1]&0x80 == 0 {
+		return 0, 0, errUnmasked
+	}
+	switch l := p[1] & 0x7f; l {
+	case 126:
+		hl, length = 2+2+4, int64(binary.BigEndian.Uint16(p[2:4]))
+	case 127:
+		if p[2]&0x80 != 0 {
+			return 0, 0, errLengthMSB
+		}
+		hl, length = 2+8+4, int64(binary.BigEndian.Uint64(p[2:10]))
+	default:
+		hl, length = 2+4, int64(l)
+	}
+	if length > limit {
+		return 0, 0, errTooBig
+	}
+	return hl, length, nil
+}
