@@ -320,6 +320,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		detached = rt.serveWebSocket(w, req, key, cookie)
 		return
 	}
+	pw := newProgressWriter(w, rt.cfg.HTTPWriteTimeout)
+	// The server flushes what is left once ServeHTTP returns.
+	defer pw.extend()
+	w = pw
 	cands, err := rt.pick(key)
 	if err != nil {
 		rt.writeError(w, req, err)
