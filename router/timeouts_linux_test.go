@@ -16,18 +16,6 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// relayModes runs fn with the epoll relay and with the goroutine relay
-// (the portable one, forced by marking epoll unavailable).
-func relayModes(t *testing.T, fn func(t *testing.T, goroutines bool)) {
-	for _, goroutines := range []bool{false, true} {
-		name := "epoll"
-		if goroutines {
-			name = "goroutines"
-		}
-		t.Run(name, func(t *testing.T) { fn(t, goroutines) })
-	}
-}
-
 // deafBackend completes the handshake on a small-buffered socket, then
 // sends what send writes (if set) and never reads, until the test ends.
 func deafBackend(t *testing.T, send func(c net.Conn)) Backend {
