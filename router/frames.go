@@ -154,13 +154,19 @@ func (f *clientFrames) check(p []byte, limit int64) error {
 			continue
 		}
 		if f.hpos == 0 && len(p)-i >= maxFrameHeader {
-			// The whole header is here: the common case.
-			hl, length, err := clientHeader(p[i:], limit)
-			if err != nil {
-				return err
+			// Whole headers, and the payloads behind them: the common case.
+			for len(p)-i >= maxFrameHeader {
+				hl, length, err := clientHeader(p[i:], limit)
+				if err != nil {
+					return err
+				}
+				i += hl
+				if rest := int64(len(p) - i); length >= rest {
+					f.left = length - rest
+					return nil
+				}
+				i += int(length)
 			}
-			i += hl
-			f.left = length
 			continue
 		}
 		// A header split over pieces, a byte at a time.
