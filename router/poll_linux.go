@@ -64,8 +64,8 @@ func putPollBuf(pb *pollBuf) {
 }
 
 // Park states of a direction (pollState.upPark, downPark). Any value above
-// parkWoken means parked, and is the time (unix nanoseconds) of the last
-// write the peer took.
+// parkWoken means parked, and is the time (nowNano) of the last write the
+// peer took.
 const (
 	parkNone  int64 = 0
 	parkWoken int64 = 1 // the peer became writable while the direction was not parked
@@ -167,7 +167,12 @@ const (
 // errWouldBlock reports a write that could not finish without blocking.
 var errWouldBlock = errors.New("would block")
 
-func nowNano() int64 { return time.Now().UnixNano() }
+// monoStart anchors nowNano on the monotonic clock, so that a step of the
+// wall clock neither fires nor holds off the write timeout.
+var monoStart = time.Now()
+
+// nowNano is a monotonic time in nanoseconds, always above parkWoken.
+func nowNano() int64 { return max(int64(time.Since(monoStart)), parkWoken+1) }
 
 // pollLoops is the number of epoll loops: one per P, so that the
 // readiness of many sessions is served in parallel rather than queued
