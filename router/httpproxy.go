@@ -131,12 +131,12 @@ const httpWriteChunk = 16 << 10
 // httpWriteChunk, so that progress is seen at least that often.
 type progressWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
+	rc http.ResponseController // of the server's writer
 	d  time.Duration
 }
 
 func newProgressWriter(w http.ResponseWriter, d time.Duration) *progressWriter {
-	pw := &progressWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: d}
+	pw := &progressWriter{ResponseWriter: w, rc: *http.NewResponseController(w), d: d}
 	pw.extend() // the headers of an answer without a body go at the end
 	return pw
 }
