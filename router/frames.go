@@ -156,11 +156,28 @@ func (f *clientFrames) check(p []byte, limit int64) error {
 		if f.hpos == 0 && len(p)-i >= maxFrameHeader {
 			// Whole headers, and the payloads behind them: the common case.
 			for len(p)-i >= maxFrameHeader {
-				hl, length, err := clientHeader(p[i:], limit)
-				if err != nil {
-					return err
+				b1 := p[i+1]
+				if b1&0x80 == 0 {
+					return errUnmasked
 				}
-				i += hl
+				var length int64
+				switch l := b1 & 0x7f; l {
+				case 126:
+					length = int64(binary.BigEndian.Uint16(p[i+2:]))
+					i += 2 + 2 + 4
+				case 127:
+					if p[i+2]&0x80 != 0 {
+						return errLengthMSB
+					}
+					length = int64(binary.BigEndian.Uint64(p[i+2:]))
+					i += 2 + 8 + 4
+				default:
+					length = int64(l)
+					i += 2 + 4
+				}
+				if length > limit {
+					return errTooBig
+				}
 				if rest := int64(len(p) - i); length >= rest {
 					f.left = length - rest
 					return nil
@@ -203,27 +220,4 @@ func (f *clientFrames) check(p []byte, limit int64) error {
 		}
 	}
 	return nil
-}
-
-// clientHeader decodes a complete client frame header at the start of p
-// (len(p) >= maxFrameHeader) and checks it as check does.
-func clientHeader(p []byte, limit int64) (hl int, length int64, err error) {
-	if p[1]&0x80 == 0 {
-		return 0, 0, errUnmasked
-	}
-	switch l := p[1] & 0x7f; l {
-	case 126:
-		hl, length = 2+2+4, int64(binary.BigEndian.Uint16(p[2:4]))
-	case 127:
-		if p[2]&0x80 != 0 {
-			return 0, 0, errLengthMSB
-		}
-		hl, length = 2+8+4, int64(binary.BigEndian.Uint64(p[2:10]))
-	default:
-		hl, length = 2+4, int64(l)
-	}
-	if length > limit {
-		return 0, 0, errTooBig
-	}
-	return hl, length, nil
 }
