@@ -495,11 +495,13 @@ func (c *wsConn) run() {
 		}
 	}()
 
+	failed := false // once: the other relay then ends on the closed conns
 	for pending := 2; pending > 0; {
 		select {
 		case e := <-ends:
 			pending--
-			if c.relayFailed(e) {
+			if !failed && c.relayFailed(e) {
+				failed = true
 				c.hardClose()
 				continue
 			}
