@@ -167,6 +167,16 @@ func nodeOptions() []option {
 		}},
 		{name: "ws-idle-timeout", def: "0", usage: "close a WebSocket idle this long with 1001 (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
 		{name: "ws-ping-interval", def: "0", usage: "ping WebSocket clients this often (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSPingInterval = d })},
+		{name: "ws-write-timeout", def: "30s", usage: "close a WebSocket whose client or backend takes no byte for this long (a live client gets 1008)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.WSWriteTimeout = d })},
+		{name: "ws-max-frame-size", def: "67108864", usage: "largest client frame payload, in bytes; a larger one closes the WebSocket with 1009", apply: func(c *Node, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("%q is not a byte count > 0", v)
+			}
+			c.Node.Router.WSMaxFrameSize = n
+			return nil
+		}},
+		{name: "http-write-timeout", def: "60s", usage: "close an HTTP response whose client takes no byte of it for this long (progress, not the whole response)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.HTTPWriteTimeout = d })},
 		{name: "drain-delay", def: "1s", usage: "on SIGTERM, keep serving this long after turning unready", apply: duration(func(c *Node, d time.Duration) { c.Node.DrainDelay = orNegative(d) })},
 		{name: "drain-spread", def: "5s", usage: "on SIGTERM, close WebSockets spread over this window, with jitter", apply: duration(func(c *Node, d time.Duration) { c.Node.DrainSpread = orNegative(d) })},
 		{name: "drain-timeout", def: "30s", usage: "on SIGTERM, the longest wait for WebSockets and HTTP requests to finish", apply: posDuration(func(c *Node, d time.Duration) { c.Node.DrainTimeout = d })},

@@ -128,6 +128,9 @@ func TestErrorsNameTheOption(t *testing.T) {
 		{"bad status", []string{"--health-http-status", "500-200"}, nil, "--health-http-status"},
 		{"rise 0", nil, []string{"MESHLB_HEALTH_RISE=0"}, "MESHLB_HEALTH_RISE"},
 		{"hold above max", []string{"--health-hold", "10m"}, nil, "--health-hold"},
+		{"frame size 0", []string{"--ws-max-frame-size", "0"}, nil, "--ws-max-frame-size"},
+		{"frame size unit", []string{"--ws-max-frame-size", "64M"}, nil, "--ws-max-frame-size"},
+		{"write timeout 0", nil, []string{"MESHLB_WS_WRITE_TIMEOUT=0s"}, "MESHLB_WS_WRITE_TIMEOUT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseNode(tc.args, tc.env, &bytes.Buffer{})
@@ -168,6 +171,29 @@ max-eject-percent: 0
 	c, err = ParseNode([]string{"--name", "a", "--health-quorum", "2"}, nil, &bytes.Buffer{})
 	if err != nil || c.Node.HealthPolicy.Quorum != 2 || c.Node.HealthPolicy.MaxEjectPercent != 50 {
 		t.Errorf("quorum 2: %+v, %v", c.Node.HealthPolicy, err)
+	}
+}
+
+// TestWriteTimeoutsAndFrameSize: the relay's hardening options have their
+// defaults, and each source reaches the router config.
+func TestWriteTimeoutsAndFrameSize(t *testing.T) {
+	c, err := ParseNode([]string{"--name", "a"}, nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Node.Router
+	if r.WSWriteTimeout != 30*time.Second || r.WSMaxFrameSize != 64<<20 || r.HTTPWriteTimeout != time.Minute {
+		t.Errorf("defaults: ws write %v, frame %d, http write %v; want 30s, 64 MiB, 1m", r.WSWriteTimeout, r.WSMaxFrameSize, r.HTTPWriteTimeout)
+	}
+	file := writeFile(t, "http-write-timeout: 2m\n")
+	c, err = ParseNode([]string{"--name", "a", "--config", file, "--ws-max-frame-size", "1048576"},
+		[]string{"MESHLB_WS_WRITE_TIMEOUT=5s"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = c.Node.Router
+	if r.WSWriteTimeout != 5*time.Second || r.WSMaxFrameSize != 1<<20 || r.HTTPWriteTimeout != 2*time.Minute {
+		t.Errorf("set: ws write %v, frame %d, http write %v; want 5s, 1 MiB, 2m", r.WSWriteTimeout, r.WSMaxFrameSize, r.HTTPWriteTimeout)
 	}
 }
 

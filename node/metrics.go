@@ -37,6 +37,10 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_websockets", Help: "Proxied WebSockets open now."},
 			func() float64 { return float64(n.router.ActiveWebSockets()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshlb_ws_write_timeouts_total", Help: "WebSockets closed because the client or backend took no byte for --ws-write-timeout."},
+			func() float64 { return float64(n.router.WSWriteTimeouts()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshlb_ws_client_frame_errors_total", Help: "WebSockets closed for a client frame that was unmasked (1002) or over --ws-max-frame-size (1009)."},
+			func() float64 { return float64(n.router.WSClientFrameErrors()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_ring_backends", Help: "Backends on the ring in use."},
 			func() float64 {
 				if t := n.table.Load(); t != nil {

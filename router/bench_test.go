@@ -160,3 +160,65 @@ func BenchmarkFrameTracker(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClientFrames checks the headers of a read's worth of client
+// frames of one size: the cost the relay adds per client byte.
+func BenchmarkClientFrames(b *testing.B) {
+	for _, size := range []int{64, 1024, 16384} {
+		b.Run(fmt.Sprintf("frame=%d", size), func(b *testing.B) {
+			frame := ws.MustCompileFrame(ws.MaskFrame(ws.NewBinaryFrame(make([]byte, size))))
+			var stream []byte
+			for len(stream) < 16<<10 {
+				stream = append(stream, frame...)
+			}
+			var f clientFrames
+			b.SetBytes(int64(len(stream)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := f.check(stream, DefaultWSMaxFrameSize); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRelayUpstream streams client frames of one size, 16 KiB per
+// write, through a Router to a backend that reads and drops them: the
+// relay's client → backend throughput, where the client frame checks sit.
+func BenchmarkRelayUpstream(b *testing.B) {
+	for _, size := range []int{64, 1024, 16384} {
+		b.Run(fmt.Sprintf("frame=%d", size), func(b *testing.B) {
+			sink := serveTCP(b, func(c net.Conn) {
+				if _, err := ws.Upgrade(c); err != nil {
+					return
+				}
+				io.Copy(io.Discard, c)
+			})
+			rt, err := New(Config{Picker: &fixedPicker{backends: []Backend{{ID: "sink", Addr: sink}}}, Logger: zerolog.Nop()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := httptest.NewServer(rt)
+			defer srv.Close()
+			defer rt.Close()
+			c, _, _, err := ws.Dial(context.Background(), "ws://"+strings.TrimPrefix(srv.URL, "http://")+"/ws?session_id=bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			frame := ws.MustCompileFrame(ws.MaskFrame(ws.NewBinaryFrame(make([]byte, size))))
+			var batch []byte
+			for len(batch) == 0 || len(batch)+len(frame) <= 16<<10 {
+				batch = append(batch, frame...)
+			}
+			b.SetBytes(int64(len(batch)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

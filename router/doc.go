@@ -7,7 +7,8 @@
 //     session ID cookie and is routed by it, so reconnects from a new IP
 //     stick;
 //   - HTTP proxying through one httputil.ReverseProxy and one shared
-//     transport, with X-Forwarded-* set;
+//     transport, with X-Forwarded-* set; a client that takes no byte of a
+//     response for Config.HTTPWriteTimeout is cut off;
 //   - WebSocket proxying: the router performs the backend handshake itself
 //     (client's path, query, headers and Sec-WebSocket-Key unchanged),
 //     passes a non-101 answer on as it was, and after a 101 relays bytes
@@ -31,7 +32,13 @@
 //     close frame. 1014 is the registered WebSocket counterpart of HTTP 502
 //     and differs from the drain codes, so a client can tell "this node is
 //     going away" from "your backend went away"; either way it should
-//     reconnect, and the node routes it anew.
+//     reconnect, and the node routes it anew;
+//   - 1008 (Policy Violation) when the backend took no byte for
+//     Config.WSWriteTimeout (a client that stops reading is closed
+//     without one: it would not read it);
+//   - 1002 (Protocol Error) for an unmasked client frame, 1009 (Message
+//     Too Big) for one over Config.WSMaxFrameSize: client frame headers
+//     are checked as they pass, and no frame is held.
 //
 // Close frames of the backend and of the client pass through unchanged.
 //

@@ -111,3 +111,113 @@ func parseFrameHeader(p []byte) (hl int, length int64, op ws.OpCode, ok bool, er
 	}
 	return hl, length, op, true, nil
 }
+
+// protocolError is a client frame the router refuses; the client gets a
+// close frame with code, and the session ends.
+type protocolError struct {
+	code   uint16
+	reason string
+}
+
+func (e *protocolError) Error() string { return "client frame refused: " + e.reason }
+
+var (
+	errUnmasked  = &protocolError{CloseProtocolError, "unmasked frame"}
+	errLengthMSB = &protocolError{CloseProtocolError, "frame length with the high bit set"}
+	errTooBig    = &protocolError{CloseMessageTooBig, "frame too big"}
+)
+
+// clientFrames checks the headers of the client's frames in a byte stream
+// that arrives in arbitrary pieces, holding none of it: RFC 6455 5.1 says
+// a server must close on an unmasked client frame, and a frame over the
+// size limit would otherwise reach the backend whole. A header split
+// over pieces is decoded byte by byte, into left; only its position is
+// kept. It is 10 bytes, because it lives in every session.
+//
+// It is not safe for concurrent use; one reader owns it.
+type clientFrames struct {
+	left int64 // payload bytes of the current frame still to come; inside a header, the length so far
+	hpos uint8 // 0 between frames; else header bytes seen of the current frame
+	hlen uint8 // the current header's length, once its second byte is seen
+}
+
+// check follows p, the next piece of the stream, and returns an error for
+// the first header no client may send: unmasked (RFC 6455 5.1), a 64-bit
+// length with the high bit set, or a payload over limit. After an error the
+// checker is spent: the session ends.
+func (f *clientFrames) check(p []byte, limit int64) error {
+	for i := 0; i < len(p); {
+		if f.left > 0 && f.hpos == 0 {
+			k := int(min(f.left, int64(len(p)-i)))
+			i += k
+			f.left -= int64(k)
+			continue
+		}
+		if f.hpos == 0 && len(p)-i >= maxFrameHeader {
+			// Whole headers, and the payloads behind them: the common case.
+			for len(p)-i >= maxFrameHeader {
+				b1 := p[i+1]
+				if b1&0x80 == 0 {
+					return errUnmasked
+				}
+				var length int64
+				switch l := b1 & 0x7f; l {
+				case 126:
+					length = int64(binary.BigEndian.Uint16(p[i+2:]))
+					i += 2 + 2 + 4
+				case 127:
+					if p[i+2]&0x80 != 0 {
+						return errLengthMSB
+					}
+					length = int64(binary.BigEndian.Uint64(p[i+2:]))
+					i += 2 + 8 + 4
+				default:
+					length = int64(l)
+					i += 2 + 4
+				}
+				if length > limit {
+					return errTooBig
+				}
+				if rest := int64(len(p) - i); length >= rest {
+					f.left = length - rest
+					return nil
+				}
+				i += int(length)
+			}
+			continue
+		}
+		// A header split over pieces, a byte at a time.
+		b := p[i]
+		i++
+		switch pos := f.hpos; {
+		case pos == 0:
+			f.left = 0
+		case pos == 1:
+			if b&0x80 == 0 {
+				return errUnmasked
+			}
+			switch l := b & 0x7f; l {
+			case 126:
+				f.hlen = 2 + 2 + 4
+			case 127:
+				f.hlen = 2 + 8 + 4
+			default:
+				f.hlen = 2 + 4
+				f.left = int64(l)
+			}
+		case pos < f.hlen-4: // extended length, big-endian
+			if pos == 2 && f.hlen == 14 && b&0x80 != 0 {
+				return errLengthMSB
+			}
+			f.left = f.left<<8 | int64(b)
+		}
+		f.hpos++
+		if f.hpos >= 2 && f.hpos == f.hlen {
+			if f.left > limit {
+				return errTooBig
+			}
+			f.hpos = 0
+		}
+	}
+	return nil
+}

@@ -153,37 +153,3 @@ func TestBackendSplitsFrameHeader(t *testing.T) {
 		t.Fatalf("second frame %+v, %v; want the drain's close", h, err)
 	}
 }
-
-// A relay write blocked on a client that reads nothing is woken by the
-// session's close at once, not at the end of its poll slice.
-func TestCloseWakesBlockedRelayWrite(t *testing.T) {
-	b := rawBackend(t, func(c net.Conn, req *http.Request) {
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
-			acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n")
-		frame := append([]byte{0x82, 126, 0xff, 0x00}, make([]byte, 0xff00)...)
-		for {
-			if _, err := c.Write(frame); err != nil {
-				return
-			}
-		}
-	})
-	rt, front := newFront(t, Config{Picker: &fixedPicker{backends: []Backend{b}}})
-	_, _, res := rawClient(t, strings.TrimPrefix(front.URL, "http://"))
-	if res.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status = %d; want 101", res.StatusCode)
-	}
-	var c *wsConn
-	waitFor(t, "a relay write waiting for the client", func() bool {
-		rt.mu.Lock()
-		defer rt.mu.Unlock()
-		for _, s := range rt.conns {
-			c = s
-		}
-		return c != nil && c.pollers.Load() > 0
-	})
-	t0 := time.Now()
-	rt.Close()
-	if el := time.Since(t0); el > 500*time.Millisecond {
-		t.Errorf("Close took %v with a relay write blocked; want it woken at once", el)
-	}
-}

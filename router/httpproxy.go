@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync/atomic"
+	"time"
 )
 
 // routeKey is the context key of a request's *route.
@@ -116,3 +117,55 @@ func (b *retryBody) Read(p []byte) (int, error) {
 }
 
 func (b *retryBody) Close() error { return nil }
+
+// httpWriteChunk is the most a progressWriter hands to the connection
+// under one deadline.
+const httpWriteChunk = 16 << 10
+
+// progressWriter gives each write to an HTTP client Config.HTTPWriteTimeout
+// to complete, and starts the timeout again once it has: a client that
+// stops reading is cut off, one that reads slowly but reads is not.
+// http.Server's WriteTimeout cannot do this: it bounds the whole
+// response, so a long download would need it disabled, and then a client
+// that never reads a 64 MB response holds it forever. Writes are cut to
+// httpWriteChunk, so that progress is seen at least that often.
+type progressWriter struct {
+	http.ResponseWriter
+	rc http.ResponseController // of the server's writer
+	d  time.Duration
+}
+
+func newProgressWriter(w http.ResponseWriter, d time.Duration) *progressWriter {
+	pw := &progressWriter{ResponseWriter: w, rc: *http.NewResponseController(w), d: d}
+	pw.extend() // the headers of an answer without a body go at the end
+	return pw
+}
+
+// extend moves the write deadline to d from now. Where the connection
+// cannot take one (ErrNotSupported), there is no bound, as before.
+func (w *progressWriter) extend() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.d)) }
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		k := min(len(p), httpWriteChunk)
+		w.extend()
+		n, err := w.ResponseWriter.Write(p[:k])
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[k:]
+	}
+	return written, nil
+}
+
+// FlushError is what http.ResponseController.Flush calls: a flush writes
+// to the connection too.
+func (w *progressWriter) FlushError() error {
+	w.extend()
+	return w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *progressWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

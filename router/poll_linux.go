@@ -17,43 +17,74 @@ import (
 
 // The Linux relay: an idle WebSocket holds two file descriptors and its
 // wsConn, and nothing else: no goroutine, no buffer. Both sockets sit in
-// one of the Router's epoll sets (one loop each), armed one-shot for reading. When one is readable,
-// a loop goroutine reads it with a pooled buffer, writes what it read to
-// the peer without blocking and re-arms it: the common case costs no
-// goroutine switch. What would block (a peer that cannot take the bytes at
-// once, the client's write lock held by a close or ping, the end of a
-// direction) is handed, with the buffer, to a pooled worker that blocks
-// (poll(2), with relayWriteTimeout); the source is not re-armed meanwhile:
-// that is the backpressure, the same as a blocking copy loop.
+// one of the Router's epoll sets (one loop per P), registered once,
+// edge-triggered, for reading and writing. When one is readable, the loop
+// goroutine reads it with a pooled buffer and writes what it read to the
+// peer without blocking: the common case costs no goroutine switch.
+//
+// No goroutine ever blocks in a system call on a peer: a blocking call
+// holds an OS thread, and 600 sessions whose peers stopped reading once
+// took a node to 1,199 threads. When the peer cannot take all the bytes,
+// the direction parks: the unwritten bytes stay in the read buffer (one
+// per parked direction, at most pollBufSize), the source is not read
+// meanwhile (the backpressure of a blocking copy loop), and the loop
+// resumes the direction when the peer's socket reports EPOLLOUT. A sweep
+// per loop closes a session whose peer has taken no byte for
+// Config.WSWriteTimeout. What must wait for something other than a
+// socket (the client's write lock, held by a close frame or a ping being
+// written) goes to a pooled worker, which waits on a channel, never in
+// the kernel.
 //
 // The sockets are taken out of Go's netpoller (dup, then Close of the
 // net.Conn) so that the runtime does not wake for every packet of every
 // connection a second time, and so that no netFD or pollDesc is kept.
 
-// relayWriteTimeout bounds a relay write the peer does not take: a peer
-// that accepts no byte for this long while we hold data for it is treated
-// as gone. Without a bound, a worker would be held forever.
-const relayWriteTimeout = time.Minute
-
-// maxIdleWorkers bounds the workers kept parked for the next readiness; a
+// maxIdleWorkers bounds the workers kept parked for the next hand-off; a
 // burst beyond it gets extra goroutines that exit when done.
 const maxIdleWorkers = 64
 
 // pollBufSize is the pooled read buffer: a full one is read again at once.
 const pollBufSize = 16 << 10
 
-var pollBufPool = sync.Pool{New: func() any { b := make([]byte, maxFrameHeader+pollBufSize); return &b }}
+// pollBuf is a direction's read buffer. It is taken from the pool for one
+// readiness and kept past it only while the direction is parked.
+type pollBuf struct {
+	b    [maxFrameHeader + pollBufSize]byte
+	rest []byte // parked: the bytes of b the peer has not taken yet
+	perr error  // parked backend → client: a bad header after rest
+}
+
+var pollBufPool = sync.Pool{New: func() any { return new(pollBuf) }}
+
+func getPollBuf() *pollBuf { return pollBufPool.Get().(*pollBuf) }
+
+func putPollBuf(pb *pollBuf) {
+	pb.rest, pb.perr = nil, nil
+	pollBufPool.Put(pb)
+}
+
+// Park states of a direction (pollState.upPark, downPark). Any value above
+// parkWoken means parked, and is the time (nowNano) of the last write the
+// peer took.
+const (
+	parkNone  int64 = 0
+	parkWoken int64 = 1 // the peer became writable while the direction was not parked
+)
 
 // pollState is the epoll-mode part of a wsConn.
 type pollState struct {
-	polled   bool
-	poll     *poller
-	slotted  bool // has a slot in poll
-	cfd, bfd int  // client and backend sockets, owned; valid until closed
-	slot     uint32
-	gen      uint32
-	refs     atomic.Int32 // 1 while open, +1 per worker, timer or close request at work
-	pollers  atomic.Int32 // writers waiting in poll(2) for room
+	polled     bool
+	slotted    bool // has a slot in poll
+	countsConn bool // holds one of Router.active until finished
+	upDone     bool // guarded by mu
+	downDone   bool // guarded by mu
+	timedOut   bool // guarded by mu: the write timeout fired
+	holdsWsem  bool // the down direction holds wsem across reads (mid-frame, or parked); its own
+	discard    bool // a close frame went to the client: drop the backend's bytes
+	cfd, bfd   int  // client and backend sockets, owned; valid until closed
+	slot       uint32
+	gen        uint32
+	refs       atomic.Int32 // 1 while open, +1 per direction at work or parked, timer or close request
 	// upState and downState (dirIdle, dirBusy, dirAgain) let one goroutine
 	// at a time serve a direction, and tell it when readiness came while it
 	// was at work: the sockets are edge-triggered, so that edge is not
@@ -63,19 +94,20 @@ type pollState struct {
 	// reported: then a short read does not mean the socket is empty, the
 	// end may wait behind the bytes, and no new edge would report it.
 	upHup, downHup atomic.Bool
-	upDone         bool         // guarded by mu
-	downDone       bool         // guarded by mu
-	frames         frameTracker // backend → client; owned by the down worker
-	holdsWsem      bool         // the down worker holds wsem across reads (mid-frame); its own
-	discard        bool         // a close frame went to the client: drop the backend's bytes
-	pingT          *time.Timer  // guarded by mu
-	idleT          *time.Timer  // guarded by mu
-	lingerT        *time.Timer  // guarded by mu
-	start          time.Time
-	countsConn     bool // holds one of Router.active until finished
+	// upPark and downPark hand a parked direction, with its buffer
+	// (upBuf, downBuf) and reference, to whoever takes it by CAS: the loop
+	// on EPOLLOUT, hardClose, or nobody.
+	upPark, downPark atomic.Int64
+	upBuf, downBuf   *pollBuf
+	poll             *poller
+	frames           frameTracker // backend → client; owned by the down direction
+	pingT            *time.Timer  // guarded by mu
+	idleT            *time.Timer  // guarded by mu
+	lingerT          *time.Timer  // guarded by mu
+	start            time.Time
 }
 
-// poller owns the epoll set and the workers.
+// poller owns the epoll set, the workers and the write-timeout sweep.
 type poller struct {
 	rt   *Router
 	epfd int
@@ -90,27 +122,35 @@ type poller struct {
 	idle     atomic.Int32
 	stop     chan struct{}
 	loopDone chan struct{}
-	wg       sync.WaitGroup // workers
+	wg       sync.WaitGroup // workers and the sweep
 }
 
-// pollTask is work the loop hands to a worker because it would block. It
+// pollTask is work the loop hands to a worker because it would wait. It
 // carries the buffer and one reference to the session.
 type pollTask struct {
 	c    *wsConn
 	up   bool // the client socket (client → backend)
 	kind taskKind
-	bp   *[]byte
-	n    int    // taskForward: bytes read into the buffer
-	rest []byte // taskWrite: bytes still to write, in the buffer
-	err  error  // taskEnd: why the direction ended; taskWrite: a header error after rest
+	pb   *pollBuf
+	n    int   // taskForward: bytes read into the buffer
+	err  error // taskEnd: why the direction ended
 }
 
 type taskKind uint8
 
 const (
-	taskForward taskKind = iota // forward n bytes read from the backend
-	taskWrite                   // write rest to the peer
+	taskForward taskKind = iota // forward n bytes read from the backend once wsem is free
 	taskEnd                     // end the direction
+)
+
+// step is the outcome of forwarding one piece.
+type step uint8
+
+const (
+	stepOn   step = iota // done: read on
+	stepPark             // the peer is full: pb.rest is still to write
+	stepWait             // backend → client: wsem is taken (a close or ping is being written)
+	stepEnd              // the direction ended
 )
 
 // Direction states. The sockets are registered edge-triggered, once: a
@@ -126,6 +166,13 @@ const (
 
 // errWouldBlock reports a write that could not finish without blocking.
 var errWouldBlock = errors.New("would block")
+
+// monoStart anchors nowNano on the monotonic clock, so that a step of the
+// wall clock neither fires nor holds off the write timeout.
+var monoStart = time.Now()
+
+// nowNano is a monotonic time in nanoseconds, always above parkWoken.
+func nowNano() int64 { return max(int64(time.Since(monoStart)), parkWoken+1) }
 
 // pollLoops is the number of epoll loops: one per P, so that the
 // readiness of many sessions is served in parallel rather than queued
@@ -170,10 +217,14 @@ func newPoller(rt *Router) (*poller, error) {
 		loopDone: make(chan struct{}),
 	}
 	go p.loop()
+	if d := rt.cfg.WSWriteTimeout; d > 0 {
+		p.wg.Go(func() { p.sweep(d) })
+	}
 	return p, nil
 }
 
-// close stops the loop and the workers. The caller has ended every session.
+// close stops the loop, the workers and the sweep. The caller has ended
+// every session.
 func (p *poller) close() {
 	p.file.Close()
 	<-p.loopDone
@@ -208,8 +259,17 @@ func (p *poller) loop() {
 				c = p.slots[slot]
 			}
 			p.mu.Unlock()
-			if c != nil {
-				c.ready(tag&1 == 1, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
+			if c == nil {
+				continue
+			}
+			client := tag&1 == 1
+			// Room on a socket is for the direction that writes to it;
+			// an error or hang-up wakes that writer too, to see it.
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.writable(!client)
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.ready(client, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			}
 		}
 	}
@@ -241,8 +301,41 @@ func (p *poller) worker(t pollTask) {
 	}
 }
 
-// add registers c's sockets, armed for their first readiness (one that
-// has ended early stays unarmed).
+// sweep closes, every quarter of the write timeout (at most a second
+// apart), the sessions with a direction parked for longer than d: one
+// ticker per loop rather than a timer per session.
+func (p *poller) sweep(d time.Duration) {
+	t := time.NewTicker(min(max(d/4, 5*time.Millisecond), time.Second))
+	defer t.Stop()
+	var late []*wsConn
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		cutoff := nowNano() - int64(d)
+		p.mu.Lock()
+		for _, c := range p.slots {
+			if c != nil && (parkedBefore(c.upPark.Load(), cutoff) || parkedBefore(c.downPark.Load(), cutoff)) && c.tryRef() {
+				late = append(late, c)
+			}
+		}
+		p.mu.Unlock()
+		for i, c := range late {
+			c.writeTimedOut(cutoff)
+			c.unref()
+			late[i] = nil
+		}
+		late = late[:0]
+	}
+}
+
+// parkedBefore reports whether park state s is parked since before cutoff.
+func parkedBefore(s, cutoff int64) bool { return s > parkWoken && s < cutoff }
+
+// add registers c's sockets, for reading and writing, edge-triggered
+// (one direction that has ended early stays busy for good).
 func (p *poller) add(c *wsConn) error {
 	p.mu.Lock()
 	var slot uint32
@@ -272,7 +365,9 @@ func (p *poller) add(c *wsConn) error {
 		up uint32
 	}{{c.cfd, 1}, {c.bfd, 0}} {
 		// Readiness that is there already is reported once added.
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(slot), Pad: int32(c.gen<<1 | s.up)}
+		// EPOLLOUT costs nothing until a write finds the socket full:
+		// only then does the kernel report room.
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(slot), Pad: int32(c.gen<<1 | s.up)}
 		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 			p.remove(c)
 			return fmt.Errorf("epoll add: %w", err)
@@ -380,9 +475,9 @@ unwrap:
 }
 
 // adopt moves c into epoll mode: early bytes are relayed, both sockets
-// registered and armed, and the session then ends on its own (unref). It
-// reports false, with c untouched, when the sockets cannot be taken; the
-// caller then relays with goroutines.
+// registered, and the session then ends on its own (unref). It reports
+// false, with c untouched, when the sockets cannot be taken; the caller
+// then relays with goroutines.
 func (rt *Router) adopt(c *wsConn) bool {
 	rt.mu.Lock()
 	if rt.polls == nil && !rt.closed && !rt.pollFailed {
@@ -408,6 +503,10 @@ func (rt *Router) adopt(c *wsConn) bool {
 		unix.Close(cfd)
 		return false
 	}
+	// Bytes that came with the handshakes, before epoll could see them,
+	// go out through the net.Conns while they are open: the runtime poller
+	// waits for room there without holding a thread.
+	downErr, err := c.relayEarly()
 	// Closing the originals takes them out of Go's netpoller; the sockets
 	// stay open through the duplicates, so no FIN is sent.
 	c.client.Close()
@@ -427,32 +526,14 @@ func (rt *Router) adopt(c *wsConn) bool {
 		c.unref()
 		return true
 	}
-
-	// Bytes that came with the handshakes, before epoll could see them.
-	if len(c.clientBuf) > 0 {
-		c.bytesIn.Add(int64(len(c.clientBuf)))
-		if _, err := c.writeFD(c.bfd, c.clientBuf, true); err != nil {
-			c.hardClose()
-			return true
-		}
-		c.clientBuf = nil
+	if err != nil {
+		c.rt.log.Debug().Uint64("ws", c.id).Err(err).Msg("websocket early bytes")
+		c.hardClose()
+		return true
 	}
-	if n := c.backendBr.Buffered(); n > 0 {
-		bp := pollBufPool.Get().(*[]byte)
-		buf := *bp
-		for n > 0 {
-			k, _ := c.backendBr.Read(buf[maxFrameHeader:])
-			if next := c.forwardDown(buf, k, true); next != nil {
-				c.endDirection(false, next.err)
-				break
-			}
-			n -= k
-		}
-		pollBufPool.Put(bp)
+	if downErr != nil {
+		c.endDirection(false, downErr)
 	}
-	c.backendBr.Reset(nil)
-	handshakeReaders.Put(c.backendBr)
-	c.backendBr = nil
 	if err := p.add(c); err != nil {
 		rt.log.Debug().Err(err).Uint64("ws", c.id).Msg("websocket relay setup")
 		c.hardClose()
@@ -467,6 +548,50 @@ func (rt *Router) adopt(c *wsConn) bool {
 	}
 	c.mu.Unlock()
 	return true
+}
+
+// relayEarly passes on the bytes read with the handshakes: the client's
+// after its request, the backend's after its 101 (whole frames; a
+// frame's start leaves wsem held, as forwardDown does). It runs before
+// the session is polled, with the net.Conns, so nothing else writes.
+// downErr is a bad backend header after the frames written; err ends
+// the session.
+func (c *wsConn) relayEarly() (downErr, err error) {
+	if len(c.clientBuf) > 0 {
+		if err := c.upFrames.check(c.clientBuf, c.rt.cfg.WSMaxFrameSize); err != nil {
+			c.refuseClient(err)
+			return nil, err
+		}
+		c.bytesIn.Add(int64(len(c.clientBuf)))
+		_ = c.backend.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
+		if _, err := c.backend.Write(c.clientBuf); err != nil {
+			return nil, err
+		}
+		c.clientBuf = nil
+	}
+	br := c.backendBr
+	if n := br.Buffered(); n > 0 {
+		data, _ := br.Peek(n)
+		k, closed, perr := c.frames.advance(data)
+		if closed {
+			c.closeSent = true
+			c.discard = true
+		}
+		c.bytesOut.Add(int64(k))
+		_ = c.client.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
+		if _, err := c.client.Write(data[:k]); err != nil {
+			return nil, err
+		}
+		if c.frames.midFrame() {
+			c.wsem <- struct{}{} // free: nothing else writes yet
+			c.holdsWsem = true
+		}
+		downErr = perr
+	}
+	br.Reset(nil)
+	handshakeReaders.Put(br)
+	c.backendBr = nil
+	return downErr, nil
 }
 
 // tryRef takes a reference unless the session has ended.
@@ -500,18 +625,13 @@ func (c *wsConn) unref() {
 	c.rt.wg.Done() // last: Close waits for it
 }
 
-// closeFDs closes both sockets. A worker waiting in poll(2) on one is
-// woken by shutdown(2) first (close alone does not wake a poll); without
-// one, that is two system calls per session saved. The caller holds mu
-// for writing.
+// closeFDs closes both sockets and stops the timers. Nothing waits in the
+// kernel on them (writes never block), so close alone is enough. The
+// caller holds mu for writing; the parked directions are let go after
+// (dropParked).
 func (c *wsConn) closeFDs() {
-	wake := c.pollers.Load() > 0
-	for _, fd := range []int{c.cfd, c.bfd} {
-		if wake {
-			_ = unix.Shutdown(fd, unix.SHUT_RDWR)
-		}
-		_ = unix.Close(fd)
-	}
+	_ = unix.Close(c.cfd)
+	_ = unix.Close(c.bfd)
 	for _, t := range []*time.Timer{c.pingT, c.idleT, c.lingerT} {
 		if t != nil {
 			t.Stop()
@@ -519,61 +639,150 @@ func (c *wsConn) closeFDs() {
 	}
 }
 
-// pump serves a direction that the caller made busy, without blocking:
-// it reads and writes until the socket has nothing more, then releases the
-// direction. Anything that would block goes to a worker with the buffer
-// and pump's reference; the direction stays busy meanwhile.
+func (c *wsConn) parkState(up bool) *atomic.Int64 {
+	if up {
+		return &c.upPark
+	}
+	return &c.downPark
+}
+
+func (c *wsConn) parkedBuf(up bool) **pollBuf {
+	if up {
+		return &c.upBuf
+	}
+	return &c.downBuf
+}
+
+// park leaves the direction waiting, with pb (pb.rest unwritten) and its
+// reference, for the peer's socket to report room; since is the time of
+// the peer's last progress. It reports false when the caller must write
+// again: room was reported while it was at work (that edge is not
+// reported twice), or the session closed meanwhile (the write then says
+// so).
+func (c *wsConn) park(up bool, pb *pollBuf, since int64) bool {
+	st := c.parkState(up)
+	*c.parkedBuf(up) = pb // published by the CAS
+	if !st.CompareAndSwap(parkNone, since) {
+		*c.parkedBuf(up) = nil
+		st.Store(parkNone) // it was parkWoken
+		return false
+	}
+	// hardClose sets closed before it takes parked directions: if it has
+	// not seen this one, closed shows here.
+	c.mu.RLock()
+	closed := c.closed
+	c.mu.RUnlock()
+	if closed && st.CompareAndSwap(since, parkNone) {
+		*c.parkedBuf(up) = nil
+		return false
+	}
+	return true
+}
+
+// unpark takes the direction if it is parked, with its buffer and
+// reference. Otherwise it leaves a note that room came, for an owner
+// about to park.
+func (c *wsConn) unpark(up bool, note bool) (pb *pollBuf, since int64) {
+	st := c.parkState(up)
+	for {
+		s := st.Load()
+		switch {
+		case s > parkWoken:
+			if st.CompareAndSwap(s, parkNone) {
+				pb = *c.parkedBuf(up)
+				*c.parkedBuf(up) = nil
+				return pb, s
+			}
+		case s == parkNone && note:
+			if st.CompareAndSwap(parkNone, parkWoken) {
+				return nil, 0
+			}
+		default:
+			return nil, 0
+		}
+	}
+}
+
+// writable serves room reported on the socket direction up writes to.
+func (c *wsConn) writable(up bool) {
+	pb, since := c.unpark(up, true)
+	if pb == nil {
+		return
+	}
+	st, progressed, err := c.flush(up, pb)
+	if progressed {
+		since = nowNano()
+	}
+	if c.settle(up, pb, st, err, since, false) {
+		c.serve(up, pb)
+	}
+}
+
+// dropParked lets go of a parked direction of a closed session.
+func (c *wsConn) dropParked(up bool) {
+	pb, _ := c.unpark(up, false)
+	if pb == nil {
+		return
+	}
+	if !up {
+		c.closeSent = true // the client may have part of a frame
+		c.releaseWsem()
+	}
+	putPollBuf(pb)
+	c.unref()
+}
+
+// pump serves a direction that the caller made busy.
 func (c *wsConn) pump(up bool) {
 	if !c.tryRef() {
 		return
 	}
-	bp := pollBufPool.Get().(*[]byte)
-	buf := *bp
+	c.serve(up, getPollBuf())
+}
+
+// serve reads and forwards, without blocking, for a direction the caller
+// owns with pb and a reference, until the socket has nothing more: then it
+// releases the direction, pb and the reference. A direction that parks,
+// waits for a worker or ends passes them on instead (settle).
+func (c *wsConn) serve(up bool, pb *pollBuf) {
 	for {
-		var next *pollTask
 		full, empty := false, false
+		st, err := stepOn, error(nil)
 		if up {
-			n, err := c.readFD(c.cfd, buf)
+			n, rerr := c.readFD(c.cfd, pb.b[:])
 			switch {
 			case n > 0:
-				full = n == len(buf)
+				full = n == len(pb.b)
 				c.touch()
 				c.bytesIn.Add(int64(n))
-				if w, werr := c.writeFD(c.bfd, buf[:n], false); werr == errWouldBlock {
-					next = &pollTask{kind: taskWrite, rest: buf[w:n]}
-				} else if werr != nil {
-					next = &pollTask{kind: taskEnd, err: werr}
-				}
-			case err == unix.EAGAIN:
+				st, err = c.forwardUp(pb, n)
+			case rerr == unix.EAGAIN:
 				empty = true
-			case err != nil:
-				next = &pollTask{kind: taskEnd, err: err}
+			case rerr != nil:
+				st, err = stepEnd, rerr
 			default:
-				next = &pollTask{kind: taskEnd, err: io.EOF}
+				st, err = stepEnd, io.EOF
 			}
 		} else {
-			n, err := c.readFD(c.bfd, buf[maxFrameHeader:])
+			n, rerr := c.readFD(c.bfd, pb.b[maxFrameHeader:])
 			switch {
 			case n > 0:
-				full = n == len(buf)-maxFrameHeader
+				full = n == pollBufSize
 				c.touch()
-				next = c.forwardDown(buf, n, false)
-			case err == unix.EAGAIN:
+				st, err = c.forwardDown(pb, n, false)
+			case rerr == unix.EAGAIN:
 				empty = true
-			case err != nil:
-				next = &pollTask{kind: taskEnd, err: err}
+			case rerr != nil:
+				st, err = stepEnd, rerr
 			default:
-				next = &pollTask{kind: taskEnd, err: io.EOF}
+				st, err = stepEnd, io.EOF
 			}
 		}
-		if next != nil && next.kind == taskEnd && c.endsWithoutBlocking(up) {
-			c.endDirection(up, next.err)
-			break
-		}
-		if next != nil {
-			next.c, next.up, next.bp = c, up, bp
-			c.poll.dispatch(*next)
-			return
+		if st != stepOn {
+			if !c.settle(up, pb, st, err, nowNano(), false) {
+				return
+			}
+			continue
 		}
 		// A short read emptied the socket; what arrives later is a new
 		// edge. A full one may have left bytes that no edge will report,
@@ -582,66 +791,128 @@ func (c *wsConn) pump(up bool) {
 			break
 		}
 	}
-	pollBufPool.Put(bp)
+	putPollBuf(pb)
 	c.unref()
 }
 
-// endsWithoutBlocking reports whether ending the direction cannot block,
-// so that the loop may do it itself rather than wake a worker: the client
-// → backend end only half-closes the backend, and so does the backend →
-// client end once the client has ended too (no close frame to write).
-func (c *wsConn) endsWithoutBlocking(up bool) bool {
+// settle deals with a step other than stepOn, for the owner of the
+// direction (pb and a reference). It reports true when the owner reads
+// on (the bytes were written after all); otherwise pb and the reference
+// are parked, given to a worker, or let go. onWorker says that the
+// caller may wait.
+func (c *wsConn) settle(up bool, pb *pollBuf, st step, err error, since int64, onWorker bool) bool {
+	for st == stepPark {
+		if c.park(up, pb, since) {
+			return false
+		}
+		var progressed bool
+		st, progressed, err = c.flush(up, pb)
+		if progressed {
+			since = nowNano()
+		}
+	}
+	switch st {
+	case stepWait:
+		c.poll.dispatch(pollTask{c: c, kind: taskForward, pb: pb, n: len(pb.rest)})
+		return false
+	case stepEnd:
+		if onWorker || c.endsWithoutBlocking(up, err) {
+			c.endDirection(up, err)
+			putPollBuf(pb)
+			c.unref()
+			return false
+		}
+		c.poll.dispatch(pollTask{c: c, up: up, kind: taskEnd, pb: pb, err: err})
+		return false
+	}
+	return true
+}
+
+// flush writes pb.rest, the bytes a parked direction holds, and reports
+// whether any went (progress, for the write timeout).
+func (c *wsConn) flush(up bool, pb *pollBuf) (st step, progressed bool, err error) {
+	fd := c.bfd
+	if !up {
+		fd = c.cfd
+	}
+	w, err := c.writeFD(fd, pb.rest)
+	pb.rest = pb.rest[w:]
+	if err == errWouldBlock {
+		return stepPark, w > 0, nil
+	}
 	if up {
-		return true
+		if err != nil {
+			return stepEnd, w > 0, err
+		}
+		return stepOn, w > 0, nil
+	}
+	st, err = c.downWritten(err, pb.perr)
+	return st, w > 0, err
+}
+
+// endsWithoutBlocking reports whether ending the direction cannot wait,
+// so that the loop may do it itself rather than wake a worker: the client
+// → backend end only half-closes the backend (unless the client broke the
+// protocol: a close frame goes to it), and so does the backend → client
+// end once the client has ended too (no close frame to write).
+func (c *wsConn) endsWithoutBlocking(up bool, err error) bool {
+	if up {
+		var pe *protocolError
+		return !errors.As(err, &pe)
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.upDone
 }
 
-// resume finishes on a worker what pump could not without blocking, then
-// releases the direction, or serves it on if readiness came meanwhile.
+// resume does on a worker what the loop could not without waiting, then
+// serves the direction on.
 func (c *wsConn) resume(t pollTask) {
-	defer c.unref()
-	defer pollBufPool.Put(t.bp)
-	var next *pollTask
 	switch t.kind {
 	case taskEnd:
 		c.endDirection(t.up, t.err)
-		return
+		putPollBuf(t.pb)
+		c.unref()
 	case taskForward:
-		next = c.forwardDown(*t.bp, t.n, true)
-	case taskWrite:
-		if t.up {
-			if _, err := c.writeFD(c.bfd, t.rest, true); err != nil {
-				c.endDirection(true, err)
-				return
-			}
-		} else {
-			next = c.finishDown(t.rest, t.err, true)
+		st, err := c.forwardDown(t.pb, t.n, true)
+		if st == stepOn || c.settle(false, t.pb, st, err, nowNano(), true) {
+			// Still busy: the last read may have left bytes, and those
+			// that came meanwhile were reported only as a note. serve
+			// reads until the socket is empty and releases the direction.
+			c.serve(false, t.pb)
 		}
 	}
-	if next != nil {
-		if next.kind == taskEnd {
-			c.endDirection(t.up, next.err)
-		}
-		return
-	}
-	// Still busy: the last read may have left bytes, and those that came
-	// meanwhile were reported only as a note. pump reads until the socket
-	// is empty and releases the direction.
-	c.pump(t.up)
 }
 
-// forwardDown passes on n backend bytes read into buf at maxFrameHeader
-// (the header bytes carried from the last read go right before them): whole frames, and a frame's start whose payload
-// continues later (then wsem stays held, so nothing is written inside
-// it). Unless block is set it does not wait, and returns the rest of the
-// work instead; nil means done and the direction stays open.
-func (c *wsConn) forwardDown(buf []byte, n int, block bool) *pollTask {
-	if c.discard {
-		return nil
+// forwardUp checks the client's frame headers in the n bytes read into
+// pb and writes them to the backend.
+func (c *wsConn) forwardUp(pb *pollBuf, n int) (step, error) {
+	p := pb.b[:n]
+	if err := c.upFrames.check(p, c.rt.cfg.WSMaxFrameSize); err != nil {
+		return stepEnd, err
 	}
+	w, err := c.writeFD(c.bfd, p)
+	switch {
+	case err == errWouldBlock:
+		pb.rest = p[w:]
+		return stepPark, nil
+	case err != nil:
+		return stepEnd, err
+	}
+	return stepOn, nil
+}
+
+// forwardDown passes on n backend bytes read into pb.b at maxFrameHeader
+// (the header bytes carried from the last read go right before them):
+// whole frames, and a frame's start whose payload continues later (then
+// wsem stays held, so nothing is written inside it). Unless block is set
+// it does not wait for wsem: stepWait then leaves the n bytes in pb.b for
+// a worker (pb.rest = n bytes is how the worker learns n).
+func (c *wsConn) forwardDown(pb *pollBuf, n int, block bool) (step, error) {
+	if c.discard {
+		return stepOn, nil
+	}
+	buf := pb.b[:]
 	if !c.holdsWsem {
 		if block {
 			c.wsem <- struct{}{}
@@ -649,7 +920,8 @@ func (c *wsConn) forwardDown(buf []byte, n int, block bool) *pollTask {
 			select {
 			case c.wsem <- struct{}{}:
 			default: // a close or ping is being written
-				return &pollTask{kind: taskForward, n: n}
+				pb.rest = buf[maxFrameHeader : maxFrameHeader+n]
+				return stepWait, nil
 			}
 		}
 		c.holdsWsem = true
@@ -657,7 +929,7 @@ func (c *wsConn) forwardDown(buf []byte, n int, block bool) *pollTask {
 			// The node closed: nothing may follow its close frame.
 			c.discard = true
 			c.releaseWsem()
-			return nil
+			return stepOn, nil
 		}
 	}
 	start := maxFrameHeader - c.frames.carry(buf[:maxFrameHeader])
@@ -668,29 +940,30 @@ func (c *wsConn) forwardDown(buf []byte, n int, block bool) *pollTask {
 		c.discard = true
 	}
 	c.bytesOut.Add(int64(k))
-	return c.finishDown(data[:k], perr, block)
+	w, err := c.writeFD(c.cfd, data[:k])
+	if err == errWouldBlock {
+		pb.rest, pb.perr = data[w:k], perr
+		return stepPark, nil // wsem stays held: the rest goes first
+	}
+	return c.downWritten(err, perr)
 }
 
-// finishDown writes p, frames or their start, to the client and releases
-// wsem at a frame boundary. perr, a bad header after p, ends the
-// direction once p is written.
-func (c *wsConn) finishDown(p []byte, perr error, block bool) *pollTask {
-	w, err := c.writeFD(c.cfd, p, block)
-	if err == errWouldBlock {
-		return &pollTask{kind: taskWrite, rest: p[w:], err: perr}
-	}
+// downWritten follows a write to the client that finished (err nil) or
+// failed: wsem is released at a frame boundary, and perr, a bad header
+// after the bytes written, ends the direction.
+func (c *wsConn) downWritten(err, perr error) (step, error) {
 	if err != nil {
 		c.closeSent = true // a frame may be cut: no close frame may follow
 		c.releaseWsem()
-		return &pollTask{kind: taskEnd, err: err}
+		return stepEnd, err
 	}
 	if !c.frames.midFrame() {
 		c.releaseWsem()
 	}
 	if perr != nil {
-		return &pollTask{kind: taskEnd, err: perr}
+		return stepEnd, perr
 	}
-	return nil
+	return stepOn, nil
 }
 
 func (c *wsConn) releaseWsem() {
@@ -704,11 +977,18 @@ func (c *wsConn) releaseWsem() {
 // does: client → backend half-closes the backend; backend → client sends
 // CloseBadGateway unless the client is gone or closed already, and
 // half-closes the client. When both have ended the session closes;
-// otherwise it lingers for the close timeout at most.
+// otherwise it lingers for the close timeout at most. A client that broke
+// the protocol gets its close code and the session closes.
 func (c *wsConn) endDirection(up bool, err error) {
 	if !up && c.holdsWsem {
 		c.closeSent = true // the backend broke off inside a frame
 		c.releaseWsem()
+	}
+	var pe *protocolError
+	if up && errors.As(err, &pe) {
+		c.refuseClient(pe)
+		c.hardClose()
+		return
 	}
 	c.mu.Lock()
 	if up {
@@ -751,6 +1031,38 @@ func (c *wsConn) startLinger() {
 	if c.lingerT == nil && !c.closed {
 		c.lingerT = time.AfterFunc(c.rt.closeTimeout, c.hardClose)
 	}
+}
+
+// writeTimedOut closes a session the sweep found with a direction parked
+// since before cutoff. When only the backend stopped reading, the live
+// client is told with CloseWriteTimeout first (on a goroutine: the close
+// frame waits for a frame boundary). The caller holds a reference.
+func (c *wsConn) writeTimedOut(cutoff int64) {
+	c.mu.Lock()
+	if c.closed || c.timedOut {
+		c.mu.Unlock()
+		return
+	}
+	c.timedOut = true
+	c.mu.Unlock()
+	backendStalled := parkedBefore(c.upPark.Load(), cutoff)
+	clientStalled := c.downPark.Load() > parkWoken
+	c.rt.wsWriteTimeouts.Add(1)
+	peer := "client"
+	if backendStalled {
+		peer = "backend"
+	}
+	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Str("peer", peer).
+		Dur("timeout", c.rt.cfg.WSWriteTimeout).Msg("websocket write timeout")
+	if !backendStalled || clientStalled || !c.tryRef() {
+		c.hardClose()
+		return
+	}
+	go func() {
+		defer c.unref()
+		c.inject(CloseWriteTimeout, "backend write timeout")
+		c.hardClose()
+	}()
 }
 
 func (c *wsConn) onPing() {
@@ -816,63 +1128,53 @@ func (c *wsConn) readFD(fd int, p []byte) (int, error) {
 	}
 }
 
-// writeFD writes p to one of c's sockets and returns how much it wrote.
-// Unless block is set it stops with errWouldBlock where the socket is
-// full; with block it waits for room in poll(2), for at most
-// relayWriteTimeout without progress (the close timeout for the node's
-// own frames, see writeClient).
-func (c *wsConn) writeFD(fd int, p []byte, block bool) (int, error) {
-	return c.writeFDTimeout(fd, p, block, relayWriteTimeout)
-}
-
-func (c *wsConn) writeFDTimeout(fd int, p []byte, block bool, timeout time.Duration) (int, error) {
-	var deadline time.Time
+// writeFD writes p to one of c's sockets without blocking and returns how
+// much it wrote; errWouldBlock says the socket is full.
+func (c *wsConn) writeFD(fd int, p []byte) (int, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return 0, net.ErrClosed
+	}
 	written := 0
 	for written < len(p) {
-		c.mu.RLock()
-		if c.closed {
-			c.mu.RUnlock()
-			return written, net.ErrClosed
-		}
 		n, err := unix.Write(fd, p[written:])
-		polls := err == unix.EAGAIN && block
-		if polls {
-			// Counted before the lock is let go: closeFDs, which takes it,
-			// then knows to wake this writer.
-			c.pollers.Add(1)
-		}
-		c.mu.RUnlock()
 		if n > 0 {
 			written += n
-			deadline = time.Time{}
 			continue
 		}
 		switch err {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			return written, errWouldBlock
 		case nil:
 			return written, io.ErrShortWrite
 		default:
 			return written, err
 		}
-		if !block {
-			return written, errWouldBlock
-		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(timeout)
-		}
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			c.pollers.Add(-1)
-			return written, os.ErrDeadlineExceeded
-		}
-		// Outside the lock, so hardClose is not held up; its shutdown(2)
-		// wakes this poll. Slices of a second bound the wait should the fd
-		// be closed before poll starts.
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		_, _ = unix.Poll(fds, int(min(wait, time.Second)/time.Millisecond)+1)
-		c.pollers.Add(-1)
 	}
 	return written, nil
+}
+
+// writeClientPolled writes one of the node's own frames (a close or a
+// ping; the caller holds wsem) to the client within the close timeout.
+// It is rare that the socket is full then, so rather than being woken by
+// the loop, the writer sleeps and tries again, parked in the runtime,
+// not in the kernel.
+func (c *wsConn) writeClientPolled(p []byte) error {
+	deadline := time.Now().Add(c.rt.closeTimeout)
+	wait := time.Millisecond
+	for {
+		w, err := c.writeFD(c.cfd, p)
+		if err != errWouldBlock {
+			return err
+		}
+		p = p[w:]
+		if time.Now().After(deadline) {
+			return os.ErrDeadlineExceeded
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 50*time.Millisecond)
+	}
 }

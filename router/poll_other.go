@@ -2,17 +2,13 @@
 
 package router
 
-import (
-	"errors"
-	"time"
-)
+import "errors"
 
 // Without epoll every WebSocket is relayed by goroutines (websocket.go);
 // these stand-ins keep the shared code compiling.
 
 type pollState struct {
 	polled     bool
-	cfd        int
 	countsConn bool
 }
 
@@ -24,7 +20,8 @@ func (rt *Router) adopt(*wsConn) bool { return false }
 
 func (c *wsConn) closeFDs()                 {}
 func (c *wsConn) unref()                    {}
+func (c *wsConn) dropParked(bool)           {}
 func (c *wsConn) requestClosePolled(uint16) {}
-func (c *wsConn) writeFDTimeout(int, []byte, bool, time.Duration) (int, error) {
-	return 0, errors.New("no epoll relay on this platform")
+func (c *wsConn) writeClientPolled([]byte) error {
+	return errors.New("no epoll relay on this platform")
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -71,6 +72,9 @@ const (
 	DefaultDialTimeout           = 5 * time.Second
 	DefaultHandshakeTimeout      = 10 * time.Second
 	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultWSWriteTimeout        = 30 * time.Second
+	DefaultWSMaxFrameSize        = 64 << 20
+	DefaultHTTPWriteTimeout      = 60 * time.Second
 )
 
 // Config configures a Router. Zero values mean the documented default.
@@ -114,6 +118,21 @@ type Config struct {
 	// interval. The client's pong travels on to the backend, which ignores
 	// it (RFC 6455 5.5.3: an unsolicited pong needs no answer).
 	WSPingInterval time.Duration
+	// WSWriteTimeout closes a WebSocket whose client or backend takes no
+	// byte of what the router holds for it for this long: it has stopped
+	// reading. A live client is told with 1008 (Policy Violation) when it
+	// is its backend that stalled. Default 30s.
+	WSWriteTimeout time.Duration
+	// WSMaxFrameSize is the largest payload a client frame may declare;
+	// a larger one closes the WebSocket with 1009 (Message Too Big). It
+	// bounds nothing the router holds (frames pass through), but spares
+	// the backends. Default 64 MiB.
+	WSMaxFrameSize int64
+	// HTTPWriteTimeout closes an HTTP response whose client takes no part
+	// of it for this long. It is a bound on progress, not on the whole
+	// response: it starts again with each write of up to httpWriteChunk
+	// bytes the client takes. Default 60s.
+	HTTPWriteTimeout time.Duration
 	// OnFailure, if set, observes each backend that refused or failed
 	// before answering. It is called on the request path and must not
 	// block.
@@ -137,7 +156,14 @@ type Router struct {
 	// the second direction after the first one ended.
 	closeTimeout time.Duration
 
-	active      atomic.Int64 // proxied requests + WebSockets, for MaxConns
+	active atomic.Int64 // proxied requests + WebSockets, for MaxConns
+	// wsWriteTimeouts and clientFrameErrors count WebSockets closed for
+	// the write timeout and for a refused client frame.
+	wsWriteTimeouts   atomic.Int64
+	clientFrameErrors atomic.Int64
+	// dialControl, if set, is the backend dialer's Control; tests shrink
+	// socket buffers with it.
+	dialControl func(network, address string, c syscall.RawConn) error
 	overflowLog logLimiter
 	failoverLog logLimiter
 
@@ -168,10 +194,15 @@ func New(cfg Config) (*Router, error) {
 		{"response header timeout", cfg.ResponseHeaderTimeout},
 		{"websocket idle timeout", cfg.WSIdleTimeout},
 		{"websocket ping interval", cfg.WSPingInterval},
+		{"websocket write timeout", cfg.WSWriteTimeout},
+		{"http write timeout", cfg.HTTPWriteTimeout},
 	} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("router config: negative %s %v", d.name, d.v)
 		}
+	}
+	if cfg.WSMaxFrameSize < 0 {
+		return nil, fmt.Errorf("router config: negative websocket max frame size %d", cfg.WSMaxFrameSize)
 	}
 	if cfg.MaxConns < 0 {
 		return nil, fmt.Errorf("router config: negative max conns %d", cfg.MaxConns)
@@ -193,6 +224,15 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.ResponseHeaderTimeout == 0 {
 		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if cfg.WSWriteTimeout == 0 {
+		cfg.WSWriteTimeout = DefaultWSWriteTimeout
+	}
+	if cfg.WSMaxFrameSize == 0 {
+		cfg.WSMaxFrameSize = DefaultWSMaxFrameSize
+	}
+	if cfg.HTTPWriteTimeout == 0 {
+		cfg.HTTPWriteTimeout = DefaultHTTPWriteTimeout
 	}
 	if cfg.SessionCookie != "" {
 		if err := (&http.Cookie{Name: cfg.SessionCookie, Value: "x"}).Valid(); err != nil {
@@ -280,6 +320,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		detached = rt.serveWebSocket(w, req, key, cookie)
 		return
 	}
+	pw := newProgressWriter(w, rt.cfg.HTTPWriteTimeout)
+	// The server flushes what is left once ServeHTTP returns.
+	defer pw.extend()
+	w = pw
 	cands, err := rt.pick(key)
 	if err != nil {
 		rt.writeError(w, req, err)

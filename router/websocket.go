@@ -33,6 +33,16 @@ const (
 	// "this node goes away" from "your backend went away"; both mean
 	// reconnect.
 	CloseBadGateway uint16 = 1014
+	// CloseProtocolError (1002) answers a client frame that breaks RFC
+	// 6455: an unmasked one (5.1), or a 64-bit length with the high bit
+	// set.
+	CloseProtocolError uint16 = 1002
+	// CloseWriteTimeout (1008, Policy Violation) tells a client that its
+	// backend took no byte for Config.WSWriteTimeout.
+	CloseWriteTimeout uint16 = 1008
+	// CloseMessageTooBig (1009) answers a client frame whose payload is
+	// over Config.WSMaxFrameSize.
+	CloseMessageTooBig uint16 = 1009
 )
 
 const (
@@ -286,7 +296,7 @@ func (rt *Router) buildHandshake(buf *bytes.Buffer, req *http.Request) ([]byte, 
 // dialHandshake connects to b, sends the handshake and reads the answer.
 // Any error means b did not give a complete answer.
 func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte) (net.Conn, *bufio.Reader, *http.Response, error) {
-	d := net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	d := net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: rt.dialControl}
 	conn, err := d.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return nil, nil, nil, &dialError{err}
@@ -369,7 +379,8 @@ type wsConn struct {
 	wsem      chan struct{}
 	closeSent bool // a close frame went to the client; guarded by wsem
 
-	closeReq   chan uint16 // Drain's request, buffered 1
+	upFrames   clientFrames // client → backend headers; owned by the up relay
+	closeReq   chan uint16  // Drain's request, buffered 1
 	lastActive atomic.Int64
 	bytesIn    atomic.Int64 // client → backend
 	bytesOut   atomic.Int64 // backend → client
@@ -404,6 +415,8 @@ func (c *wsConn) hardClose() {
 	if c.polled {
 		c.closeFDs()
 		c.mu.Unlock()
+		c.dropParked(true)
+		c.dropParked(false)
 		c.unref() // the session's own reference
 		return
 	}
@@ -482,10 +495,16 @@ func (c *wsConn) run() {
 		}
 	}()
 
+	failed := false // once: the other relay then ends on the closed conns
 	for pending := 2; pending > 0; {
 		select {
 		case e := <-ends:
 			pending--
+			if !failed && c.relayFailed(e) {
+				failed = true
+				c.hardClose()
+				continue
+			}
 			if e.upstream {
 				// The backend reads EOF and may still send its last frames.
 				closeWrite(c.backend)
@@ -510,6 +529,62 @@ func (c *wsConn) run() {
 			c.hardClose()
 		}
 	}
+}
+
+// relayFailed handles, in goroutine mode, a relay that ended because the
+// client broke the protocol or a peer took no byte for the write
+// timeout, and reports whether the session must close now.
+func (c *wsConn) relayFailed(e relayEnd) bool {
+	var pe *protocolError
+	switch {
+	case e.upstream && errors.As(e.err, &pe):
+		c.refuseClient(pe)
+		return true
+	case errors.Is(e.err, errWriteTimeout):
+		peer := "client"
+		if e.upstream {
+			peer = "backend"
+		}
+		c.rt.wsWriteTimeouts.Add(1)
+		c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Str("peer", peer).
+			Dur("timeout", c.rt.cfg.WSWriteTimeout).Msg("websocket write timeout")
+		if e.upstream {
+			c.inject(CloseWriteTimeout, "backend write timeout")
+		}
+		return true
+	}
+	return false
+}
+
+// refuseClient tells the client why its frame was refused, at a frame
+// boundary; the caller closes the session.
+func (c *wsConn) refuseClient(err error) {
+	var pe *protocolError
+	if !errors.As(err, &pe) {
+		return
+	}
+	c.rt.clientFrameErrors.Add(1)
+	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Uint16("code", pe.code).
+		Str("reason", pe.reason).Msg("websocket client frame refused")
+	c.inject(pe.code, pe.reason)
+}
+
+// errWriteTimeout is a relay write the peer took no byte of for
+// Config.WSWriteTimeout.
+var errWriteTimeout = errors.New("websocket write timeout")
+
+// relayWrite writes p to conn in goroutine mode, giving it the write
+// timeout: each write is of one relay buffer at most, so the deadline is
+// renewed at least every relayBufSize bytes the peer takes.
+func (c *wsConn) relayWrite(conn net.Conn, p []byte) error {
+	if d := c.rt.cfg.WSWriteTimeout; d > 0 {
+		_ = conn.SetWriteDeadline(time.Now().Add(d))
+	}
+	_, err := conn.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: %w", errWriteTimeout, err)
+	}
+	return err
 }
 
 // clientLost handles the end of the backend → client direction: unless a
@@ -581,8 +656,7 @@ func (c *wsConn) writeClient(p []byte) error {
 	client, polled := c.client, c.polled
 	c.mu.RUnlock()
 	if polled {
-		_, err := c.writeFDTimeout(c.cfd, p, true, c.rt.closeTimeout)
-		return err
+		return c.writeClientPolled(p)
 	}
 	_ = client.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
 	_, err := client.Write(p)
@@ -599,8 +673,8 @@ func closeWrite(conn net.Conn) {
 }
 
 // upstreamCopier copies client bytes to the backend as they come, the
-// bytes already buffered at hijack first. Client frames are masked and
-// never altered, so no parsing is needed.
+// bytes already buffered at hijack first. Client frames are never altered;
+// only their headers are checked (clientFrames).
 type upstreamCopier struct{ c *wsConn }
 
 func (u upstreamCopier) run(ends chan<- relayEnd) {
@@ -609,9 +683,13 @@ func (u upstreamCopier) run(ends chan<- relayEnd) {
 
 func (u upstreamCopier) copy() error {
 	c := u.c
+	limit := c.rt.cfg.WSMaxFrameSize
 	if len(c.clientBuf) > 0 {
+		if err := c.upFrames.check(c.clientBuf, limit); err != nil {
+			return err
+		}
 		c.bytesIn.Add(int64(len(c.clientBuf)))
-		if _, err := c.backend.Write(c.clientBuf); err != nil {
+		if err := c.relayWrite(c.backend, c.clientBuf); err != nil {
 			return err
 		}
 		c.clientBuf = nil
@@ -623,8 +701,11 @@ func (u upstreamCopier) copy() error {
 		n, err := c.client.Read(buf)
 		if n > 0 {
 			c.touch()
+			if err := c.upFrames.check(buf[:n], limit); err != nil {
+				return err
+			}
 			c.bytesIn.Add(int64(n))
-			if _, werr := c.backend.Write(buf[:n]); werr != nil {
+			if werr := c.relayWrite(c.backend, buf[:n]); werr != nil {
 				return werr
 			}
 		}
@@ -688,7 +769,7 @@ func (f frameRelay) copy() error {
 		}
 		if small {
 			c.bytesOut.Add(int64(n))
-			_, err = c.client.Write(buf[:n])
+			err = c.relayWrite(c.client, buf[:n])
 		} else {
 			err = f.stream(h, br, buf, hl)
 		}
@@ -712,7 +793,7 @@ func (f frameRelay) stream(h ws.Header, br *bufio.Reader, buf []byte, hl int) (e
 			c.closeSent = true
 		}
 	}()
-	if _, err := c.client.Write(buf[:hl]); err != nil {
+	if err := c.relayWrite(c.client, buf[:hl]); err != nil {
 		return err
 	}
 	c.bytesOut.Add(int64(hl))
@@ -721,7 +802,7 @@ func (f frameRelay) stream(h ws.Header, br *bufio.Reader, buf []byte, hl int) (e
 		if n > 0 {
 			c.touch()
 			c.bytesOut.Add(int64(n))
-			if _, werr := c.client.Write(buf[:n]); werr != nil {
+			if werr := c.relayWrite(c.client, buf[:n]); werr != nil {
 				return werr
 			}
 			left -= int64(n)
@@ -764,6 +845,14 @@ func (rt *Router) isDraining() bool {
 	defer rt.mu.Unlock()
 	return rt.draining || rt.closed
 }
+
+// WSWriteTimeouts returns how many WebSockets were closed because a peer
+// took no byte for Config.WSWriteTimeout.
+func (rt *Router) WSWriteTimeouts() int64 { return rt.wsWriteTimeouts.Load() }
+
+// WSClientFrameErrors returns how many WebSockets were closed for a client
+// frame that was unmasked, malformed or over Config.WSMaxFrameSize.
+func (rt *Router) WSClientFrameErrors() int64 { return rt.clientFrameErrors.Load() }
 
 // ActiveWebSockets returns the number of proxied WebSockets.
 func (rt *Router) ActiveWebSockets() int {

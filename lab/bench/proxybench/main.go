@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command proxybench puts meshlb beside HAProxy and NGINX on this machine,
 // in front of the same 3 echo backends, and measures each against going
 // straight to the backends:
@@ -31,8 +33,6 @@
 //	go build -o bin/meshlb ./cmd/meshlb && go run ./lab/bench/proxybench
 //
 // Client, proxies and backends share the machine's cores: compare ratios.
-//go:build linux
-
 package main
 
 import (

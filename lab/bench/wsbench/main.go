@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command wsbench measures meshlb's WebSocket proxy on this machine: what an
 // idle proxied WebSocket costs a node in memory, and echo throughput and CPU
 // per message through a node against going straight to the backends.
