@@ -49,6 +49,7 @@ var (
 	errDraining     = errors.New("draining")
 	errBadUpgrade   = errors.New("bad websocket upgrade request")
 	errHijack       = errors.New("connection cannot be hijacked")
+	errBadSwitch    = errors.New("backend's 101 does not complete the websocket handshake")
 )
 
 // dialError marks a failure to connect to a backend: nothing was sent, so
@@ -245,6 +246,19 @@ func New(cfg Config) (*Router, error) {
 // ServeHTTP routes req by its key and proxies it, as a WebSocket when it
 // asks for an upgrade to websocket, as plain HTTP otherwise.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// Refused before it can take a MaxConns slot: nothing is routed.
+	if err := checkRequest(req); err != nil {
+		rt.writeError(w, req, err)
+		return
+	}
+	// A chunked request body ends the connection after the answer. The
+	// acceptor answers 400 to a first request that also has a
+	// Content-Length, but net/http drops that header from later requests
+	// on a kept-alive connection before we see them; RFC 9112 6.1 then
+	// says to process by Transfer-Encoding and close, which this does.
+	if len(req.TransferEncoding) > 0 {
+		w.Header().Set("Connection", "close")
+	}
 	// detached: a WebSocket session outlives this call and gives its
 	// MaxConns slot back when it ends.
 	var detached bool
@@ -400,7 +414,10 @@ func statusError(err error) (int, string) {
 	var de *dialError
 	var cg *clientGoneError
 	var ne net.Error
+	var re *requestError
 	switch {
+	case errors.As(err, &re):
+		return re.status, re.msg
 	case errors.Is(err, errNoKey):
 		return http.StatusBadRequest, "no routing key"
 	case errors.Is(err, errBadUpgrade):
@@ -414,7 +431,11 @@ func statusError(err error) (int, string) {
 	case errors.Is(err, errHijack):
 		return http.StatusInternalServerError, "connection cannot be upgraded"
 	case errors.As(err, &cg), errors.Is(err, context.Canceled):
-		return 499, "client closed request" // nginx's code; the client is gone anyway
+		// NGINX logs 499 here but 499 is no HTTP status: a client that
+		// only half-closed is still reading, and gets a standard one.
+		return http.StatusBadGateway, "request canceled"
+	case errors.Is(err, errBadSwitch):
+		return http.StatusBadGateway, "backend sent an invalid websocket handshake"
 	case errors.As(err, &de):
 		return http.StatusBadGateway, "backend unavailable"
 	case errors.Is(err, context.DeadlineExceeded),
@@ -437,6 +458,10 @@ func (rt *Router) writeError(w http.ResponseWriter, req *http.Request, err error
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
+	var re *requestError
+	if errors.As(err, &re) && re.header[0] != "" {
+		h.Set(re.header[0], re.header[1])
+	}
 	w.WriteHeader(code)
 	fmt.Fprintf(w, "{\"error\": %q}\n", msg) // msg is a constant ASCII string
 }

@@ -58,7 +58,7 @@ func TestStatusError(t *testing.T) {
 		{&dialError{os.ErrDeadlineExceeded}, 502}, // unreachable, not slow
 		{os.ErrDeadlineExceeded, 504},
 		{context.DeadlineExceeded, 504},
-		{&clientGoneError{context.Canceled}, 499},
+		{&clientGoneError{context.Canceled}, 502}, // 499 is no status; see statusError
 		{errors.New("garbage answer"), 502},
 	} {
 		if code, _ := statusError(tt.err); code != tt.code {
