@@ -12,6 +12,9 @@ type metrics struct {
 	// backendFailures counts connections to a backend that failed before a
 	// response: the passive health observations.
 	backendFailures *prometheus.CounterVec
+	// acceptErrors counts failed accepts by listener and reason (see
+	// acceptErrorReason).
+	acceptErrors *prometheus.CounterVec
 }
 
 // convergenceBuckets span what a mesh can take to converge, from a quick
@@ -32,9 +35,12 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshlb_backend_connect_failures_total", Help: "Connections to a backend that failed before it answered (passive health).",
 		}, []string{"backend"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlb_accept_errors_total", Help: "Failed accepts on the proxy and admin listeners, by reason (fd_limit: answered 503 on the reserve descriptor).",
+		}, []string{"listener", "reason"}),
 	}
 	reg.MustRegister(
-		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures,
+		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures, m.acceptErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_websockets", Help: "Proxied WebSockets open now."},
 			func() float64 { return float64(n.router.ActiveWebSockets()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_ring_backends", Help: "Backends on the ring in use."},

@@ -86,6 +86,7 @@ func New(cfg Config) (*Node, error) {
 		configFP: configFP,
 	}
 	rcfg := cfg.Router
+	rcfg.MaxConns, _, _ = resolveMaxConns(cfg.Router.MaxConns)
 	rcfg.Picker = picker{n}
 	rcfg.Logger = log
 	onFailure := rcfg.OnFailure
@@ -154,6 +155,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.adminLn.Close()
 		return err
 	}
+	n.adminLn, n.proxyLn = n.withReserve(n.adminLn, "admin"), n.withReserve(n.proxyLn, "proxy")
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
@@ -202,6 +204,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Strs("join", n.cfg.Gossip.Seeds).
 		Str("config_fingerprint", fp(n.configFP)).
 		Msg("node started")
+	n.logLimits()
 	return nil
 }
 
