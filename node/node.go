@@ -31,6 +31,7 @@ type Node struct {
 	cluster  *gossip.Cluster
 	router   *router.Router
 	checker  *health.Checker
+	guard    *dialGuard // refuses backends that are our own listeners (guard.go)
 	configFP uint64
 
 	table    atomic.Pointer[Table]
@@ -83,10 +84,12 @@ func New(cfg Config) (*Node, error) {
 		log:      log,
 		reg:      reg,
 		cluster:  cluster,
+		guard:    newDialGuard(cfg.BackendNetworks),
 		configFP: configFP,
 	}
 	rcfg := cfg.Router
 	rcfg.MaxConns, _, _ = resolveMaxConns(cfg.Router.MaxConns)
+	rcfg.DialGuard = n.guard.allow
 	rcfg.Picker = picker{n}
 	rcfg.Logger = log
 	onFailure := rcfg.OnFailure
@@ -100,7 +103,11 @@ func New(cfg Config) (*Node, error) {
 	if n.router, err = router.New(rcfg); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
-	if n.checker, err = health.NewChecker(cfg.HealthCheck, n.observe, log); err != nil {
+	hc := cfg.HealthCheck
+	if hc.Dial == nil {
+		hc.Dial = n.guard.healthDial()
+	}
+	if n.checker, err = health.NewChecker(hc, n.observe, log); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
@@ -166,6 +173,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.proxyLn.Close()
 		return err
 	}
+	n.guard.setListeners(append([]string{n.ProxyAddr(), n.AdminAddr()}, gossipListeners(n.cfg.Gossip.BindAddr, n.GossipAddr())...)...)
 	if err := n.publishMeta(); err != nil {
 		n.log.Error().Err(err).Msg("publish node meta failed")
 	}

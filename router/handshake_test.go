@@ -2,9 +2,11 @@ package router
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -168,4 +170,53 @@ func FuzzCheckUpgrade(f *testing.F) {
 			t.Fatalf("the right answer to key %q is refused", keys[0])
 		}
 	})
+}
+
+// TestDialGuardRefuses: a backend address the guard refuses is skipped
+// for the next candidate, 502 when none is left, on both paths, and
+// OnFailure does not hear of it (the backend is not at fault).
+func TestDialGuardRefuses(t *testing.T) {
+	good := newBackend(t, "good", echoWS("good", nil, nil))
+	goodHTTP := newBackend(t, "good-http", httpEcho("good-http"))
+	bad := newBackend(t, "bad", echoWS("bad", nil, nil))
+	badAP := netip.MustParseAddrPort(bad.Addr)
+	guard := func(ap netip.AddrPort) error {
+		if ap == badAP {
+			return errors.New("own listener")
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		label  string
+		cands  []Backend
+		ws     bool
+		status int
+	}{
+		{"websocket fails over", []Backend{bad, good}, true, 101},
+		{"websocket, none left", []Backend{bad}, true, 502},
+		{"http fails over", []Backend{bad, goodHTTP}, false, 200},
+		{"http, none left", []Backend{bad}, false, 502},
+	} {
+		t.Run(tc.label, func(t *testing.T) {
+			var failures atomic.Int32
+			_, front := newFront(t, Config{
+				Picker:    &fixedPicker{backends: tc.cands},
+				DialGuard: guard,
+				OnFailure: func(Backend, error) { failures.Add(1) },
+			})
+			var res *http.Response
+			if tc.ws {
+				_, _, res = rawClient(t, front.Listener.Addr().String())
+			} else {
+				res = get(t, front.URL+"/?session_id=s", nil)
+				res.Body.Close()
+			}
+			if res.StatusCode != tc.status {
+				t.Fatalf("status = %d; want %d", res.StatusCode, tc.status)
+			}
+			if n := failures.Load(); n != 0 {
+				t.Errorf("OnFailure called %d times for a refused address; want 0", n)
+			}
+		})
+	}
 }

@@ -115,6 +115,14 @@ type Config struct {
 	// interval. The client's pong travels on to the backend, which ignores
 	// it (RFC 6455 5.5.3: an unsolicited pong needs no answer).
 	WSPingInterval time.Duration
+	// DialGuard, if set, is asked before every connect to a backend, with
+	// the address about to be dialled (after name resolution). An error
+	// refuses the connect: the next candidate is tried, 502 if none, and a
+	// rate-limited warning names the backend; OnFailure is not called, as
+	// the backend is not at fault. It is called on the request path and
+	// must be fast. node uses it to refuse its own listeners and addresses
+	// outside its backend networks.
+	DialGuard func(netip.AddrPort) error
 	// OnFailure, if set, observes each backend that refused or failed
 	// before answering. It is called on the request path and must not
 	// block.
@@ -133,6 +141,7 @@ type Router struct {
 	log       zerolog.Logger
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
+	dial      *net.Dialer // every connect to a backend; safe for concurrent use
 
 	// closeTimeout bounds waiting for a WebSocket close handshake or for
 	// the second direction after the first one ended.
@@ -141,6 +150,7 @@ type Router struct {
 	active      atomic.Int64 // proxied requests + WebSockets, for MaxConns
 	overflowLog logLimiter
 	failoverLog logLimiter
+	refusedLog  logLimiter
 
 	mu       sync.Mutex // guards the fields below
 	conns    map[uint64]*wsConn
@@ -216,7 +226,8 @@ func New(cfg Config) (*Router, error) {
 		closeTimeout: 5 * time.Second,
 		conns:        make(map[uint64]*wsConn),
 	}
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	rt.dial = rt.dialer()
+	dialer := rt.dial
 	rt.transport = &http.Transport{
 		Proxy: nil, // never the environment's proxy
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -321,8 +332,26 @@ func (rt *Router) pick(key string) ([]Backend, error) {
 	return cands, nil
 }
 
-// failure reports a failed backend to OnFailure and logs the failover.
+// dialer builds the dialer of every connect to a backend.
+func (rt *Router) dialer() *net.Dialer {
+	d := &net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if rt.cfg.DialGuard != nil {
+		d.Control = rt.dialControl
+	}
+	return d
+}
+
+// failure reports a failed backend to OnFailure and logs the failover. A
+// connect the DialGuard refused is logged apart and not reported.
 func (rt *Router) failure(b Backend, err error, next bool) {
+	var rf *refusedError
+	if errors.As(err, &rf) {
+		if ok, dropped := rt.refusedLog.allow(); ok {
+			rt.log.Warn().Str("backend", b.ID).Str("addr", b.Addr).Err(rf.err).
+				Bool("failover", next).Int64("suppressed", dropped).Msg("backend address refused")
+		}
+		return
+	}
 	if rt.cfg.OnFailure != nil {
 		rt.cfg.OnFailure(b, err)
 	}

@@ -289,8 +289,7 @@ func (rt *Router) buildHandshake(buf *bytes.Buffer, req *http.Request) ([]byte, 
 // dialHandshake connects to b, sends the handshake and reads the answer.
 // Any error means b did not give a complete answer.
 func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte) (net.Conn, *bufio.Reader, *http.Response, error) {
-	d := net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", b.Addr)
+	conn, err := rt.dial.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return nil, nil, nil, &dialError{err}
 	}
