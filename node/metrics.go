@@ -88,7 +88,7 @@ var (
 	healthOverBudgetDesc = prometheus.NewDesc("meshlb_health_over_budget_backends",
 		"Backends a quorum sees down that the ejection budget keeps in the ring. Alert on > 0.", nil, nil)
 	healthChecksDesc = prometheus.NewDesc("meshlb_health_checks_total",
-		"Health check results of this node (active and passive), by result.", []string{"result"}, nil)
+		"Health check results of this node (active and passive), by result: ok, failed, abstained (failed for this node's own sake, not counted).", []string{"result"}, nil)
 )
 
 func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -116,6 +116,8 @@ func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
 	checks, failures := n.checker.Counts()
 	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(checks-failures), "ok")
 	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(failures), "failed")
+	// Failed for this node's sake (out of descriptors, starved): no vote.
+	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(n.checker.Abstained()), "abstained")
 }
 
 func b2f(b bool) float64 {
