@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -784,4 +785,33 @@ func TestGarbagePacketsAreQuiet(t *testing.T) {
 	if strings.Count(logs.String(), "not supported") > n {
 		t.Fatalf("memberlist's own lines got through:\n%s", logs.String())
 	}
+}
+
+// FuzzLogWriter feeds memberlist log output, whose text carries what
+// peers and outsiders sent (labels, node names), to the adapter: no
+// panic, and a refused packet never writes more than its summary's line.
+func FuzzLogWriter(f *testing.F) {
+	for _, s := range []string{
+		"2026/01/02 15:04:05 [ERR] memberlist: Decrypt packet failed: x from=1.2.3.4:5\n",
+		"[WARN] memberlist: Refuting a suspect message\n",
+		"[ERR] memberlist: discarding packet with unacceptable label \"\\x00[ERR]\": from=1.2.3.4:5\n",
+		"[[]]\n[\n]\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var buf strings.Builder
+		w := &logWriter{
+			log:      zerolog.New(&buf),
+			lines:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"level"}),
+			rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "y"}, []string{"reason"}),
+		}
+		if n, err := w.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(p))
+		}
+		w.stop()
+		if got, in := strings.Count(buf.String(), "\n"), len(bytes.Split(p, []byte("\n"))); got > in+1 {
+			t.Fatalf("%d log lines out of %d in", got, in)
+		}
+	})
 }

@@ -280,15 +280,17 @@ func peek(br *bufio.Reader, n int) []byte {
 
 // readHead reads until br holds a whole request head and returns its
 // length. It returns 0 and no error, early, when the head is not one this
-// path looks at (it starts with an empty line, or is larger than the
-// reader), and the read error, if any, otherwise. Nothing is consumed.
+// path looks at (it does not start with an upper-case method, or is
+// larger than the reader), and the read error, if any, otherwise. Nothing is consumed.
 // Heads of every method are read, not only upgrades', so that the first
 // request of every connection has its framing checked.
 func readHead(br *bufio.Reader) (int, error) {
 	for {
 		p := peek(br, br.Buffered())
 		if len(p) > 0 {
-			if p[0] == '\r' || p[0] == '\n' {
+			if p[0] < 'A' || p[0] > 'Z' {
+				// Not a method (TLS, garbage, the empty lines RFC 9112
+				// 2.2 lets a server skip): net/http's business, now.
 				return 0, nil
 			}
 			if n := headLen(p); n > 0 {

@@ -165,3 +165,55 @@ func FuzzHasLengthAndChunked(f *testing.F) {
 		}
 	})
 }
+
+// TestBackendBadSwitchThroughAcceptor: a backend whose 101 lacks the
+// Sec-WebSocket-Accept for the client's key gets the client 502 on the
+// acceptor's path too, and counts as a backend failure.
+func TestBackendBadSwitchThroughAcceptor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	cfg := testConfig(t, "badswitch")
+	cfg.Backends = []BackendSpec{{ID: "b", Addr: ln.Addr().String()}}
+	n := startNode(t, cfg)
+	waitFor(t, 10*time.Second, "ring", func() (bool, string) { return n.Status().Ring.Backends == 1, "waiting for the backend" })
+	c, br, res := sendHead(t, n.ProxyAddr(), "GET /ws?session_id=a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: "+goodWSKey+"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	checkAnswer(t, c, br, res, http.StatusBadGateway, [2]string{}, true)
+	if got := testutilCounter(t, n, "meshlb_backend_connect_failures_total"); got != 1 {
+		t.Fatalf("backend failures = %v; want 1", got)
+	}
+}
+
+// testutilCounter sums a counter family from the node's registry.
+func testutilCounter(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
