@@ -23,7 +23,8 @@
 //     passive failure otherwise); HTTP/2's preface gets 505 and CONNECT
 //     405, as NGINX answers them;
 //   - the mapping of errors to statuses (statusError): 400 no routing key
-//     or bad upgrade, 503 no backends / draining / too many connections,
+//     or bad upgrade, 503 no backends / draining / too many connections /
+//     the node out of file descriptors,
 //     502 backend unreachable or broken (or the request canceled: 499 is
 //     no status to send), 504 backend timeout; bodies are JSON
 //     {"error": "..."}.

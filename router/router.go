@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -465,6 +466,10 @@ func statusError(err error) (int, string) {
 		return http.StatusBadGateway, "request canceled"
 	case errors.Is(err, errBadSwitch):
 		return http.StatusBadGateway, "backend sent an invalid websocket handshake"
+	case errors.As(err, &de) && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)):
+		// The node, not the backend, is out of descriptors: the client
+		// should come back later or elsewhere, as with MaxConns.
+		return http.StatusServiceUnavailable, "node out of file descriptors"
 	case errors.As(err, &de):
 		return http.StatusBadGateway, "backend unavailable"
 	case errors.Is(err, context.DeadlineExceeded),
