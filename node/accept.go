@@ -134,8 +134,11 @@ func (a *acceptor) run() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors and the like: back off as net/http
-			// does rather than spin.
+			// The node's listener is a reserveListener, which answers
+			// descriptor exhaustion with 503 and sums up its own errors
+			// (fdreserve.go); an error that still reaches here is rare
+			// (a wrapper's), and backs off as net/http does rather than
+			// spin.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			a.log.Warn().Err(err).Dur("retry_in", backoff).Msg("proxy accept failed")
 			select {

@@ -82,6 +82,11 @@ func openDevNull() (io.Closer, error) { return os.Open(os.DevNull) }
 func (l *reserveListener) takeSpare() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	select {
+	case <-l.closed: // Close released it for good; a shed ending now must not reopen it
+		return
+	default:
+	}
 	if l.spare != nil {
 		return
 	}
