@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -95,6 +96,19 @@ func nodeOptions() []option {
 			}
 			return nil
 		}},
+		{name: "backend-networks", usage: "CIDRs backends must be in, comma-separated: the admin API refuses others (400) and no node connects to them (default: any; the node's own listeners are refused always)", apply: func(c *Node, v string) error {
+			for s := range strings.SplitSeq(v, ",") {
+				if s = strings.TrimSpace(s); s == "" {
+					continue
+				}
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return fmt.Errorf("%q is not a CIDR like 10.0.0.0/8", s)
+				}
+				c.Node.BackendNetworks = append(c.Node.BackendNetworks, p.Masked())
+			}
+			return nil
+		}},
 		{name: "gossip-key", usage: "base64 of a 16, 24 or 32-byte key encrypting gossip; every node needs the same", apply: func(c *Node, v string) error {
 			k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v))
 			if err != nil {
@@ -157,12 +171,19 @@ func nodeOptions() []option {
 		}},
 		{name: "max-header-bytes", def: "32768", usage: "largest request header block; larger gets 431", apply: posInt(func(c *Node, v int) { c.Node.MaxHeaderBytes = v })},
 		{name: "handshake-timeout", def: "10s", usage: "time a client has to send its request headers; later gets 408", apply: posDuration(func(c *Node, d time.Duration) { c.Node.HandshakeTimeout = d })},
-		{name: "max-conns", def: "0", usage: "concurrent proxied requests and WebSockets per node; past it 503 (0: unlimited)", apply: func(c *Node, v string) error {
+		{name: "max-conns", def: "auto", usage: "concurrent proxied requests and WebSockets per node; past it 503 (auto: half the open-file limit left after a reserve for gossip, health checks, DNS and admin; 0: unlimited)", apply: func(c *Node, v string) error {
+			if v == "auto" {
+				c.Node.Router.MaxConns = 0 // the node's "derive it"
+				return nil
+			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return fmt.Errorf("%q is not a number >= 0", v)
+				return fmt.Errorf("%q is not auto or a number >= 0", v)
 			}
 			c.Node.Router.MaxConns = n
+			if n == 0 {
+				c.Node.Router.MaxConns = -1 // the node's "unlimited"
+			}
 			return nil
 		}},
 		{name: "ws-idle-timeout", def: "0", usage: "close a WebSocket idle this long with 1001 (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,4 +230,40 @@ func FuzzParseYAML(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestMaxConnsAndBackendNetworks(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{nil, 0},                          // auto: the node derives it
+		{[]string{"--max-conns=auto"}, 0}, // the same, said
+		{[]string{"--max-conns=0"}, -1},   // unlimited
+		{[]string{"--max-conns=500"}, 500},
+	} {
+		c, err := ParseNode(append([]string{"--name=a"}, tt.args...), nil, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		if got := c.Node.Router.MaxConns; got != tt.want {
+			t.Errorf("%v: Router.MaxConns = %d; want %d", tt.args, got, tt.want)
+		}
+	}
+	if _, err := ParseNode([]string{"--name=a", "--max-conns=-3"}, nil, &bytes.Buffer{}); err == nil {
+		t.Error("--max-conns=-3 accepted")
+	}
+
+	c, err := ParseNode([]string{"--name=a", "--backend-networks", "10.0.0.0/8, 2001:db8::/32,192.168.1.7/24"}, nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(c.Node.BackendNetworks); got != "[10.0.0.0/8 2001:db8::/32 192.168.1.0/24]" {
+		t.Errorf("backend networks = %s", got)
+	}
+	for _, bad := range []string{"10.0.0.1", "10.0.0.0/33", "x"} {
+		if _, err := ParseNode([]string{"--name=a", "--backend-networks", bad}, nil, &bytes.Buffer{}); err == nil {
+			t.Errorf("--backend-networks %q accepted", bad)
+		}
+	}
 }

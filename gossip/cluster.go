@@ -58,6 +58,7 @@ type Cluster struct {
 
 	repairCh  chan repairRequest // cap 1: at most one pending repair
 	rejectLog rateLimiter
+	logw      *logWriter // memberlist's LogOutput, set by Start
 
 	// mu guards the fields below. It is held only briefly and never while
 	// calling into memberlist (except its queue, which has its own lock).
@@ -204,10 +205,12 @@ func (c *Cluster) memberlistConfig(ctx context.Context) (*memberlist.Config, err
 	mc.Delegate = &delegate{c}
 	mc.Events = &eventDelegate{c}
 	mc.Ping = &pingDelegate{c}
-	mc.LogOutput = &logWriter{
-		log:   cfg.Logger.With().Str("component", "memberlist").Logger(),
-		lines: c.m.logLines,
+	c.logw = &logWriter{
+		log:      cfg.Logger.With().Str("component", "memberlist").Logger(),
+		lines:    c.m.logLines,
+		rejected: c.m.logRejected,
 	}
+	mc.LogOutput = c.logw
 	if cfg.SecretKey != nil {
 		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
 		if err != nil {
@@ -451,6 +454,7 @@ func (c *Cluster) Shutdown() error {
 	c.cancel()
 	err := c.ml.Load().Shutdown()
 	c.wg.Wait()
+	c.logw.stop()
 	c.log.Info().Msg("gossip stopped")
 	if err != nil {
 		return fmt.Errorf("shutdown gossip: %w", err)

@@ -735,3 +735,103 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// lockedBuffer is an io.Writer for a logger written from memberlist's
+// goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestGarbagePacketsAreQuiet sends garbage UDP packets to a real cluster:
+// they are counted by reason, and the log holds a few lines, not one per
+// packet (memberlist alone wrote 9,623 lines for 10,000).
+func TestGarbagePacketsAreQuiet(t *testing.T) {
+	var logs lockedBuffer
+	cfg := testConfig(t, "quiet")
+	cfg.Logger = zerolog.New(&logs).Level(zerolog.WarnLevel)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	c := startCluster(t, cfg, nil)
+	conn, err := net.Dial("udp", c.GossipAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const packets = 2000
+	for i := range packets {
+		// Message type 99 does not exist; a few bytes of payload.
+		_, _ = conn.Write([]byte{99, byte(i), byte(i >> 8), 0})
+	}
+	waitRejected := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n float64
+		for _, mf := range mfs {
+			if mf.GetName() == "meshlb_gossip_rejected_total" {
+				for _, m := range mf.GetMetric() {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for waitRejected() < packets/2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := waitRejected(); n < packets/2 { // UDP on loopback may drop some
+		t.Fatalf("rejected = %v; want most of %d", n, packets)
+	}
+	c.logw.stop() // the summary now rather than in ten seconds
+	n := strings.Count(logs.String(), "gossip packets rejected")
+	if n < 1 || n > 3 {
+		t.Fatalf("%d summary lines for %d packets; want 1 to 3:\n%s", n, packets, logs.String())
+	}
+	if strings.Count(logs.String(), "not supported") > n {
+		t.Fatalf("memberlist's own lines got through:\n%s", logs.String())
+	}
+}
+
+// FuzzLogWriter feeds memberlist log output, whose text carries what
+// peers and outsiders sent (labels, node names), to the adapter: no
+// panic, and a refused packet never writes more than its summary's line.
+func FuzzLogWriter(f *testing.F) {
+	for _, s := range []string{
+		"2026/01/02 15:04:05 [ERR] memberlist: Decrypt packet failed: x from=1.2.3.4:5\n",
+		"[WARN] memberlist: Refuting a suspect message\n",
+		"[ERR] memberlist: discarding packet with unacceptable label \"\\x00[ERR]\": from=1.2.3.4:5\n",
+		"[[]]\n[\n]\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var buf strings.Builder
+		w := &logWriter{
+			log:      zerolog.New(&buf),
+			lines:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"level"}),
+			rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "y"}, []string{"reason"}),
+		}
+		if n, err := w.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(p))
+		}
+		w.stop()
+		if got, in := strings.Count(buf.String(), "\n"), len(bytes.Split(p, []byte("\n"))); got > in+1 {
+			t.Fatalf("%d log lines out of %d in", got, in)
+		}
+	})
+}

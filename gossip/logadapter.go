@@ -3,17 +3,33 @@ package gossip
 import (
 	"bytes"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/internal/logsum"
 )
+
+// rejectSummaryInterval is how often a flood of refused packets is
+// summed up in one line. memberlist writes a line per refused packet:
+// 10,000 garbage packets gave 9,623 error lines.
+const rejectSummaryInterval = 10 * time.Second
 
 // logWriter is memberlist's LogOutput: it maps lines such as
 // "2026/01/02 15:04:05 [WARN] memberlist: Refuting a suspect message" onto
 // zerolog levels, with component=memberlist, and counts them by level.
+// Lines that report a refused packet or stream (memberlistReject) are counted
+// by reason in rejected, when set, and summed up into one warning per
+// rejectSummaryInterval instead of one line each.
 type logWriter struct {
-	log   zerolog.Logger
-	lines *prometheus.CounterVec
+	log      zerolog.Logger
+	lines    *prometheus.CounterVec
+	rejected *prometheus.CounterVec // by reason; nil counts nothing
+
+	sumOnce sync.Once
+	sum     *logsum.Summarizer
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -49,7 +65,77 @@ func (w *logWriter) line(s string) {
 		level, name = zerolog.DebugLevel, "debug"
 	}
 	w.lines.WithLabelValues(name).Inc()
+	if level > zerolog.DebugLevel {
+		if reason := memberlistReject(text); reason != "" {
+			if w.rejected != nil {
+				w.rejected.WithLabelValues(reason).Inc()
+			}
+			w.summarizer().Add(reason, text)
+			return
+		}
+	}
 	if e := w.log.WithLevel(level); e.Enabled() {
 		e.Str("line", text).Msg("memberlist")
 	}
+}
+
+func (w *logWriter) summarizer() *logsum.Summarizer {
+	w.sumOnce.Do(func() {
+		w.sum = logsum.New(rejectSummaryInterval, func(s logsum.Summary) {
+			e := w.log.Warn().Int64("count", s.Count).Str("last_reason", s.Reason).Str("last_line", s.Detail)
+			if len(s.Reasons) > 0 {
+				d := zerolog.Dict()
+				for r, n := range s.Reasons {
+					d.Int64(r, n)
+				}
+				e.Dict("reasons", d)
+			}
+			e.Dur("interval", rejectSummaryInterval).Msg("gossip packets rejected")
+		})
+	})
+	return w.sum
+}
+
+// stop reports rejections still pending and stops the summary timer;
+// later ones are logged one by one. Shutdown calls it after memberlist
+// has stopped.
+func (w *logWriter) stop() { w.summarizer().Stop() }
+
+// memberlistReject classifies a memberlist line (level and "memberlist: "
+// removed) that reports a packet or stream it refused, the lines an
+// outsider can make it write at will, into a small bounded set; it
+// returns "" for every other line. The texts are memberlist v0.7.0's.
+func memberlistReject(text string) string {
+	t := strings.ToLower(text)
+	has := func(subs ...string) bool {
+		for _, s := range subs {
+			if strings.Contains(t, s) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("decrypt"):
+		// "Decrypt packet failed: ...", and a stream's "no installed keys
+		// could decrypt the message".
+		return "decrypt"
+	case has("invalid checksum"):
+		return "checksum"
+	case has("label"):
+		// "discarding packet with unacceptable label", "cannot decode
+		// label", "double packet label header".
+		return "label"
+	case has("packet too short", "missing message type byte"):
+		return "truncated"
+	case has("msg type (", "message type (", "invalid msgtype", "unknown message type"):
+		return "unknown_type"
+	case has("failed to decode", "failed to decompress", "truncated messages"):
+		return "malformed"
+	case has("handler queue full"):
+		return "queue_full"
+	case strings.HasPrefix(t, "failed to receive:"), has("failed to receive user message", "failed to read remote state"):
+		return "stream"
+	}
+	return ""
 }

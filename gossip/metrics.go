@@ -20,6 +20,9 @@ type metrics struct {
 	records     *prometheus.GaugeVec // by state
 	propagation prometheus.Histogram
 	logLines    *prometheus.CounterVec // by level
+	// logRejected counts the packets and streams memberlist refused, by
+	// reason (see memberlistReject).
+	logRejected *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -65,6 +68,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meshlb_gossip_memberlist_log_lines_total",
 			Help: "Log lines written by memberlist, by level.",
 		}, []string{"level"}),
+		logRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlb_gossip_rejected_total",
+			Help: "Packets and streams memberlist refused (bad key, garbage, truncated, wrong label), by reason.",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -72,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{
 		m.sent, m.received, m.rejected, m.relayed, m.syncs, m.syncErrors,
-		m.members, m.records, m.propagation, m.logLines,
+		m.members, m.records, m.propagation, m.logLines, m.logRejected,
 	} {
 		errs = append(errs, reg.Register(c))
 	}

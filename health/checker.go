@@ -131,6 +131,8 @@ type Checker struct {
 	view atomic.Pointer[map[string]*target]
 
 	checks, failures atomic.Uint64
+	abstained        atomic.Uint64  // failed checks that did not count (local.go)
+	abstainLog       zerolog.Logger // sampled
 }
 
 type target struct {
@@ -155,6 +157,7 @@ func NewChecker(cfg CheckConfig, report Report, log zerolog.Logger) (*Checker, e
 		return nil, err
 	}
 	c := &Checker{cfg: cfg, report: report, log: log.With().Str("component", "health").Logger(), targets: map[string]*target{}}
+	c.abstainLog = c.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second})
 	c.dialer.Timeout = cfg.Timeout
 	dial := c.dialer.DialContext
 	if cfg.Dial != nil {
@@ -261,6 +264,9 @@ func (c *Checker) Counts() (checks, failures uint64) { return c.checks.Load(), c
 // MaxPassiveDownPercent of the backends down; either way it asks for an
 // early active check, which alone can bring the backend back.
 func (c *Checker) Passive(id string, err error) {
+	if c.abstain(id, err, 0, 0) {
+		return
+	}
 	view := *c.view.Load()
 	t, ok := view[id]
 	if !ok {
@@ -289,6 +295,7 @@ func (c *Checker) run(ctx context.Context, t *target) {
 	first := time.Duration(rand.Int64N(int64(c.cfg.Interval)))
 	timer := time.NewTimer(first)
 	defer timer.Stop()
+	due := time.Now().Add(first) // when the timer should fire, to see it late
 	for {
 		select {
 		case <-ctx.Done():
@@ -301,16 +308,21 @@ func (c *Checker) run(ctx context.Context, t *target) {
 				default:
 				}
 			}
+			due = time.Now()
 		}
-		ok, detail := c.check(ctx, t.Addr)
+		start := time.Now()
+		ok, detail, err := c.check(ctx, t.Addr)
 		if ctx.Err() != nil {
 			return
 		}
-		if c.record(t, ok, detail, false) {
-			timer.Reset(c.cfg.FastInterval)
-		} else {
-			timer.Reset(c.cfg.Interval)
+		next := c.cfg.Interval
+		if !ok && c.abstain(t.ID, err, start.Sub(due), time.Since(start)) {
+			// Counted neither way; the view stands.
+		} else if c.record(t, ok, detail, false) {
+			next = c.cfg.FastInterval
 		}
+		timer.Reset(next)
+		due = time.Now().Add(next)
 	}
 }
 
@@ -357,8 +369,8 @@ func (c *Checker) record(t *target, ok bool, detail string, passive bool) (trans
 	return transition
 }
 
-// check runs one active check of addr.
-func (c *Checker) check(ctx context.Context, addr string) (bool, string) {
+// check runs one active check of addr; err is why it failed, if it did.
+func (c *Checker) check(ctx context.Context, addr string) (bool, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	if c.cfg.HTTPPath == "" {
@@ -370,27 +382,27 @@ func (c *Checker) check(ctx context.Context, addr string) (bool, string) {
 			conn, err = c.dialer.DialContext(ctx, "tcp", addr)
 		}
 		if err != nil {
-			return false, "tcp: " + short(err)
+			return false, "tcp: " + short(err), err
 		}
 		conn.Close()
-		return true, ""
+		return true, "", nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+c.cfg.HTTPPath, nil)
 	if err != nil {
-		return false, "http: " + short(err)
+		return false, "http: " + short(err), err
 	}
 	req.Header.Set("User-Agent", "meshlb-health-check")
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return false, "http: " + short(err)
+		return false, "http: " + short(err), err
 	}
 	// Read a little so the backend doesn't see a reset mid-answer.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode < c.cfg.StatusMin || resp.StatusCode > c.cfg.StatusMax {
-		return false, fmt.Sprintf("http: status %d", resp.StatusCode)
+		return false, fmt.Sprintf("http: status %d", resp.StatusCode), nil
 	}
-	return true, ""
+	return true, "", nil
 }
 
 // short names an error without the addresses the caller already knows.

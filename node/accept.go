@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -132,8 +134,11 @@ func (a *acceptor) run() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors and the like: back off as net/http
-			// does rather than spin.
+			// The node's listener is a reserveListener, which answers
+			// descriptor exhaustion with 503 and sums up its own errors
+			// (fdreserve.go); an error that still reaches here is rare
+			// (a wrapper's), and backs off as net/http does rather than
+			// spin.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			a.log.Warn().Err(err).Dur("retry_in", backoff).Msg("proxy accept failed")
 			select {
@@ -205,7 +210,11 @@ func (a *acceptor) serveConn(c net.Conn) {
 		a.timedOut(c, br.Buffered() > 0)
 		a.release(br)
 		return
-	case err == nil && n > 0:
+	case err == nil && n > 0 && hasLengthAndChunked(peek(br, n)):
+		a.refuseFraming(c)
+		a.release(br)
+		return
+	case err == nil && n > 0 && couldBeGet(peek(br, n)):
 		req = parseUpgrade(peek(br, n))
 	}
 	if req == nil {
@@ -274,13 +283,17 @@ func peek(br *bufio.Reader, n int) []byte {
 
 // readHead reads until br holds a whole request head and returns its
 // length. It returns 0 and no error, early, when the head is not one this
-// path takes (not a GET, or larger than the reader), and the read error,
-// if any, otherwise. Nothing is consumed.
+// path looks at (it does not start with an upper-case method, or is
+// larger than the reader), and the read error, if any, otherwise. Nothing is consumed.
+// Heads of every method are read, not only upgrades', so that the first
+// request of every connection has its framing checked.
 func readHead(br *bufio.Reader) (int, error) {
 	for {
 		p := peek(br, br.Buffered())
 		if len(p) > 0 {
-			if !couldBeGet(p) {
+			if p[0] < 'A' || p[0] > 'Z' {
+				// Not a method (TLS, garbage, the empty lines RFC 9112
+				// 2.2 lets a server skip): net/http's business, now.
 				return 0, nil
 			}
 			if n := headLen(p); n > 0 {
@@ -305,6 +318,69 @@ func couldBeGet(p []byte) bool {
 		p = p[:len(get)]
 	}
 	return string(p) == get[:len(p)]
+}
+
+// hasLengthAndChunked reports whether head, a whole request head, has
+// both a Content-Length and a Transfer-Encoding field. net/http serves
+// such a request by Transfer-Encoding and deletes Content-Length before a
+// handler could see it; a front proxy that framed it by Content-Length
+// would then have smuggled the rest of the body in as a second request.
+// RFC 9112 6.1 lets a server refuse it and says to close the connection
+// either way; NGINX answers 400, and so does refuseFraming. Field names
+// are matched as textproto reads them: a line's name up to its colon,
+// without case; continuation lines (starting with a space or tab) are no
+// fields.
+func hasLengthAndChunked(head []byte) bool {
+	var cl, te bool
+	first := true
+	for line := range bytes.Lines(head) {
+		if first { // the request line
+			first = false
+			continue
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break // the end of the head
+		}
+		i := bytes.IndexByte(line, ':')
+		if i <= 0 {
+			continue
+		}
+		switch name := line[:i]; {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			cl = true
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			te = true
+		}
+	}
+	return cl && te
+}
+
+// responseFraming answers a request with both Content-Length and
+// Transfer-Encoding.
+var responseFraming = func() []byte {
+	body := `{"error": "request has both Content-Length and Transfer-Encoding"}` + "\n"
+	return fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}()
+
+// refuseFraming answers 400 and closes c: after an ambiguous body nothing
+// more on the connection can be trusted to be a request.
+func (a *acceptor) refuseFraming(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write(responseFraming)
+	a.log.Warn().Str("remote_addr", c.RemoteAddr().String()).Msg("request has both content-length and transfer-encoding; answered 400")
+	lingerClose(c)
+}
+
+// lingerClose half-closes c and reads (a bounded amount, for a bounded
+// time) before closing, as net/http does after an error answer: closing
+// with unread bytes sends a reset, which can destroy the answer before
+// the client has read it.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 256<<10))
+	}
+	c.Close()
 }
 
 // headLen returns the length of the request head at the start of p, up to

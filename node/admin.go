@@ -287,6 +287,12 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "addr: "+err.Error())
 		return
 	}
+	// Every node refuses to dial such an address anyway (guard.go); the
+	// node taking the request refuses it outright.
+	if err := n.guard.checkAddr(r.Context(), req.Addr); err != nil {
+		writeError(w, http.StatusBadRequest, "addr: "+err.Error())
+		return
+	}
 	if err := ring.ValidateID(req.ID); err != nil {
 		writeError(w, http.StatusBadRequest, "id: "+err.Error())
 		return

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -87,8 +88,21 @@ type Config struct {
 
 	// Router configures the proxy on ListenAddr. Picker and Logger are set
 	// by the node; the key sources must be identical mesh-wide (they are
-	// part of the config fingerprint).
+	// part of the config fingerprint). Router.MaxConns differs from the
+	// router's own meaning: 0 (the default) derives it from the
+	// open-file limit, which the node raises to the hard limit (half of
+	// what is left after a reserve for gossip, health checks, DNS, the
+	// admin API and the backends' idle pool: each proxied connection holds
+	// two descriptors; see autoMaxConns), negative means unlimited, a
+	// positive number stands. The value in force is logged at start.
 	Router router.Config
+
+	// BackendNetworks, if set, restricts backends to these networks: the
+	// admin API refuses (400) an address outside them, and the node
+	// refuses to connect to one (the next candidate is tried), whatever
+	// gossip brings. Default: any address. The node's own listeners are
+	// refused either way. Each node's own: not part of the fingerprint.
+	BackendNetworks []netip.Prefix
 
 	// ProxyProtocol expects a PROXY protocol (v1 or v2) header on
 	// connections from Router.Key.TrustedProxies.
@@ -191,6 +205,7 @@ func (c Config) withDefaults() Config {
 		c.SyncTimeout = 3 * time.Second
 	}
 	c.Backends = append([]BackendSpec(nil), c.Backends...)
+	c.BackendNetworks = append([]netip.Prefix(nil), c.BackendNetworks...)
 	c.Gossip.Seeds = append([]string(nil), c.Gossip.Seeds...)
 	return c
 }
@@ -228,6 +243,11 @@ func (c Config) validate() error {
 	}
 	if err := c.HealthPolicy.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	for _, p := range c.BackendNetworks {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("backend network %v is not a valid prefix", p))
+		}
 	}
 	if c.DrainCloseCode != 1001 && c.DrainCloseCode != 1012 {
 		errs = append(errs, fmt.Errorf("drain close code %d: want 1001 (going away) or 1012 (service restart)", c.DrainCloseCode))

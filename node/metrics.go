@@ -12,6 +12,9 @@ type metrics struct {
 	// backendFailures counts connections to a backend that failed before a
 	// response: the passive health observations.
 	backendFailures *prometheus.CounterVec
+	// acceptErrors counts failed accepts by listener and reason (see
+	// acceptErrorReason).
+	acceptErrors *prometheus.CounterVec
 }
 
 // convergenceBuckets span what a mesh can take to converge, from a quick
@@ -32,9 +35,12 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		backendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshlb_backend_connect_failures_total", Help: "Connections to a backend that failed before it answered (passive health).",
 		}, []string{"backend"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlb_accept_errors_total", Help: "Failed accepts on the proxy and admin listeners, by reason (fd_limit: answered 503 on the reserve descriptor).",
+		}, []string{"listener", "reason"}),
 	}
 	reg.MustRegister(
-		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures,
+		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures, m.acceptErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_websockets", Help: "Proxied WebSockets open now."},
 			func() float64 { return float64(n.router.ActiveWebSockets()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshlb_ws_write_timeouts_total", Help: "WebSockets closed because the client or backend took no byte for --ws-write-timeout."},
@@ -86,7 +92,7 @@ var (
 	healthOverBudgetDesc = prometheus.NewDesc("meshlb_health_over_budget_backends",
 		"Backends a quorum sees down that the ejection budget keeps in the ring. Alert on > 0.", nil, nil)
 	healthChecksDesc = prometheus.NewDesc("meshlb_health_checks_total",
-		"Health check results of this node (active and passive), by result.", []string{"result"}, nil)
+		"Health check results of this node (active and passive), by result: ok, failed, abstained (failed for this node's own sake, not counted).", []string{"result"}, nil)
 )
 
 func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -114,6 +120,8 @@ func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
 	checks, failures := n.checker.Counts()
 	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(checks-failures), "ok")
 	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(failures), "failed")
+	// Failed for this node's sake (out of descriptors, starved): no vote.
+	ch <- prometheus.MustNewConstMetric(healthChecksDesc, prometheus.CounterValue, float64(n.checker.Abstained()), "abstained")
 }
 
 func b2f(b bool) float64 {

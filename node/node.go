@@ -33,6 +33,7 @@ type Node struct {
 	router   *router.Router
 	checker  *health.Checker
 	decider  *health.Decider
+	guard    *dialGuard // refuses backends that are our own listeners (guard.go)
 	configFP uint64
 
 	changes  <-chan struct{} // the rebuild loop's subscription to gossip
@@ -89,9 +90,12 @@ func New(cfg Config) (*Node, error) {
 		reg:      reg,
 		cluster:  cluster,
 		changes:  cluster.Subscribe(),
+		guard:    newDialGuard(cfg.BackendNetworks),
 		configFP: configFP,
 	}
 	rcfg := cfg.Router
+	rcfg.MaxConns, _, _ = resolveMaxConns(cfg.Router.MaxConns)
+	rcfg.DialGuard = n.guard.allow
 	rcfg.Picker = picker{n}
 	rcfg.Logger = log
 	onFailure := rcfg.OnFailure
@@ -111,7 +115,11 @@ func New(cfg Config) (*Node, error) {
 			log.Warn().Err(err).Str("backend", id).Msg("publish health observation failed")
 		}
 	}
-	if n.checker, err = health.NewChecker(cfg.HealthCheck, report, log); err != nil {
+	hc := cfg.HealthCheck
+	if hc.Dial == nil {
+		hc.Dial = n.guard.healthDial()
+	}
+	if n.checker, err = health.NewChecker(hc, report, log); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.decider, err = health.NewDecider(health.DeciderConfig{
@@ -172,6 +180,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.adminLn.Close()
 		return err
 	}
+	n.adminLn, n.proxyLn = n.withReserve(n.adminLn, "admin"), n.withReserve(n.proxyLn, "proxy")
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
@@ -182,6 +191,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.proxyLn.Close()
 		return err
 	}
+	n.guard.setListeners(append([]string{n.ProxyAddr(), n.AdminAddr()}, gossipListeners(n.cfg.Gossip.BindAddr, n.GossipAddr())...)...)
 	if err := n.publishMeta(); err != nil {
 		n.log.Error().Err(err).Msg("publish node meta failed")
 	}
@@ -222,6 +232,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Strs("join", n.cfg.Gossip.Seeds).
 		Str("config_fingerprint", fp(n.configFP)).
 		Msg("node started")
+	n.logLimits()
 	return nil
 }
 

@@ -18,9 +18,16 @@
 //     answering, the next candidate of the Picker is tried (at most
 //     Config.Retries more), and Config.OnFailure observes the failure;
 //   - the registry of hijacked connections, for Drain and Close;
-//   - the mapping of errors to statuses (statusError): 400 no routing key,
-//     503 no backends / draining / too many connections, 502 backend
-//     unreachable or broken, 504 backend timeout; bodies are JSON
+//   - strict handshakes both ways: a client's upgrade must follow RFC 6455
+//     4.2.1 (400, or 426 with Sec-WebSocket-Version: 13), and a backend's
+//     101 must carry the Sec-WebSocket-Accept of the key sent (502 and a
+//     passive failure otherwise); HTTP/2's preface gets 505 and CONNECT
+//     405, as NGINX answers them;
+//   - the mapping of errors to statuses (statusError): 400 no routing key
+//     or bad upgrade, 503 no backends / draining / too many connections /
+//     the node out of file descriptors,
+//     502 backend unreachable or broken (or the request canceled: 499 is
+//     no status to send), 504 backend timeout; bodies are JSON
 //     {"error": "..."}.
 //
 // Because the router keeps backend → client frame boundaries, it can close

@@ -64,7 +64,7 @@ func TestDrainWhileParked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt.dialControl = smallBuffers
+	rt.dialHookForTest = smallBuffers
 	t.Cleanup(func() { rt.Close() })
 	_, br := smallRawClient(t, smallFront(t, rt))
 	var c *wsConn

@@ -50,6 +50,7 @@ var (
 	errDraining     = errors.New("draining")
 	errBadUpgrade   = errors.New("bad websocket upgrade request")
 	errHijack       = errors.New("connection cannot be hijacked")
+	errBadSwitch    = errors.New("backend's 101 does not complete the websocket handshake")
 )
 
 // dialError marks a failure to connect to a backend: nothing was sent, so
@@ -133,6 +134,14 @@ type Config struct {
 	// response: it starts again with each write of up to httpWriteChunk
 	// bytes the client takes. Default 60s.
 	HTTPWriteTimeout time.Duration
+	// DialGuard, if set, is asked before every connect to a backend, with
+	// the address about to be dialled (after name resolution). An error
+	// refuses the connect: the next candidate is tried, 502 if none, and a
+	// rate-limited warning names the backend; OnFailure is not called, as
+	// the backend is not at fault. It is called on the request path and
+	// must be fast. node uses it to refuse its own listeners and addresses
+	// outside its backend networks.
+	DialGuard func(netip.AddrPort) error
 	// OnFailure, if set, observes each backend that refused or failed
 	// before answering. It is called on the request path and must not
 	// block.
@@ -151,6 +160,7 @@ type Router struct {
 	log       zerolog.Logger
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
+	dial      *net.Dialer // every connect to a backend; safe for concurrent use
 
 	// closeTimeout bounds waiting for a WebSocket close handshake or for
 	// the second direction after the first one ended.
@@ -161,11 +171,12 @@ type Router struct {
 	// the write timeout and for a refused client frame.
 	wsWriteTimeouts   atomic.Int64
 	clientFrameErrors atomic.Int64
-	// dialControl, if set, is the backend dialer's Control; tests shrink
-	// socket buffers with it.
-	dialControl func(network, address string, c syscall.RawConn) error
+	// dialHookForTest, if set, runs in the backend dialer's Control
+	// before the guard; tests shrink socket buffers with it.
+	dialHookForTest func(network, address string, c syscall.RawConn) error
 	overflowLog logLimiter
 	failoverLog logLimiter
+	refusedLog  logLimiter
 
 	mu       sync.Mutex // guards the fields below
 	conns    map[uint64]*wsConn
@@ -255,7 +266,8 @@ func New(cfg Config) (*Router, error) {
 		closeTimeout: 5 * time.Second,
 		conns:        make(map[uint64]*wsConn),
 	}
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	rt.dial = rt.dialer()
+	dialer := rt.dial
 	rt.transport = &http.Transport{
 		Proxy: nil, // never the environment's proxy
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -285,6 +297,19 @@ func New(cfg Config) (*Router, error) {
 // ServeHTTP routes req by its key and proxies it, as a WebSocket when it
 // asks for an upgrade to websocket, as plain HTTP otherwise.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// Refused before it can take a MaxConns slot: nothing is routed.
+	if err := checkRequest(req); err != nil {
+		rt.writeError(w, req, err)
+		return
+	}
+	// A chunked request body ends the connection after the answer. The
+	// acceptor answers 400 to a first request that also has a
+	// Content-Length, but net/http drops that header from later requests
+	// on a kept-alive connection before we see them; RFC 9112 6.1 then
+	// says to process by Transfer-Encoding and close, which this does.
+	if len(req.TransferEncoding) > 0 {
+		w.Header().Set("Connection", "close")
+	}
 	// detached: a WebSocket session outlives this call and gives its
 	// MaxConns slot back when it ends.
 	var detached bool
@@ -351,8 +376,22 @@ func (rt *Router) pick(key string) ([]Backend, error) {
 	return cands, nil
 }
 
-// failure reports a failed backend to OnFailure and logs the failover.
+// dialer builds the dialer of every connect to a backend.
+func (rt *Router) dialer() *net.Dialer {
+	return &net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: rt.dialControl}
+}
+
+// failure reports a failed backend to OnFailure and logs the failover. A
+// connect the DialGuard refused is logged apart and not reported.
 func (rt *Router) failure(b Backend, err error, next bool) {
+	var rf *refusedError
+	if errors.As(err, &rf) {
+		if ok, dropped := rt.refusedLog.allow(); ok {
+			rt.log.Warn().Str("backend", b.ID).Str("addr", b.Addr).Err(rf.err).
+				Bool("failover", next).Int64("suppressed", dropped).Msg("backend address refused")
+		}
+		return
+	}
 	if rt.cfg.OnFailure != nil {
 		rt.cfg.OnFailure(b, err)
 	}
@@ -444,7 +483,10 @@ func statusError(err error) (int, string) {
 	var de *dialError
 	var cg *clientGoneError
 	var ne net.Error
+	var re *requestError
 	switch {
+	case errors.As(err, &re):
+		return re.status, re.msg
 	case errors.Is(err, errNoKey):
 		return http.StatusBadRequest, "no routing key"
 	case errors.Is(err, errBadUpgrade):
@@ -458,7 +500,15 @@ func statusError(err error) (int, string) {
 	case errors.Is(err, errHijack):
 		return http.StatusInternalServerError, "connection cannot be upgraded"
 	case errors.As(err, &cg), errors.Is(err, context.Canceled):
-		return 499, "client closed request" // nginx's code; the client is gone anyway
+		// NGINX logs 499 here but 499 is no HTTP status: a client that
+		// only half-closed is still reading, and gets a standard one.
+		return http.StatusBadGateway, "request canceled"
+	case errors.Is(err, errBadSwitch):
+		return http.StatusBadGateway, "backend sent an invalid websocket handshake"
+	case errors.As(err, &de) && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)):
+		// The node, not the backend, is out of descriptors: the client
+		// should come back later or elsewhere, as with MaxConns.
+		return http.StatusServiceUnavailable, "node out of file descriptors"
 	case errors.As(err, &de):
 		return http.StatusBadGateway, "backend unavailable"
 	case errors.Is(err, context.DeadlineExceeded),
@@ -481,6 +531,10 @@ func (rt *Router) writeError(w http.ResponseWriter, req *http.Request, err error
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
+	var re *requestError
+	if errors.As(err, &re) && re.header[0] != "" {
+		h.Set(re.header[0], re.header[1])
+	}
 	w.WriteHeader(code)
 	fmt.Fprintf(w, "{\"error\": %q}\n", msg) // msg is a constant ASCII string
 }

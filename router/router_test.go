@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,10 +56,11 @@ func TestStatusError(t *testing.T) {
 		{errTooManyConns, 503},
 		{errDraining, 503},
 		{&dialError{errors.New("connection refused")}, 502},
-		{&dialError{os.ErrDeadlineExceeded}, 502}, // unreachable, not slow
+		{&dialError{os.ErrDeadlineExceeded}, 502},                       // unreachable, not slow
+		{&dialError{os.NewSyscallError("socket", syscall.EMFILE)}, 503}, // the node is full, not the backend broken
 		{os.ErrDeadlineExceeded, 504},
 		{context.DeadlineExceeded, 504},
-		{&clientGoneError{context.Canceled}, 499},
+		{&clientGoneError{context.Canceled}, 502}, // 499 is no status; see statusError
 		{errors.New("garbage answer"), 502},
 	} {
 		if code, _ := statusError(tt.err); code != tt.code {

@@ -172,7 +172,7 @@ func TestStalledPeersHoldNoThreads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt.dialControl = smallBuffers
+	rt.dialHookForTest = smallBuffers
 	t.Cleanup(func() { rt.Close() })
 	front := smallFront(t, rt)
 

@@ -105,7 +105,7 @@ func TestWSWriteTimeoutBackendStalls(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt.dialControl = smallBuffers
+		rt.dialHookForTest = smallBuffers
 		rt.pollFailed = goroutines
 		t.Cleanup(func() { rt.Close() })
 		c, br := smallRawClient(t, smallFront(t, rt))
@@ -139,7 +139,7 @@ func TestWSWriteTimeoutClientStalls(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt.dialControl = smallBuffers
+		rt.dialHookForTest = smallBuffers
 		rt.pollFailed = goroutines
 		t.Cleanup(func() { rt.Close() })
 		smallRawClient(t, smallFront(t, rt))

@@ -121,10 +121,6 @@ func removeHopHeaders(h http.Header) {
 // answers, then hijacks the client connection and relays until both sides
 // are done. It returns when the session has ended.
 func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) (detached bool) {
-	if req.Method != http.MethodGet || req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
-		rt.writeError(w, req, errBadUpgrade)
-		return false
-	}
 	if rt.isDraining() {
 		rt.writeError(w, req, errDraining)
 		return false
@@ -179,9 +175,15 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		rt.relayAnswer(w, req, conn, res, cookie)
 		return false
 	}
-	if res.StatusCode != http.StatusSwitchingProtocols || !headerHasToken(res.Header, "Upgrade", "websocket") {
+	// An interim 1xx, or a 101 that is not the answer to our key: the
+	// backend is broken (or not what it claims), which passive health
+	// should hear of. The client gets 502; checkUpgrade made sure its key
+	// is the single one we sent.
+	if res.StatusCode != http.StatusSwitchingProtocols || !validSwitch(res.Header, req.Header.Get("Sec-WebSocket-Key")) {
 		conn.Close()
-		rt.writeError(w, req, fmt.Errorf("backend answered %q to a websocket upgrade", res.Status))
+		err := fmt.Errorf("%w: backend answered %q", errBadSwitch, res.Status)
+		rt.failure(b, err, false)
+		rt.writeError(w, req, err)
 		return false
 	}
 
@@ -221,8 +223,9 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 	}
 
 	// Pass the backend's 101 on as it is: the client's key went through
-	// unchanged, so its Sec-WebSocket-Accept is right, and its chosen
-	// protocol and extensions (permessage-deflate end to end) stand.
+	// unchanged, so its Sec-WebSocket-Accept (checked above) is right,
+	// and its chosen protocol and extensions (permessage-deflate end to
+	// end) stand.
 	head := buf // the handshake has gone
 	head.Reset()
 	head.WriteString("HTTP/1.1 ")
@@ -296,8 +299,7 @@ func (rt *Router) buildHandshake(buf *bytes.Buffer, req *http.Request) ([]byte, 
 // dialHandshake connects to b, sends the handshake and reads the answer.
 // Any error means b did not give a complete answer.
 func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte) (net.Conn, *bufio.Reader, *http.Response, error) {
-	d := net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: rt.dialControl}
-	conn, err := d.DialContext(ctx, "tcp", b.Addr)
+	conn, err := rt.dial.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return nil, nil, nil, &dialError{err}
 	}

@@ -1,0 +1,213 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/internal/logsum"
+)
+
+// A listener whose process is out of file descriptors cannot accept: the
+// kernel keeps completing handshakes into the backlog, accept(2) fails
+// with EMFILE, and the clients wait until they time out. net/http then
+// logs every failed Accept and retries; so did the acceptor. The classic
+// answer (libev's and NGINX's documentation of it) is to keep one
+// descriptor in reserve: on EMFILE, close it, accept the connection,
+// answer 503 and close, and take the reserve again. Clients hear at once
+// that the node is full, and the log gets one summary per interval.
+
+// acceptSummaryInterval is how often failed accepts are summed up.
+const acceptSummaryInterval = 10 * time.Second
+
+// response503NoFD is the answer to a connection accepted on the reserve.
+var response503NoFD = func() []byte {
+	body := `{"error": "node out of file descriptors"}` + "\n"
+	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}()
+
+// reserveListener is a net.Listener that answers 503 itself while the
+// process is out of file descriptors, and retries other accept errors
+// with backoff; its Accept returns only connections, or the error of a
+// closed listener. It logs failed accepts as one summary per interval and
+// counts them in onError, if set.
+type reserveListener struct {
+	net.Listener
+	what      string // "proxy" or "admin", for the log
+	log       zerolog.Logger
+	onError   func(reason string) // counts a failed accept; may be nil
+	openSpare func() (io.Closer, error)
+
+	sum    *logsum.Summarizer
+	closed chan struct{}
+	once   sync.Once
+
+	mu    sync.Mutex // guards spare; Accept runs on one goroutine, Close on another
+	spare io.Closer
+}
+
+// newReserveListener wraps ln; openSpare takes the reserve descriptor
+// (nil: open the null device).
+func newReserveListener(ln net.Listener, what string, log zerolog.Logger, onError func(string), openSpare func() (io.Closer, error)) *reserveListener {
+	if openSpare == nil {
+		openSpare = openDevNull
+	}
+	l := &reserveListener{
+		Listener:  ln,
+		what:      what,
+		log:       log,
+		onError:   onError,
+		openSpare: openSpare,
+		closed:    make(chan struct{}),
+	}
+	l.sum = logsum.New(acceptSummaryInterval, func(s logsum.Summary) {
+		l.log.Warn().Str("listener", l.what).Int64("count", s.Count).Str("last_reason", s.Reason).
+			Str("last_error", s.Detail).Dur("interval", acceptSummaryInterval).Msg("accept failed")
+	})
+	l.takeSpare()
+	return l
+}
+
+func openDevNull() (io.Closer, error) { return os.Open(os.DevNull) }
+
+// takeSpare opens the reserve descriptor unless it is held. Out of
+// descriptors it fails; the next EMFILE tries again.
+func (l *reserveListener) takeSpare() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.closed: // Close released it for good; a shed ending now must not reopen it
+		return
+	default:
+	}
+	if l.spare != nil {
+		return
+	}
+	if f, err := l.openSpare(); err == nil {
+		l.spare = f
+	}
+}
+
+// releaseSpare closes the reserve and reports whether there was one.
+func (l *reserveListener) releaseSpare() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.spare == nil {
+		return false
+	}
+	_ = l.spare.Close()
+	l.spare = nil
+	return true
+}
+
+// Accept waits for the next connection. While out of descriptors it
+// answers the queued connections 503 on the reserve descriptor; on other
+// errors it backs off as net/http does (5 ms doubling to 1 s).
+func (l *reserveListener) Accept() (net.Conn, error) {
+	var backoff time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-l.closed:
+			return nil, net.ErrClosed
+		default:
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		reason := acceptErrorReason(err)
+		if l.onError != nil {
+			l.onError(reason)
+		}
+		l.sum.Add(reason, err.Error())
+		if reason == "fd_limit" && l.shed() {
+			backoff = 0
+			continue
+		}
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-l.closed:
+			t.Stop()
+			return nil, net.ErrClosed
+		}
+	}
+}
+
+// shed frees the reserve, accepts one connection on it, answers 503 and
+// closes it, and takes the reserve back. It reports whether it got a
+// connection; without a reserve, or when another thread took the freed
+// descriptor first, the caller backs off.
+func (l *reserveListener) shed() bool {
+	if !l.releaseSpare() {
+		l.takeSpare() // perhaps a descriptor is free by now
+		return false
+	}
+	defer l.takeSpare()
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return false
+	}
+	answerNoFD(c)
+	return true
+}
+
+// answerNoFD writes the 503 and closes c. It first reads what the client
+// has sent, briefly: closing a socket with unread bytes sends a reset,
+// which can destroy the answer before the client reads it. The wait is
+// short because the accept loop is blocked meanwhile.
+func answerNoFD(c net.Conn) {
+	var buf [4096]byte
+	_ = c.SetDeadline(time.Now().Add(20 * time.Millisecond))
+	_, _ = c.Read(buf[:])
+	_ = c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = c.Write(response503NoFD)
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	c.Close()
+}
+
+// Close closes the listener, the reserve and the summary; pending counts
+// are logged now. It is safe to call more than once.
+func (l *reserveListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() {
+		close(l.closed)
+		l.releaseSpare()
+		l.sum.Stop()
+	})
+	return err
+}
+
+// acceptErrorReason puts an accept error into a small bounded set, the
+// label of meshlb_accept_errors_total.
+func acceptErrorReason(err error) string {
+	switch {
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "fd_limit"
+	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+		return "no_memory"
+	case errors.Is(err, syscall.ECONNABORTED):
+		return "aborted"
+	}
+	return "other"
+}
+
+// withReserve wraps a listener of the node in a reserveListener that
+// counts its failed accepts in meshlb_accept_errors_total.
+func (n *Node) withReserve(ln net.Listener, what string) net.Listener {
+	errs := n.metrics.acceptErrors
+	return newReserveListener(ln, what, n.log, func(reason string) { errs.WithLabelValues(what, reason).Inc() }, nil)
+}
