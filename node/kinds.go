@@ -12,6 +12,9 @@ import (
 // 1). Every node of a mesh registers the same ones; the numbers are on the
 // wire, so a number is never reused. A new kind goes here, with its owner's
 // codec, and through the one replicator in gossip.
+//
+// Numbers taken: 1 catalog (gossip's), 2 observation, 3 verdict; 4 is kept
+// for TLS session-ticket keys and 5 for the nodes' load summaries.
 const (
 	kindObservation gossip.Kind = 2 // health: one node's view of one backend
 	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
@@ -23,8 +26,10 @@ const (
 const observationTTL = time.Hour
 
 // replicatedKinds returns the specs of the kinds above. Their byte bounds
-// add up to gossip.KindsBudget: with 20-byte names, some 80,000
-// observations (nodes × backends) and 30,000 verdicts.
+// must add up to no more than gossip.KindsBudget (4 MiB; New refuses
+// more): observations take 2.5 MiB (with 20-byte names, some 24,000, that
+// is nodes × backends), verdicts 512 KiB (some 12,000 backends), and 1 MiB
+// is left for the kinds to come.
 func replicatedKinds() []gossip.KindSpec {
 	backendOf := func(key string) string {
 		id, _, _ := health.SplitObservationKey(key)
@@ -33,7 +38,7 @@ func replicatedKinds() []gossip.KindSpec {
 	return []gossip.KindSpec{
 		{
 			Kind: kindObservation, Name: "observation",
-			MaxValue: 1 + health.MaxDetailLen, MaxEntries: 200_000, MaxBytes: 3 << 20,
+			MaxValue: 1 + health.MaxDetailLen, MaxEntries: 200_000, MaxBytes: 5 << 19,
 			Validate: func(key string, value []byte) error {
 				o, err := health.DecodeObservation(key, value, time.Time{})
 				if err != nil {
@@ -46,7 +51,7 @@ func replicatedKinds() []gossip.KindSpec {
 		},
 		{
 			Kind: kindVerdict, Name: "verdict",
-			MaxValue: 64, MaxEntries: 30_000, MaxBytes: 1 << 20,
+			MaxValue: 64, MaxEntries: 30_000, MaxBytes: 1 << 19,
 			Validate: func(key string, value []byte) error {
 				if err := ring.ValidateID(key); err != nil {
 					return err
