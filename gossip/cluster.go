@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/internal/logx"
 )
 
 const (
@@ -57,7 +60,7 @@ type Cluster struct {
 	ml       atomic.Pointer[memberlist.Memberlist]
 
 	repairCh  chan repairRequest // cap 1: at most one pending repair
-	rejectLog rateLimiter
+	rejectLog logx.Limiter
 	logw      *logWriter // memberlist's LogOutput, set by Start
 
 	// mu guards the fields below. It is held only briefly and never while
@@ -266,7 +269,7 @@ func bindTransport(mc *memberlist.Config, ip string, port int) (*memberlist.NetT
 		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 			BindAddrs: []string{ip},
 			BindPort:  port,
-			Logger:    newStdLogger(mc.LogOutput),
+			Logger:    log.New(mc.LogOutput, "", 0), // memberlist's lines, through logWriter
 		})
 		if err == nil {
 			return nt, nil
@@ -495,32 +498,12 @@ func (c *Cluster) housekeep(ctx context.Context) {
 	}
 }
 
-// rateLimiter lets one event through per second and counts the rest.
-type rateLimiter struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether to log now, and how many were suppressed before.
-func (r *rateLimiter) allow(now time.Time) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now.Sub(r.last) < time.Second {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
-}
-
 // rejected counts and, rate-limited, logs a message we could not accept.
 func (c *Cluster) rejected(kind string, err error) {
 	reason := rejectReason(err)
 	c.m.rejected.WithLabelValues(reason).Inc()
-	if ok, n := c.rejectLog.allow(time.Now()); ok {
+	if ok, n := c.rejectLog.Allow(); ok {
 		c.log.Warn().Err(err).Str("type", kind).Str("reason", reason).
-			Int("suppressed", n).Msg("gossip message rejected")
+			Int64("suppressed", n).Msg("gossip message rejected")
 	}
 }

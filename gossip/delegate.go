@@ -1,8 +1,6 @@
 package gossip
 
 import (
-	"io"
-	"log"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -79,8 +77,6 @@ func nodeOf(n *memberlist.Node) nodeInfo {
 	ni.metaErr = err
 	return ni
 }
-
-func newStdLogger(w io.Writer) *log.Logger { return log.New(w, "", 0) }
 
 func (c *Cluster) nodeMeta(limit int) []byte {
 	c.mu.Lock()

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/meshlb/meshlb/internal/logsum"
+	"github.com/meshlb/meshlb/internal/logx"
 )
 
 // rejectSummaryInterval is how often a flood of refused packets is
@@ -29,7 +29,7 @@ type logWriter struct {
 	rejected *prometheus.CounterVec // by reason; nil counts nothing
 
 	sumOnce sync.Once
-	sum     *logsum.Summarizer
+	sum     *logx.Summarizer
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -79,9 +79,9 @@ func (w *logWriter) line(s string) {
 	}
 }
 
-func (w *logWriter) summarizer() *logsum.Summarizer {
+func (w *logWriter) summarizer() *logx.Summarizer {
 	w.sumOnce.Do(func() {
-		w.sum = logsum.New(rejectSummaryInterval, func(s logsum.Summary) {
+		w.sum = logx.New(rejectSummaryInterval, func(s logx.Summary) {
 			e := w.log.Warn().Int64("count", s.Count).Str("last_reason", s.Reason).Str("last_line", s.Detail)
 			if len(s.Reasons) > 0 {
 				d := zerolog.Dict()

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/gossip"
+	"github.com/meshlb/meshlb/internal/logx"
 	"github.com/meshlb/meshlb/ring"
 )
 
@@ -355,12 +356,5 @@ func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State
 
 // newStdLogger routes net/http's internal error log into zerolog.
 func newStdLogger(l zerolog.Logger, component string) *log.Logger {
-	return log.New(stdLogWriter{l.With().Str("component", component).Logger()}, "", 0)
-}
-
-type stdLogWriter struct{ l zerolog.Logger }
-
-func (w stdLogWriter) Write(p []byte) (int, error) {
-	w.l.Warn().Str("error", strings.TrimSpace(string(p))).Msg("http server error")
-	return len(p), nil
+	return logx.StdLogger(l.With().Str("component", component).Logger(), zerolog.WarnLevel, "http server error")
 }

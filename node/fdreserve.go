@@ -12,7 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshlb/meshlb/internal/logsum"
+	"github.com/meshlb/meshlb/internal/logx"
 )
 
 // A listener whose process is out of file descriptors cannot accept: the
@@ -45,7 +45,7 @@ type reserveListener struct {
 	onError   func(reason string) // counts a failed accept; may be nil
 	openSpare func() (io.Closer, error)
 
-	sum    *logsum.Summarizer
+	sum    *logx.Summarizer
 	closed chan struct{}
 	once   sync.Once
 
@@ -67,7 +67,7 @@ func newReserveListener(ln net.Listener, what string, log zerolog.Logger, onErro
 		openSpare: openSpare,
 		closed:    make(chan struct{}),
 	}
-	l.sum = logsum.New(acceptSummaryInterval, func(s logsum.Summary) {
+	l.sum = logx.New(acceptSummaryInterval, func(s logx.Summary) {
 		l.log.Warn().Str("listener", l.what).Int64("count", s.Count).Str("last_reason", s.Reason).
 			Str("last_error", s.Detail).Dur("interval", acceptSummaryInterval).Msg("accept failed")
 	})

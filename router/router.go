@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/internal/logx"
 )
 
 // Backend is one upstream server.
@@ -174,9 +175,9 @@ type Router struct {
 	// dialHookForTest, if set, runs in the backend dialer's Control
 	// before the guard; tests shrink socket buffers with it.
 	dialHookForTest func(network, address string, c syscall.RawConn) error
-	overflowLog logLimiter
-	failoverLog logLimiter
-	refusedLog  logLimiter
+	overflowLog     logx.Limiter
+	failoverLog     logx.Limiter
+	refusedLog      logx.Limiter
 
 	mu       sync.Mutex // guards the fields below
 	conns    map[uint64]*wsConn
@@ -289,7 +290,7 @@ func New(cfg Config) (*Router, error) {
 		Transport:      &failoverTransport{rt: rt},
 		ModifyResponse: rt.modifyResponse,
 		ErrorHandler:   rt.writeError,
-		ErrorLog:       log.New(debugWriter{rt.log}, "", 0),
+		ErrorLog:       logx.StdLogger(rt.log, zerolog.DebugLevel, "reverse proxy"),
 	}
 	return rt, nil
 }
@@ -316,7 +317,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if limit := rt.cfg.MaxConns; limit > 0 {
 		if n := rt.active.Add(1); n > int64(limit) {
 			rt.active.Add(-1)
-			if ok, dropped := rt.overflowLog.allow(); ok {
+			if ok, dropped := rt.overflowLog.Allow(); ok {
 				rt.log.Warn().Int("max_conns", limit).Int64("suppressed", dropped).
 					Str("remote_addr", req.RemoteAddr).Msg("connection limit reached")
 			}
@@ -386,7 +387,7 @@ func (rt *Router) dialer() *net.Dialer {
 func (rt *Router) failure(b Backend, err error, next bool) {
 	var rf *refusedError
 	if errors.As(err, &rf) {
-		if ok, dropped := rt.refusedLog.allow(); ok {
+		if ok, dropped := rt.refusedLog.Allow(); ok {
 			rt.log.Warn().Str("backend", b.ID).Str("addr", b.Addr).Err(rf.err).
 				Bool("failover", next).Int64("suppressed", dropped).Msg("backend address refused")
 		}
@@ -395,7 +396,7 @@ func (rt *Router) failure(b Backend, err error, next bool) {
 	if rt.cfg.OnFailure != nil {
 		rt.cfg.OnFailure(b, err)
 	}
-	if ok, dropped := rt.failoverLog.allow(); ok {
+	if ok, dropped := rt.failoverLog.Allow(); ok {
 		rt.log.Warn().Str("backend", b.ID).Str("addr", b.Addr).Err(err).
 			Bool("failover", next).Int64("suppressed", dropped).Msg("backend failed")
 	}
@@ -537,30 +538,4 @@ func (rt *Router) writeError(w http.ResponseWriter, req *http.Request, err error
 	}
 	w.WriteHeader(code)
 	fmt.Fprintf(w, "{\"error\": %q}\n", msg) // msg is a constant ASCII string
-}
-
-// logLimiter lets one log line through per second and counts the rest.
-type logLimiter struct {
-	next    atomic.Int64 // unix nanos before which lines are suppressed
-	dropped atomic.Int64
-}
-
-// allow reports whether a line may be logged now and how many were
-// suppressed since the last one.
-func (l *logLimiter) allow() (bool, int64) {
-	now := time.Now().UnixNano()
-	n := l.next.Load()
-	if now < n || !l.next.CompareAndSwap(n, now+int64(time.Second)) {
-		l.dropped.Add(1)
-		return false, 0
-	}
-	return true, l.dropped.Swap(0)
-}
-
-// debugWriter turns ReverseProxy's ErrorLog lines into debug events.
-type debugWriter struct{ log zerolog.Logger }
-
-func (w debugWriter) Write(p []byte) (int, error) {
-	w.log.Debug().Str("detail", strings.TrimSpace(string(p))).Msg("reverse proxy")
-	return len(p), nil
 }

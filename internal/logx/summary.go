@@ -1,11 +1,4 @@
-// Package logsum turns a flood of like events into a bounded number of
-// log lines: the first event of a quiet period is reported at once, the
-// ones that follow within an interval as one summary when it ends. A
-// node under attack (garbage gossip packets, a listener out of file
-// descriptors) then writes a line per interval, not one per packet.
-//
-// It knows nothing of loggers: the caller's Emit writes the line.
-package logsum
+package logx
 
 import (
 	"sync"
@@ -21,6 +14,13 @@ type Summary struct {
 	Reasons map[string]int64
 }
 
+// Summarizer turns a flood of like events into a bounded number of log
+// lines: the first event of a quiet period is reported at once, the ones
+// that follow within an interval as one summary when it ends. A node under
+// attack (garbage gossip packets, a listener out of file descriptors) then
+// writes a line per interval, not one per packet. It knows nothing of
+// loggers: the caller's emit writes the line.
+//
 // Summarizer batches events. Its methods are safe for concurrent use.
 // Emit is called from Add, from a timer's goroutine, or from Stop, one
 // call at a time, and must not call back into the Summarizer.

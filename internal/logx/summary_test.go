@@ -1,4 +1,4 @@
-package logsum
+package logx
 
 import (
 	"sync"
