@@ -484,6 +484,14 @@ func (c *Cluster) housekeep(ctx context.Context) {
 			if n > 0 || forgot > 0 {
 				c.noteLocked()
 			}
+			// Our own writes of owned kinds are remembered to refute stale
+			// copies; one whose entry is gone (its backend was removed) is
+			// forgotten with it.
+			for k := range c.mine {
+				if _, ok := c.store.Get(k.kind, k.key); !ok {
+					delete(c.mine, k)
+				}
+			}
 			for name, f := range c.failed {
 				if now.Sub(f.since) > failedPeerTTL {
 					delete(c.failed, name)

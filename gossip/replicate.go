@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -50,19 +51,25 @@ func (c *Cluster) Digest(k Kind) uint64 {
 	return 0
 }
 
-// Get returns the entry held for (k, key), tombstones included.
+// Get returns a copy of the entry held for (k, key), tombstones included.
 func (c *Cluster) Get(k Kind, key string) (Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.store.Get(k, key)
+	e, ok := c.store.Get(k, key)
+	e.Value = bytes.Clone(e.Value)
+	return e, ok
 }
 
-// Entries returns every entry of kind k held, tombstones included, sorted
-// by key. The values are this Cluster's: read them, don't change them.
+// Entries returns a copy of every entry of kind k held, tombstones
+// included, sorted by key.
 func (c *Cluster) Entries(k Kind) []Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.store.Entries(k)
+	es := c.store.Entries(k)
+	for i := range es {
+		es[i].Value = bytes.Clone(es[i].Value)
+	}
+	return es
 }
 
 // Put writes value under (k, key) with a new version and broadcasts it. For
@@ -85,9 +92,10 @@ func (c *Cluster) Delete(k Kind, key string) (Entry, error) {
 }
 
 // Update is a read-modify-write of (k, key) under the replica's lock: fn
-// gets the entry held (ok false if none) and returns what to write (only
-// its Value and Deleted count), whether to write at all, or an error to
-// return as is. Update stamps the write with a new version and this node
+// gets the entry held (ok false if none; its Value must not be changed)
+// and returns what to write (only its Value and Deleted count), whether to
+// write at all, or an error to return as is. fn runs under the lock: it
+// must be quick and must not call the Cluster. Update stamps the write with a new version and this node
 // as its origin, merges it and broadcasts it. It returns the entry held
 // afterwards.
 func (c *Cluster) Update(k Kind, key string, fn func(cur Entry, ok bool) (Entry, bool, error)) (Entry, error) {
