@@ -120,6 +120,7 @@ func nodeOptions() []option {
 			c.Node.Gossip.SecretKey = k
 			return nil
 		}},
+		{name: "allow-config-drift", flag: true, usage: "serve even while this node's ring or key settings differ from the mesh's (for a deliberate rolling change of them; otherwise such a node is not ready and answers 503)", apply: boolean(func(c *Node, b bool) { c.Node.AllowConfigDrift = b })},
 		{name: "ring-partitions", def: strconv.Itoa(ring.DefaultPartitions), usage: "ring partitions (mesh-wide; defaults chosen by measurement: ring/DEFAULTS.md)", apply: posInt(func(c *Node, v int) { c.Node.Ring.Partitions = v })},
 		{name: "ring-replication", def: strconv.Itoa(ring.DefaultReplicationFactor), usage: "virtual nodes per backend (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.Ring.ReplicationFactor = v })},
 		{name: "ring-load", def: strconv.FormatFloat(ring.DefaultLoad, 'g', -1, 64), usage: "bounded-load factor, >= 1 (mesh-wide)", apply: func(c *Node, v string) error {

@@ -145,6 +145,13 @@ type Config struct {
 	// of the config fingerprint).
 	HealthPolicy health.Policy
 
+	// AllowConfigDrift lets this node serve while its ring or key settings
+	// differ from the mesh's (the fingerprint most live members publish),
+	// for a deliberate rolling change of ring parameters (README, "Change
+	// ring settings"). Off by default: such a node is not ready and answers
+	// 503, since it would route some keys elsewhere than its peers.
+	AllowConfigDrift bool
+
 	// AnnounceDelay is how long after a ring swap the node publishes its new
 	// ring fingerprint in its meta. Default 500 ms (see rebuildLoop).
 	AnnounceDelay time.Duration

@@ -38,6 +38,7 @@ type Node struct {
 
 	changes  <-chan struct{} // the rebuild loop's subscription to gossip
 	table    atomic.Pointer[Table]
+	drift    atomic.Pointer[string] // why the config refuses traffic, or "" (drift.go)
 	draining atomic.Bool
 	leaving  atomic.Bool // meta belongs to gossip's leave from here on
 	metaMu   sync.Mutex  // serialises publishMeta with the leave
@@ -452,6 +453,9 @@ func (n *Node) Ready() (bool, string) {
 		return false, "draining"
 	case !n.cluster.Synced():
 		return false, "not yet synced with a peer"
+	}
+	if r := n.driftRefusal(); r != "" {
+		return false, r
 	}
 	t := n.table.Load()
 	switch {

@@ -18,6 +18,9 @@ type picker struct{ n *Node }
 var _ router.Picker = picker{}
 
 func (p picker) Pick(key []byte, k int) ([]router.Backend, error) {
+	if r := p.n.driftRefusal(); r != "" {
+		return nil, &router.UnavailableError{Reason: r}
+	}
 	t := p.n.table.Load()
 	if t == nil || t.Ring.Len() == 0 {
 		return nil, router.ErrNoBackends

@@ -263,6 +263,7 @@ func (r Route) String() string { return fmt.Sprintf("%s(%s)#%d", r.Backend, r.Ad
 // fingerprint differs from ours: it routes some keys elsewhere, and an
 // operator must align the ring and key settings.
 func (n *Node) checkPeers() {
+	n.updateDrift()
 	for _, m := range n.cluster.Members() {
 		if !live(m) || m.Meta.ConfigFP == n.configFP {
 			continue

@@ -44,6 +44,13 @@ func (f PickerFunc) Pick(key []byte, n int) ([]Backend, error) { return f(key, n
 // router answers 503.
 var ErrNoBackends = errors.New("no backends")
 
+// UnavailableError is what a Picker returns when the node must not route
+// at all (its config differs from the mesh's): the router answers 503 with
+// Reason as the body's error.
+type UnavailableError struct{ Reason string }
+
+func (e *UnavailableError) Error() string { return e.Reason }
+
 // Errors the router answers with itself; statusError maps them.
 var (
 	errNoKey        = errors.New("no routing key")
@@ -494,6 +501,8 @@ func statusError(err error) (int, string) {
 		return http.StatusBadRequest, "bad websocket upgrade request"
 	case errors.Is(err, ErrNoBackends):
 		return http.StatusServiceUnavailable, "no backends"
+	case errors.As(err, new(*UnavailableError)):
+		return http.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, errTooManyConns):
 		return http.StatusServiceUnavailable, "too many connections"
 	case errors.Is(err, errDraining):

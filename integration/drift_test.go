@@ -1,0 +1,62 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNodeWithOtherRingSettingsRefusesTraffic: a node started with
+// --ring-partitions 271 into a mesh of defaults is not ready and answers
+// 503 to traffic, naming the configuration; restarted with the mesh's
+// settings (same name, same gossip port) it is ready and serves.
+func TestNodeWithOtherRingSettingsRefusesTraffic(t *testing.T) {
+	_, echo := startEcho(t, "web-1")
+	_, s0 := startNode(t, "n0", "--backend", "web-1="+echo)
+	_, s1 := startNode(t, "n1", "--join", s0.GossipAddr)
+	odd, s2 := startNode(t, "n2", "--join", s0.GossipAddr, "--ring-partitions", "271")
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, 20*time.Second, "n2 unready, refusing traffic", func() (bool, string) {
+		code, body := get("http://" + s2.AdminAddr + "/readyz")
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "differs from the mesh") {
+			return false, fmt.Sprintf("readyz %d %s", code, body)
+		}
+		return true, ""
+	})
+	if code, body := get("http://" + s2.ProxyAddr + "/?session_id=alice"); code != http.StatusServiceUnavailable || !strings.Contains(body, "configuration") {
+		t.Fatalf("n2's proxy answered %d %s; want 503 naming the configuration", code, body)
+	}
+	for _, s := range []startedLine{s0, s1} {
+		if code, body := get("http://" + s.ProxyAddr + "/?session_id=alice"); code != http.StatusOK {
+			t.Fatalf("%s answered %d %s", s.ProxyAddr, code, body)
+		}
+	}
+	if !strings.Contains(odd.output(), "refusing traffic until it agrees") {
+		t.Fatalf("n2 did not say why it refuses:\n%s", odd.output())
+	}
+
+	if err := odd.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	odd.wait(20 * time.Second)
+	_, s2 = startNode(t, "n2", "--join", s0.GossipAddr, "--gossip-addr", s2.GossipAddr)
+	waitFor(t, 20*time.Second, "n2 ready with the mesh's settings", func() (bool, string) {
+		code, body := get("http://" + s2.AdminAddr + "/readyz")
+		return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
+	})
+	if code, body := get("http://" + s2.ProxyAddr + "/?session_id=alice"); code != http.StatusOK {
+		t.Fatalf("restarted n2 answered %d %s", code, body)
+	}
+}
