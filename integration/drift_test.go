@@ -38,11 +38,14 @@ func TestNodeWithOtherRingSettingsRefusesTraffic(t *testing.T) {
 	if code, body := get("http://" + s2.ProxyAddr + "/?session_id=alice"); code != http.StatusServiceUnavailable || !strings.Contains(body, "configuration") {
 		t.Fatalf("n2's proxy answered %d %s; want 503 naming the configuration", code, body)
 	}
-	for _, s := range []startedLine{s0, s1} {
-		if code, body := get("http://" + s.ProxyAddr + "/?session_id=alice"); code != http.StatusOK {
-			t.Fatalf("%s answered %d %s", s.ProxyAddr, code, body)
+	waitFor(t, 20*time.Second, "n0 and n1 serving", func() (bool, string) {
+		for _, s := range []startedLine{s0, s1} {
+			if code, body := get("http://" + s.ProxyAddr + "/?session_id=alice"); code != http.StatusOK {
+				return false, fmt.Sprintf("%s answered %d %s", s.ProxyAddr, code, body)
+			}
 		}
-	}
+		return true, ""
+	})
 	if !strings.Contains(odd.output(), "refusing traffic until it agrees") {
 		t.Fatalf("n2 did not say why it refuses:\n%s", odd.output())
 	}
@@ -56,7 +59,8 @@ func TestNodeWithOtherRingSettingsRefusesTraffic(t *testing.T) {
 		code, body := get("http://" + s2.AdminAddr + "/readyz")
 		return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
 	})
-	if code, body := get("http://" + s2.ProxyAddr + "/?session_id=alice"); code != http.StatusOK {
-		t.Fatalf("restarted n2 answered %d %s", code, body)
-	}
+	waitFor(t, 20*time.Second, "restarted n2 serving", func() (bool, string) {
+		code, body := get("http://" + s2.ProxyAddr + "/?session_id=alice")
+		return code == http.StatusOK, fmt.Sprintf("restarted n2 answered %d %s", code, body)
+	})
 }
