@@ -157,10 +157,11 @@ func stall(ctx context.Context, l *lab, t *tally) error {
 				break
 			}
 		}
+		// Either way neither peer reads: the node holds what it took.
 		if sent >= stallBytes {
-			t.add("open, client wrote 256 KiB unblocked", true)
+			t.add("open; the node took the client's 256 KiB; neither peer reads", true)
 		} else {
-			t.add("open, client write blocked (stalled both ways)", true)
+			t.add("open; the client's write blocked; neither peer reads", true)
 		}
 	})
 	t.note("hostile backend connections held", l.hostile.heldCount())
