@@ -185,7 +185,8 @@ func raiseNofile(need int) error {
 		return fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
 	}
 	if lim.Cur < uint64(need) {
-		return errSkip{fmt.Sprintf("RLIMIT_NOFILE hard limit %d < %d needed (run as root or lower --stall-sessions/--tries)", lim.Cur, need)}
+		return errSkip{fmt.Sprintf("RLIMIT_NOFILE hard limit %d < %d needed, and it can't be raised here (CAP_SYS_RESOURCE): at most --stall-sessions %d",
+			lim.Cur, need, (int(lim.Cur)-512)/2)}
 	}
 	return nil
 }

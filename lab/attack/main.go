@@ -120,8 +120,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// fds: the tool holds both ends of each stalled session (client and
-	// hostile backend), the node two per session.
-	l, err := startLab(ctx, o, labSpec{nodes: o.nodes, hostile: true, nofile: 4*o.stallSessions + 4*o.tries + 4096}, stderr)
+	// hostile backend), and so does the node (client and backend); the
+	// other classes hold at most about 2 x --tries at once.
+	l, err := startLab(ctx, o, labSpec{nodes: o.nodes, hostile: true, nofile: 2*max(o.stallSessions, o.tries) + 512}, stderr)
 	if err != nil {
 		l.stop()
 		var skip errSkip
