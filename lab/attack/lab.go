@@ -44,6 +44,7 @@ type lab struct {
 	echoAddr []string
 	hostile  *hostile
 	legit    *legit
+	control  *legit // the same load straight to the echo backend: what the machine does to a p99
 	echoKey  string // a routing key n0 sends to the echo backend
 	hKey     string // one it sends to the hostile backend
 	stuck    int    // backends a class added that the admin API can't remove
@@ -160,6 +161,10 @@ func startLab(ctx context.Context, o options, spec labSpec, stderr io.Writer) (*
 		l.legit, err = startLegit(ctx, func(int) string { return "ws://" + n0.proxy + "/legit?session_id=" + l.echoKey }, o.legitConns, 10*time.Millisecond)
 		if err != nil {
 			return l, fmt.Errorf("legit load: %w", err)
+		}
+		l.control, err = startLegit(ctx, func(int) string { return "ws://" + l.echoAddr[0] + "/control" }, max(1, o.legitConns/4), 10*time.Millisecond)
+		if err != nil {
+			return l, fmt.Errorf("control load: %w", err)
 		}
 	}
 	fmt.Fprintf(stderr, "attack: lab up: %d nodes (n0 proxy %s admin %s gossip %s), echo %v, logs in %s\n",
@@ -296,6 +301,9 @@ func (c *child) kill() {
 func (l *lab) stop() {
 	if l.legit != nil {
 		l.legit.stop()
+	}
+	if l.control != nil {
+		l.control.stop()
 	}
 	l.mu.Lock()
 	cs := slices.Clone(l.children)

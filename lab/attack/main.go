@@ -12,7 +12,9 @@
 // (--classes; --list names them) about --tries times against node n0 and
 // checks after each: n0 alive, its RSS at most baseline + 64 MB, its
 // threads and fds back to baseline ± 10 within 30 s, and the legit echo
-// p99 during the class at most 2x the p99 of a window just before it.
+// p99 during the class at most 2x the p99 of a window just before it (a
+// control load straight to the echo backend is timed beside it, so a
+// reader can tell a slow node from a busy machine).
 // What the node answered is counted per class (status codes, closes,
 // close codes) and compared with the answer the hardening issue expects;
 // that comparison decides the exit status only with --strict.
@@ -214,14 +216,19 @@ type classResult struct {
 	SettleSecs float64        `json:"settle_seconds"`
 	P99BaseMs  float64        `json:"legit_p99_base_ms"`
 	P99Ms      float64        `json:"legit_p99_ms"`
-	LegitMsgs  int            `json:"legit_msgs"`
-	LegitErrs  int64          `json:"legit_errors"`
-	LogKiB     int64          `json:"node_log_kib"`
-	Seconds    float64        `json:"seconds"`
-	Checks     []check        `json:"checks"`
-	Skipped    string         `json:"skipped,omitempty"`
-	Err        string         `json:"error,omitempty"`
-	Pass       bool           `json:"pass"`
+	// The control load goes straight to the echo backend from this
+	// process: when its p99 rises as much, the machine (or this tool)
+	// was busy, not the node slow.
+	P99ControlBaseMs float64 `json:"control_p99_base_ms"`
+	P99ControlMs     float64 `json:"control_p99_ms"`
+	LegitMsgs        int     `json:"legit_msgs"`
+	LegitErrs        int64   `json:"legit_errors"`
+	LogKiB           int64   `json:"node_log_kib"`
+	Seconds          float64 `json:"seconds"`
+	Checks           []check `json:"checks"`
+	Skipped          string  `json:"skipped,omitempty"`
+	Err              string  `json:"error,omitempty"`
+	Pass             bool    `json:"pass"`
 }
 
 type check struct {
@@ -232,8 +239,8 @@ type check struct {
 
 func printReport(w io.Writer, r report) {
 	fmt.Fprintf(w, "\nattack campaign: %s, --tries %d, strict %v, GOMAXPROCS %d, logs in %s\n\n", r.Meshlb, r.Tries, r.Strict, r.GOMAXPROCS, r.Logs)
-	fmt.Fprintf(w, "%-13s %6s %-5s %-17s %-14s %-14s %-9s %-15s %s\n",
-		"class", "tries", "pass", "RSS MB base/peak", "threads b/p/a", "fds b/p/a", "gor b/a", "p99 ms base/in", "expected")
+	fmt.Fprintf(w, "%-13s %6s %-5s %-17s %-14s %-14s %-9s %-15s %-15s %s\n",
+		"class", "tries", "pass", "RSS MB base/peak", "threads b/p/a", "fds b/p/a", "gor b/a", "p99 ms base/in", "direct b/in", "expected")
 	for _, c := range r.Classes {
 		if c.Skipped != "" {
 			fmt.Fprintf(w, "%-13s %6s %-5s %s\n", c.Name, "-", "skip", c.Skipped)
@@ -247,12 +254,12 @@ func printReport(w io.Writer, r report) {
 		if !c.Pass {
 			pass = "FAIL"
 		}
-		fmt.Fprintf(w, "%-13s %6d %-5s %-17s %-14s %-14s %-9s %-15s %s\n", c.Name, c.Tries, pass,
+		fmt.Fprintf(w, "%-13s %6d %-5s %-17s %-14s %-14s %-9s %-15s %-15s %s\n", c.Name, c.Tries, pass,
 			fmt.Sprintf("%.0f/%.0f", mb(c.Base.RSSKiB), mb(c.Peak.RSSKiB)),
 			fmt.Sprintf("%d/%d/%d", c.Base.Threads, c.Peak.Threads, c.After.Threads),
 			fmt.Sprintf("%d/%d/%d", c.Base.FDs, c.Peak.FDs, c.After.FDs),
 			fmt.Sprintf("%d/%d", c.Base.Goroutines, c.After.Goroutines),
-			fmt.Sprintf("%.2f/%.2f", c.P99BaseMs, c.P99Ms), exp)
+			fmt.Sprintf("%.2f/%.2f", c.P99BaseMs, c.P99Ms), fmt.Sprintf("%.2f/%.2f", c.P99ControlBaseMs, c.P99ControlMs), exp)
 	}
 	fmt.Fprintln(w)
 	for _, c := range r.Classes {
@@ -327,8 +334,10 @@ func runClass(ctx context.Context, l *lab, o options, c class) classResult {
 	time.Sleep(500 * time.Millisecond)
 	r.Base = n0.usage()
 	l.legit.reset()
+	l.control.reset()
 	sleepCtx(ctx, o.baseline)
 	base := l.legit.take()
+	r.P99ControlBaseMs = p99ms(l.control.take().rtts)
 	r.P99BaseMs = p99ms(base.rtts)
 	logBefore := n0.logSize()
 
@@ -339,6 +348,7 @@ func runClass(ctx context.Context, l *lab, o options, c class) classResult {
 	err := c.run(cctx, l, t)
 	cancel()
 	during := l.legit.take()
+	r.P99ControlMs = p99ms(l.control.take().rtts)
 	r.Seconds = time.Since(start).Seconds()
 	r.Peak = peak.stop()
 	r.Tries = t.tries()
