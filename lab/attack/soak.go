@@ -52,7 +52,7 @@ func runSoak(args []string, stdout, stderr io.Writer) int {
 	sessions := fs.Int("sessions", 200, "WebSocket sessions of the steady load")
 	pace := fs.Duration("pace", 100*time.Millisecond, "time between two messages of a session")
 	every := fs.Duration("chaos-every", 40*time.Second, "time between chaos events")
-	warmup := fs.Int("warmup-minutes", 5, "the minute whose figures the end is compared with (at most --minutes - 1)")
+	warmup := fs.Int("warmup-minutes", 2, "the minute whose figures the end is compared with (at most --minutes - 1)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON on stdout")
 	fs.StringVar(&o.logs, "logs", "", "directory for the processes' logs (default: a new temporary directory, kept)")
 	if v := os.Getenv("SOAK_MINUTES"); v != "" {
