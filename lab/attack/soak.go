@@ -88,7 +88,11 @@ func runSoak(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFail
 	}
-	rep := soak(ctx, l, *minutes, min(*warmup, *minutes-1), *every, stderr)
+	table := stdout // the minutes as they pass; with --json, beside the log lines
+	if *jsonOut {
+		table = stderr
+	}
+	rep := soak(ctx, l, *minutes, min(*warmup, *minutes-1), *every, table)
 	rep.Sessions = *sessions
 	l.stop()
 	rep.Logs = l.dir
