@@ -165,6 +165,10 @@ func stall(ctx context.Context, l *lab, t *tally) error {
 		}
 	})
 	t.note("hostile backend connections held", l.hostile.heldCount())
+	// Read once all are open: at 10,000 sessions the 200 ms sampler,
+	// listing 20,000 fds on a busy machine, can miss the peak.
+	open := l.nodes[0].usage()
+	t.note(fmt.Sprintf("n0 with every session open: %d threads, %d fds, %.0f MB RSS, %d goroutines", open.Threads, open.FDs, mb(open.RSSKiB), open.Goroutines), 1)
 	sleepCtx(ctx, l.o.hold)
 	for _, c := range conns {
 		if c != nil {
