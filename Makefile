@@ -86,6 +86,20 @@ chaos: build
 	$(GO) build -o bin/chaos ./lab/chaos
 	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) bin/chaos --meshlb $(BIN)
 
+# Attack campaign: every hostile class ~ATTACK_TRIES times against a built node, resource checks after each (ATTACK_FLAGS).
+ATTACK_TRIES ?= 1000
+ATTACK_FLAGS ?=
+# (built, not go run: go run turns the exit 77, "can't run here", into 1)
+attack: build
+	$(GO) build -o bin/attack ./lab/attack
+	bin/attack --meshlb $(BIN) --tries $(ATTACK_TRIES) --strict $(ATTACK_FLAGS)
+
+# Soak (not in CI): SOAK_MINUTES of steady WebSocket load with node and backend kills; n0's figures every minute.
+SOAK_MINUTES ?= 60
+soak: build
+	$(GO) build -o bin/attack ./lab/attack
+	SOAK_MINUTES=$(SOAK_MINUTES) bin/attack soak --meshlb $(BIN)
+
 IMAGE ?= meshlb:dev
 # A static binary and the $(IMAGE) image FROM scratch (no registry needed); deploy/compose.yaml runs it.
 image:
@@ -96,4 +110,4 @@ image:
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-tools bench-go bench-ws bench-health soak-health fuzz chaos image clean
+.PHONY: build demo test race lint bench bench-tools bench-go bench-ws bench-health soak-health fuzz chaos attack soak image clean
