@@ -4,56 +4,20 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshlb/meshlb/lab/internal/wsload"
 )
 
-// rule keeps out of reach from lab/; once bench/ moves under lab/, import
-// it from there instead.
-
 // readRSS returns VmRSS of pid in KiB (0 if it cannot be read).
-func readRSS(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n
-			}
-		}
-	}
-	return 0
-}
+func readRSS(pid int) int64 { return wsload.VmRSS(pid) }
 
 // cpuTicks returns utime+stime of pid in USER_HZ (100/s) ticks.
-func cpuTicks(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which may hold spaces.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
-}
+func cpuTicks(pid int) int64 { return wsload.CPUTicks(pid) }
 
 // httpStatus GETs url and returns the status code.
 func httpStatus(url string) (int, error) {

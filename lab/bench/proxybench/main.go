@@ -52,7 +52,7 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/meshlb/meshlb/lab/bench/internal/wsload"
+	"github.com/meshlb/meshlb/lab/internal/wsload"
 )
 
 // ctx is the context of every dial: the bench runs to its end.

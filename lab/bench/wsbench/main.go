@@ -55,7 +55,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshlb/meshlb/lab/bench/internal/wsload"
+	"github.com/meshlb/meshlb/lab/internal/wsload"
 )
 
 type options struct {
