@@ -198,7 +198,7 @@ func TestMetaEncoding(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty": nil, "future": {3, 1, 1, 0, 0}, "truncated v2": {2, 1, 1, 0, 0}, "trailing": append(bytes.Clone(b), 0),
 		"unknown flag": append(bytes.Clone(b[:len(b)-1]), 2),
-		"truncated": b[:len(b)-1], "oversized": make([]byte, 600),
+		"truncated":    b[:len(b)-1], "oversized": make([]byte, 600),
 	} {
 		if _, err := DecodeMeta(b); err == nil {
 			t.Errorf("DecodeMeta(%s) succeeded", name)
