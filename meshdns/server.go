@@ -132,16 +132,9 @@ func (s *Server) Status() Status {
 // Start binds UDP and TCP on Config.Addr (failing with the address named
 // when it is taken) and serves both.
 func (s *Server) Start() error {
-	pc, err := net.ListenPacket("udp", s.cfg.Addr)
+	pc, ln, err := listenBoth(s.cfg.Addr)
 	if err != nil {
-		return listenErr("udp", s.cfg.Addr, err)
-	}
-	// The TCP port follows the UDP one, so ":0" gets one port for both.
-	taddr := net.JoinHostPort(hostOf(s.cfg.Addr), portOf(pc.LocalAddr().String()))
-	ln, err := net.Listen("tcp", taddr)
-	if err != nil {
-		pc.Close()
-		return listenErr("tcp", taddr, err)
+		return err
 	}
 	h := dns.HandlerFunc(s.serveDNS)
 	s.udp = &dns.Server{PacketConn: pc, Handler: h, UDPSize: MaxQuery + 1,
@@ -165,6 +158,27 @@ func (s *Server) Start() error {
 	}
 	s.log.Info().Str("addr", s.Addr()).Strs("names", s.cfg.Names).Dur("ttl", s.cfg.TTL).Msg("dns serving")
 	return nil
+}
+
+// listenBoth binds UDP and TCP on one port. For port 0 the TCP port
+// follows the UDP one, and a port free for UDP but taken for TCP is tried
+// again with another.
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, listenErr("udp", addr, err)
+		}
+		taddr := net.JoinHostPort(hostOf(addr), portOf(pc.LocalAddr().String()))
+		ln, err := net.Listen("tcp", taddr)
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if portOf(addr) != "0" || attempt == 9 {
+			return nil, nil, listenErr("tcp", taddr, err)
+		}
+	}
 }
 
 func listenErr(network, addr string, err error) error {

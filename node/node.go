@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/meshdns"
 	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
 )
@@ -35,11 +36,14 @@ type Node struct {
 	decider  *health.Decider
 	configFP uint64
 
-	changes  <-chan struct{} // the rebuild loop's subscription to gossip
-	table    atomic.Pointer[Table]
-	draining atomic.Bool
-	leaving  atomic.Bool // meta belongs to gossip's leave from here on
-	metaMu   sync.Mutex  // serialises publishMeta with the leave
+	changes <-chan struct{} // the rebuild loop's subscription to gossip
+	// meshChanges is meshLoop's subscription; dns answers DNS (nil: off).
+	meshChanges <-chan struct{}
+	dns         *meshdns.Server
+	table       atomic.Pointer[Table]
+	draining    atomic.Bool
+	leaving     atomic.Bool // meta belongs to gossip's leave from here on
+	metaMu      sync.Mutex  // serialises publishMeta with the leave
 
 	mismatches sync.Map // peer/fingerprint pairs already logged by checkPeers
 	started    atomic.Bool
@@ -90,6 +94,15 @@ func New(cfg Config) (*Node, error) {
 		cluster:  cluster,
 		changes:  cluster.Subscribe(),
 		configFP: configFP,
+
+		meshChanges: cluster.Subscribe(),
+	}
+	if cfg.DNS.Addr != "" {
+		dcfg := cfg.DNS
+		dcfg.Logger, dcfg.Registerer = log, reg
+		if n.dns, err = meshdns.New(dcfg); err != nil {
+			return nil, fmt.Errorf("node config: %w", err)
+		}
 	}
 	rcfg := cfg.Router
 	rcfg.Picker = picker{n}
@@ -172,6 +185,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.adminLn.Close()
 		return err
 	}
+	if n.dns != nil {
+		if err := n.dns.Start(); err != nil {
+			n.adminLn.Close()
+			n.proxyLn.Close()
+			return err
+		}
+	}
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
@@ -180,6 +200,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.cluster.Start(ctx); err != nil {
 		n.adminLn.Close()
 		n.proxyLn.Close()
+		if n.dns != nil {
+			n.dns.Shutdown(ctx)
+		}
 		return err
 	}
 	if err := n.publishMeta(); err != nil {
@@ -210,6 +233,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// returns; the catalog is still empty, so this is quick.
 	built := n.rebuild(time.Now())
 	n.wg.Go(func() { n.rebuildLoop(runCtx, built) })
+	n.wg.Go(func() { n.meshLoop(runCtx) })
 	if err := n.decider.Start(runCtx); err != nil {
 		return err
 	}
@@ -339,6 +363,14 @@ func (n *Node) shutdown(ctx context.Context) error {
 			n.log.Info().Err(err).Msg("left with no peer left to hear it")
 		}
 	}
+	// DNS served the others' addresses through the drain and the leave.
+	if n.dns != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := n.dns.Shutdown(dctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
 	if n.adminSrv != nil {
 		if err := n.adminSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
@@ -422,10 +454,12 @@ func (n *Node) publishMeta() error {
 	if t := n.table.Load(); t != nil {
 		ringFP = t.Fingerprint
 	}
+	ready, _ := n.Ready()
 	return n.cluster.SetMeta(gossip.Meta{
+		Ready:     ready,
 		Role:      gossip.RoleBalancer,
 		State:     state,
-		ProxyAddr: n.advertised(n.ProxyAddr()),
+		ProxyAddr: n.advertisedProxy(),
 		AdminAddr: n.advertised(n.AdminAddr()),
 		ConfigFP:  n.configFP,
 		RingFP:    ringFP,
