@@ -286,3 +286,73 @@ func pct(ds []time.Duration, p int) time.Duration {
 	i := (len(s)*p + 99) / 100
 	return s[max(0, min(len(s)-1, i-1))].Round(10 * time.Millisecond)
 }
+
+// The same chaos run (kill -9, SIGTERM drain, restarts) twice through a
+// bench on the client host: once given the static list of every node, as
+// a hand-kept DNS zone would be, once given only ws.example.com:PORT and
+// the nodes as its resolvers. Both must see no misroute; the DNS run
+// should meet fewer connection errors. Slow (two 40 s runs): only with
+// MESHLB_DNS_BENCH=1 (make bench-dns).
+func TestNetnsDNSBench(t *testing.T) {
+	if os.Getenv("MESHLB_DNS_BENCH") == "" {
+		t.Skip("set MESHLB_DNS_BENCH=1 (make bench-dns): two 40 s chaos runs")
+	}
+	needNetns(t)
+	needDig(t)
+	m := newNetMesh(t, 5, 3, dnsFlags...)
+	all := seq(1, 5)
+	m.waitOneRing(30*time.Second, "5 nodes on one ring", all, 3)
+	m.useMeshResolvers(all)
+	proxies, admins := addrs(all)
+	sessions := envInt("MESHLB_DNS_BENCH_SESSIONS", 300)
+	results := map[string]benchReport{}
+	for _, mode := range []string{"static", "dns"} {
+		m.pollUntil(30*time.Second, "every node answers all five", all, func(ips []string) bool { return slices.Equal(ips, nodeAddrs(all)) })
+		argv := []string{binary, "bench", "--json", "--log-level", "info", "--seed", "7",
+			"--admin", strings.Join(admins, ","), "--wait-ready", "30s", "--wait-members", "5",
+			"--sessions", strconv.Itoa(sessions), "--duration", "40s", "--whoami-interval", "500ms", "--max-error-rate", "0.5"}
+		if mode == "static" {
+			argv = append(argv, "--nodes", strings.Join(proxies, ","))
+		} else {
+			argv = append(argv, "--target", dnsName+":"+proxyPort)
+		}
+		b := m.runBench(argv)
+		start := time.Now()
+		at := func(d time.Duration) { time.Sleep(time.Until(start.Add(d))) }
+		kill := func(i int) { p := m.node(i); p.cmd.Process.Kill(); <-p.exited }
+		term := func(i int) { m.node(i).cmd.Process.Signal(syscall.SIGTERM) }
+		restart := func(i int) { <-m.node(i).exited; m.startNode(i, m.nodeArgs(i)...) }
+		at(5 * time.Second)
+		kill(2)
+		at(9 * time.Second)
+		restart(2)
+		at(14 * time.Second)
+		term(3)
+		at(24 * time.Second)
+		restart(3)
+		at(28 * time.Second)
+		kill(4)
+		at(32 * time.Second)
+		restart(4)
+		r, code := b.wait()
+		logBench(t, r, code)
+		if r.Misroutes != 0 || !r.BackendSetKnown {
+			t.Errorf("%s: %d misroutes, set known %v; want none", mode, r.Misroutes, r.BackendSetKnown)
+		}
+		results[mode] = r
+	}
+	connErrs := func(r benchReport) int {
+		n := 0
+		for k, v := range r.Errors {
+			if strings.HasPrefix(k, "connect") || strings.HasPrefix(k, "handshake") || strings.HasPrefix(k, "dial") {
+				n += v
+			}
+		}
+		return n
+	}
+	s, d := results["static"], results["dns"]
+	t.Logf("connection errors: static list %d (%v), mesh DNS %d (%v)", connErrs(s), s.Errors, connErrs(d), d.Errors)
+	if connErrs(d) >= connErrs(s) {
+		t.Errorf("mesh DNS met %d connection errors, the static list %d: want fewer", connErrs(d), connErrs(s))
+	}
+}
