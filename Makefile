@@ -62,7 +62,7 @@ bench-ws: build
 # Short fuzzing of every parser of untrusted bytes (FUZZTIME per target).
 FUZZTIME ?= 20s
 fuzz:
-	@for pkg in ./ring/ ./gossip/ ./health/ ./config/ ./router/ ./node/; do \
+	@for pkg in ./ring/ ./gossip/ ./health/ ./config/ ./router/ ./node/ ./meshdns/; do \
 	  for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
@@ -100,6 +100,10 @@ soak: build
 	$(GO) build -o bin/attack ./lab/attack
 	SOAK_MINUTES=$(SOAK_MINUTES) bin/attack soak --meshlb $(BIN)
 
+# DNS figures in network namespaces (root): 10 kills, then one chaos run through a static list and one through the mesh's DNS.
+bench-dns:
+	MESHLB_DNS_KILLS=10 MESHLB_DNS_BENCH=1 $(GO) test -run 'TestNetnsDNS' -count=1 -v -timeout 20m ./integration/ | grep -v '^ *writer.go'
+
 IMAGE ?= meshlb:dev
 # A static binary and the $(IMAGE) image FROM scratch (no registry needed); deploy/compose.yaml runs it.
 image:
@@ -110,4 +114,4 @@ image:
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-tools bench-go bench-ws bench-health soak-health fuzz chaos attack soak image clean
+.PHONY: build demo test race lint bench bench-tools bench-go bench-ws bench-health soak-health bench-dns fuzz chaos attack soak image clean

@@ -23,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/meshdns"
 	"github.com/meshlb/meshlb/node"
 	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
@@ -81,6 +82,32 @@ func nodeOptions() []option {
 			return nil
 		}},
 		{name: "listen", def: ":8080", usage: "host:port of the proxy listener", apply: hostPort(func(c *Node, v string) { c.Node.ListenAddr = v })},
+		{name: "advertise-proxy", usage: "host:port clients reach this node's proxy at, published in node meta and answered by DNS (default: --listen; an unspecified host takes the gossip advertise host)", apply: hostPort(func(c *Node, v string) { c.Node.AdvertiseProxy = v })},
+		{name: "dns-listen", usage: "host:port to answer DNS on, UDP and TCP, for the --dns-name zones (off by default; :53 needs CAP_NET_BIND_SERVICE)", apply: hostPort(func(c *Node, v string) { c.Node.DNS.Addr = v })},
+		{name: "dns-name", list: true, usage: "a name (zone) DNS answers with the live, ready nodes, like ws.example.com; repeat or comma-separate", apply: func(c *Node, v string) error {
+			for s := range strings.SplitSeq(v, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					c.Node.DNS.Names = append(c.Node.DNS.Names, s)
+				}
+			}
+			return nil
+		}},
+		{name: "dns-ttl", def: "5s", usage: "TTL of DNS answers (degraded answers get 1s)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.DNS.TTL = d })},
+		{name: "dns-max-answers", def: "8", usage: "most addresses in one DNS answer (a random subset per query)", apply: posInt(func(c *Node, v int) { c.Node.DNS.MaxAnswers = v })},
+		{name: "dns-ns", list: true, usage: "name server of the zones, name or name=ip (glue, for a name inside a zone); repeatable (default: the zone's own name, the nodes its glue)", apply: func(c *Node, v string) error {
+			for s := range strings.SplitSeq(v, ",") {
+				if s = strings.TrimSpace(s); s == "" {
+					continue
+				}
+				ns, err := meshdns.ParseNS(s)
+				if err != nil {
+					return err
+				}
+				c.Node.DNS.NS = append(c.Node.DNS.NS, ns)
+			}
+			return nil
+		}},
+		{name: "dns-rate-limit", def: "100", usage: "UDP DNS responses per second per client address (IPv6: per /64); past it most are dropped", apply: posInt(func(c *Node, v int) { c.Node.DNS.RateLimit = float64(v) })},
 		{name: "admin", def: "127.0.0.1:9901", usage: "host:port of the admin HTTP API (it can change backends: keep it private)", apply: hostPort(func(c *Node, v string) { c.Node.AdminAddr = v })},
 		{name: "pprof", flag: true, usage: "serve Go's profiler at /debug/pprof/ on the admin address", apply: boolean(func(c *Node, b bool) { c.Node.Pprof = b })},
 		{name: "backend", list: true, usage: "static backend [id=]host:port; repeat or comma-separate", apply: func(c *Node, v string) error {

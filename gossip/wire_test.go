@@ -196,11 +196,44 @@ func TestMetaEncoding(t *testing.T) {
 		}
 	}
 	for name, b := range map[string][]byte{
-		"empty": nil, "future": {2, 1, 1, 0, 0}, "trailing": append(bytes.Clone(b), 0),
-		"truncated": b[:len(b)-1], "oversized": make([]byte, 600),
+		"empty": nil, "future": {3, 1, 1, 0, 0}, "truncated v2": {2, 1, 1, 0, 0}, "trailing": append(bytes.Clone(b), 0),
+		"unknown flag": append(bytes.Clone(b[:len(b)-1]), 2),
+		"truncated":    b[:len(b)-1], "oversized": make([]byte, 600),
 	} {
 		if _, err := DecodeMeta(b); err == nil {
 			t.Errorf("DecodeMeta(%s) succeeded", name)
+		}
+	}
+}
+
+// encodeV1 writes m as the release before wrote it (meta version 1: no
+// flags byte), for the rolling-upgrade tests.
+func (m Meta) encodeV1() []byte {
+	b, _ := m.Encode()
+	b = b[:len(b)-1]
+	b[0] = metaVersionV1
+	return b
+}
+
+// A node of the release before publishes version 1 metas: they decode,
+// readiness unknown, so a mesh can be upgraded one node at a time.
+func TestMetaVersion1(t *testing.T) {
+	old := Meta{Role: RoleBalancer, State: NodeDraining, ProxyAddr: "10.0.0.1:8080", AdminAddr: "10.0.0.1:9901", ConfigFP: 7, RingFP: 9}
+	got, err := DecodeMeta(old.encodeV1())
+	want := old
+	want.ReadyUnknown = true
+	if err != nil || got != want {
+		t.Fatalf("DecodeMeta(v1) = %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := DecodeMeta(append(old.encodeV1(), metaReady)); err == nil {
+		t.Error("a version 1 meta with a flags byte decoded")
+	}
+	for _, ready := range []bool{false, true} {
+		m := old
+		m.Ready = ready
+		b, _ := m.Encode()
+		if got, err := DecodeMeta(b); err != nil || got != m {
+			t.Errorf("round trip ready=%v = %+v, %v", ready, got, err)
 		}
 	}
 }
@@ -252,6 +285,10 @@ func FuzzDecodeMeta(f *testing.F) {
 	} {
 		b, _ := m.Encode()
 		f.Add(b)
+		f.Add(m.encodeV1())
+		m.Ready = true
+		b, _ = m.Encode()
+		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeMeta(b)
@@ -259,6 +296,9 @@ func FuzzDecodeMeta(f *testing.F) {
 			return
 		}
 		got, err := m.Encode()
+		if m.ReadyUnknown {
+			got = m.encodeV1()
+		}
 		if err != nil || !bytes.Equal(got, b) {
 			t.Fatalf("re-encoding %+v = %x, %v; want %x", m, got, err, b)
 		}

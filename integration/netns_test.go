@@ -61,7 +61,8 @@ const (
 func nodeHost(i int) string { return fmt.Sprintf("n%d", i) }
 func nodeAddr(i int) string { return fmt.Sprintf("10.77.0.%d", 10+i) }
 
-func newNetMesh(t *testing.T, nodes, backends int) *netMesh {
+// extra flags, if any, go to every node.
+func newNetMesh(t *testing.T, nodes, backends int, extra ...string) *netMesh {
 	t.Helper()
 	netlab.Reap(netnsBase)
 	lab, err := netlab.New(netlab.Prefix(netnsBase))
@@ -97,6 +98,7 @@ func newNetMesh(t *testing.T, nodes, backends int) *netMesh {
 			t.Fatal(err)
 		}
 	}
+	flags = append(flags, extra...)
 	m.flags = flags
 	for i := 1; i <= nodes; i++ {
 		args := slices.Clone(flags)
@@ -224,6 +226,13 @@ func (m *netMesh) startBench(is []int, args ...string) *benchRun {
 		// no misroute, which every scenario checks on its own. The
 		// bound only catches a mesh that stopped serving.
 		"--max-error-rate", "0.05"}, args...)
+	return m.runBench(argv)
+}
+
+// runBench runs the bench command line argv on the client host and waits
+// until its sessions have started.
+func (m *netMesh) runBench(argv []string) *benchRun {
+	m.t.Helper()
 	b := &benchRun{t: m.t, cmd: m.lab.Command("c", argv...), started: make(chan struct{}), done: make(chan struct{})}
 	b.cmd.Env = filterEnv(b.cmd.Environ())
 	b.cmd.Stdout = &b.stdout

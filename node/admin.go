@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/internal/logx"
+	"github.com/meshlb/meshlb/meshdns"
 	"github.com/meshlb/meshlb/ring"
 )
 
@@ -102,6 +103,7 @@ type MemberStatus struct {
 	ProxyAddr         string `json:"proxy_addr"`
 	AdminAddr         string `json:"admin_addr"`
 	State             string `json:"state"`
+	Ready             bool   `json:"ready"` // as its meta says (true for a node of the release before)
 	RingFingerprint   string `json:"ring_fingerprint"`
 	ConfigFingerprint string `json:"config_fingerprint"`
 	Error             string `json:"error,omitempty"`
@@ -129,6 +131,8 @@ type Status struct {
 	RingAgreed   bool         `json:"ring_agreed"`
 	ConfigAgreed bool         `json:"config_agreed"`
 	Health       HealthStatus `json:"health"`
+	// DNS is the answer set this node's DNS server gives, when it has one.
+	DNS *meshdns.Status `json:"dns,omitempty"`
 }
 
 // Status reports the node's view of the mesh.
@@ -136,6 +140,10 @@ func (n *Node) Status() Status {
 	s := Status{Node: n.cfg.Name, ConfigFingerprint: fp(n.configFP), RingAgreed: true, ConfigAgreed: true}
 	s.Ready, s.Reason = n.Ready()
 	s.Health = n.healthStatus()
+	if n.dns != nil {
+		st := n.dns.Status()
+		s.DNS = &st
+	}
 	t := n.table.Load()
 	var ringFP uint64
 	if t != nil {
@@ -161,6 +169,7 @@ func (n *Node) Status() Status {
 		}
 		ms.ProxyAddr, ms.AdminAddr = m.Meta.ProxyAddr, m.Meta.AdminAddr
 		ms.State = m.Meta.State.String()
+		ms.Ready = m.Meta.Ready || m.Meta.ReadyUnknown
 		ms.RingFingerprint, ms.ConfigFingerprint = fp(m.Meta.RingFP), fp(m.Meta.ConfigFP)
 		if live(m) {
 			if m.Meta.RingFP != ringFP || ringFP == 0 {

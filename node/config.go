@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/meshdns"
 	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
 )
@@ -59,6 +60,17 @@ type Config struct {
 	// AdminAddr is the admin HTTP API, host:port. Default "127.0.0.1:9901":
 	// the API can change the backend set, so it is not exposed unless asked.
 	AdminAddr string
+
+	// AdvertiseProxy is the host:port clients reach this node's proxy at,
+	// published in node meta and answered by DNS. Default: ListenAddr, an
+	// unspecified host taking the gossip advertise host. DNS needs an IP:
+	// a node advertising a host name is left out of DNS answers.
+	AdvertiseProxy string
+
+	// DNS makes the node an authoritative DNS server for the mesh's names
+	// (meshdns). Off unless DNS.Addr is set; Logger and Registerer are set
+	// by the node.
+	DNS meshdns.Config
 
 	// Pprof serves Go's profiler at /debug/pprof/ on the admin listener,
 	// for measuring a node under load. Off by default: a profile costs CPU
@@ -241,6 +253,14 @@ func (c Config) validate() error {
 	}
 	if err := validateHostPort(c.AdminAddr); err != nil {
 		errs = append(errs, fmt.Errorf("admin address: %w", err))
+	}
+	if c.AdvertiseProxy != "" {
+		if err := validateHostPort(c.AdvertiseProxy); err != nil {
+			errs = append(errs, fmt.Errorf("advertise proxy address: %w", err))
+		}
+	}
+	if c.DNS.Addr == "" && (len(c.DNS.Names) > 0 || len(c.DNS.NS) > 0) {
+		errs = append(errs, errors.New("dns names given without a dns listen address"))
 	}
 	if err := c.Ring.Validate(); err != nil {
 		errs = append(errs, err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/meshdns"
 	"github.com/meshlb/meshlb/ring"
 	"github.com/meshlb/meshlb/router"
 )
@@ -36,12 +37,15 @@ type Node struct {
 	guard    *dialGuard // refuses backends that are our own listeners (guard.go)
 	configFP uint64
 
-	changes  <-chan struct{} // the rebuild loop's subscription to gossip
-	table    atomic.Pointer[Table]
-	drift    atomic.Pointer[string] // why the config refuses traffic, or "" (drift.go)
-	draining atomic.Bool
-	leaving  atomic.Bool // meta belongs to gossip's leave from here on
-	metaMu   sync.Mutex  // serialises publishMeta with the leave
+	changes <-chan struct{} // the rebuild loop's subscription to gossip
+	// meshChanges is meshLoop's subscription; dns answers DNS (nil: off).
+	meshChanges <-chan struct{}
+	dns         *meshdns.Server
+	table       atomic.Pointer[Table]
+	drift       atomic.Pointer[string] // why the config refuses traffic, or "" (drift.go)
+	draining    atomic.Bool
+	leaving     atomic.Bool // meta belongs to gossip's leave from here on
+	metaMu      sync.Mutex  // serialises publishMeta with the leave
 
 	mismatches sync.Map // peer/fingerprint pairs already logged by checkPeers
 	started    atomic.Bool
@@ -93,6 +97,15 @@ func New(cfg Config) (*Node, error) {
 		changes:  cluster.Subscribe(),
 		guard:    newDialGuard(cfg.BackendNetworks),
 		configFP: configFP,
+
+		meshChanges: cluster.Subscribe(),
+	}
+	if cfg.DNS.Addr != "" {
+		dcfg := cfg.DNS
+		dcfg.Logger, dcfg.Registerer = log, reg
+		if n.dns, err = meshdns.New(dcfg); err != nil {
+			return nil, fmt.Errorf("node config: %w", err)
+		}
 	}
 	rcfg := cfg.Router
 	rcfg.MaxConns, _, _ = resolveMaxConns(cfg.Router.MaxConns)
@@ -182,6 +195,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.adminLn, n.proxyLn = n.withReserve(n.adminLn, "admin"), n.withReserve(n.proxyLn, "proxy")
+	if n.dns != nil {
+		if err := n.dns.Start(); err != nil {
+			n.adminLn.Close()
+			n.proxyLn.Close()
+			return err
+		}
+	}
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
@@ -190,9 +210,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.cluster.Start(ctx); err != nil {
 		n.adminLn.Close()
 		n.proxyLn.Close()
+		if n.dns != nil {
+			n.dns.Shutdown(ctx)
+		}
 		return err
 	}
-	n.guard.setListeners(append([]string{n.ProxyAddr(), n.AdminAddr()}, gossipListeners(n.cfg.Gossip.BindAddr, n.GossipAddr())...)...)
+	own := append([]string{n.ProxyAddr(), n.AdminAddr()}, gossipListeners(n.cfg.Gossip.BindAddr, n.GossipAddr())...)
+	if n.dns != nil {
+		own = append(own, n.dns.Addr())
+	}
+	n.guard.setListeners(own...)
 	if err := n.publishMeta(); err != nil {
 		n.log.Error().Err(err).Msg("publish node meta failed")
 	}
@@ -221,6 +248,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// returns; the catalog is still empty, so this is quick.
 	built := n.rebuild(time.Now())
 	n.wg.Go(func() { n.rebuildLoop(runCtx, built) })
+	n.wg.Go(func() { n.meshLoop(runCtx) })
 	if err := n.decider.Start(runCtx); err != nil {
 		return err
 	}
@@ -351,6 +379,14 @@ func (n *Node) shutdown(ctx context.Context) error {
 			n.log.Info().Err(err).Msg("left with no peer left to hear it")
 		}
 	}
+	// DNS served the others' addresses through the drain and the leave.
+	if n.dns != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := n.dns.Shutdown(dctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
 	if n.adminSrv != nil {
 		if err := n.adminSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
@@ -434,10 +470,12 @@ func (n *Node) publishMeta() error {
 	if t := n.table.Load(); t != nil {
 		ringFP = t.Fingerprint
 	}
+	ready, _ := n.Ready()
 	return n.cluster.SetMeta(gossip.Meta{
+		Ready:     ready,
 		Role:      gossip.RoleBalancer,
 		State:     state,
-		ProxyAddr: n.advertised(n.ProxyAddr()),
+		ProxyAddr: n.advertisedProxy(),
 		AdminAddr: n.advertised(n.AdminAddr()),
 		ConfigFP:  n.configFP,
 		RingFP:    ringFP,

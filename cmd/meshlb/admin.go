@@ -191,10 +191,21 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		if len(h.OverBudget) > 0 {
 			fmt.Fprintf(tw, "; OVER BUDGET, kept in although down: %s", strings.Join(h.OverBudget, ", "))
 		}
-		fmt.Fprint(tw, "\n\n")
-		fmt.Fprintln(tw, "NAME\tSTATE\tGOSSIP\tPROXY\tADMIN\tRING\tCONFIG")
+		fmt.Fprint(tw, "\n")
+		if d := s.DNS; d != nil {
+			fmt.Fprintf(tw, "dns %s for %s, ttl %ds: %s", d.Addr, strings.Join(d.Names, ", "), d.TTL, strings.Join(d.Answer, " "))
+			if d.Stale {
+				fmt.Fprint(tw, " (STALE)")
+			}
+			if d.Reason != "" {
+				fmt.Fprintf(tw, " (%s)", d.Reason)
+			}
+			fmt.Fprint(tw, "\n")
+		}
+		fmt.Fprint(tw, "\n")
+		fmt.Fprintln(tw, "NAME\tSTATE\tREADY\tGOSSIP\tPROXY\tADMIN\tRING\tCONFIG")
 		for _, m := range s.Members {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.GossipAddr, m.ProxyAddr, m.AdminAddr, m.RingFingerprint, m.ConfigFingerprint)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, yesNo(m.Ready), m.GossipAddr, m.ProxyAddr, m.AdminAddr, m.RingFingerprint, m.ConfigFingerprint)
 		}
 	case cmd == "route":
 		var r node.RouteAnswer
