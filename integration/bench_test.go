@@ -97,6 +97,7 @@ func TestBenchKillNodeUnderLoad(t *testing.T) {
 // Two unrelated backends posing as nodes, and no admin API: a session whose
 // backend dies meets the other one. That is a misroute: exit 1.
 func TestBenchMisrouteExitsOne(t *testing.T) {
+	t.Parallel()
 	a, aAddr := startEcho(t, "a")
 	_, bAddr := startEcho(t, "b")
 	r, code := bench(t, 2*time.Second, func() {

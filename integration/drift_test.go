@@ -15,6 +15,7 @@ import (
 // 503 to traffic, naming the configuration; restarted with the mesh's
 // settings (same name, same gossip port) it is ready and serves.
 func TestNodeWithOtherRingSettingsRefusesTraffic(t *testing.T) {
+	t.Parallel()
 	_, echo := startEcho(t, "web-1")
 	_, s0 := startNode(t, "n0", "--backend", "web-1="+echo)
 	_, s1 := startNode(t, "n1", "--join", s0.GossipAddr)

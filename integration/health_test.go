@@ -13,6 +13,7 @@ import (
 // restarted on its address. Bounds are generous: TestHealthEjectAndRestore
 // in node/ measures the times.
 func TestKilledBackendLeavesEveryRing(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, 5, 3)
 	victim := "web-2"
 	m.backends[victim].cmd.Process.Kill()

@@ -41,6 +41,7 @@ func startLimitedNode(t *testing.T, nofile int, args ...string) (*proc, startedL
 // way every client gets an answer at once, none waits for a timeout, and
 // the admin API still answers.
 func TestOutOfDescriptorsAnswers503(t *testing.T) {
+	t.Parallel()
 	_, backend := startEcho(t, "web-1")
 	for _, tc := range []struct {
 		label string

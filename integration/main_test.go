@@ -23,6 +23,11 @@ import (
 
 var binary string
 
+// Tests that mostly wait on their processes (a drain, failure detection,
+// a few sessions) call t.Parallel and overlap each other and the namespace
+// labs; the ones that load the machine (a thousand sessions, the chaos
+// scenarios, Docker, the attack campaign) run alone, so their figures are
+// not another test's.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "meshlb-integ")
 	if err != nil {

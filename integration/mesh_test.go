@@ -15,6 +15,7 @@ import (
 // ring; every node's CLI routes keys alike; a SIGTERM'd node leaves at once
 // and exits 0.
 func TestMeshFromSeed(t *testing.T) {
+	t.Parallel()
 	// Real backends: health checks would take addresses nobody listens
 	// on out of the ring.
 	var addrs []string
@@ -71,6 +72,7 @@ func TestMeshFromSeed(t *testing.T) {
 }
 
 func TestBadInputExitsTwoAndNamesIt(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	badYAML := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badYAML, []byte("listen: 127.0.0.1:0\nlisen: 127.0.0.1:1\n"), 0o600)
@@ -104,6 +106,7 @@ func TestBadInputExitsTwoAndNamesIt(t *testing.T) {
 }
 
 func TestPortInUseFailsFast(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +127,7 @@ func TestPortInUseFailsFast(t *testing.T) {
 }
 
 func TestAdminUnreachableExitsOne(t *testing.T) {
+	t.Parallel()
 	_, errOut, code := cli(t, "status", "--admin-url", "http://127.0.0.1:1", "--timeout", "2s")
 	if code != 1 || !strings.Contains(errOut, "unreachable") {
 		t.Fatalf("exit %d, stderr %q; want 1 and 'unreachable'", code, errOut)

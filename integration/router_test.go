@@ -105,6 +105,7 @@ func route(t *testing.T, admin, key string) string {
 // /v1/route names; the echo works with subprotocols and permessage-deflate
 // negotiated end to end.
 func TestSessionSticksThroughEveryNode(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, 3, 3)
 	for _, sid := range []string{"alice", "bob", "carol", "dave"} {
 		want := route(t, m.admins[0], sid)
@@ -125,6 +126,7 @@ func TestSessionSticksThroughEveryNode(t *testing.T) {
 
 // A backend's refusal of the upgrade reaches the client as it was.
 func TestBackendRefusalPassesThrough(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, 1, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -137,6 +139,7 @@ func TestBackendRefusalPassesThrough(t *testing.T) {
 // An issued session cookie keeps a client on its backend when it comes
 // back from another address through another node.
 func TestSessionCookieSticksAcrossAddresses(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, 2, 3, "--session-cookie", "sid")
 	first, resp := whoami(t, m.proxies[0], "", nil)
 	var sid *http.Cookie
@@ -163,6 +166,7 @@ func TestSessionCookieSticksAcrossAddresses(t *testing.T) {
 // The owner of a key is down: every node sends the session to the same
 // next candidate.
 func TestFailoverToTheNextCandidate(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, 3, 3)
 	owner := route(t, m.admins[0], "erin")
 	m.backends[owner].cmd.Process.Kill()
@@ -183,6 +187,7 @@ func TestFailoverToTheNextCandidate(t *testing.T) {
 // SIGTERM: the client gets 1001 and reconnects through another node to the
 // same backend; the node exits 0.
 func TestDrainClosesAndTheClientComesBack(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, 2, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -207,6 +212,7 @@ func TestDrainClosesAndTheClientComesBack(t *testing.T) {
 
 // The client IP key honours X-Forwarded-For only from a trusted proxy.
 func TestClientIPBehindTrustedProxyOnly(t *testing.T) {
+	t.Parallel()
 	trusting := startMesh(t, 1, 3, "--trusted-proxies", "127.0.0.1/32")
 	plain := startMesh(t, 1, 3)
 	// Find a client address whose owner differs from 127.0.0.1's, so the

@@ -16,6 +16,7 @@ import (
 // clean stop on every node: the last ones to leave have no peer left to
 // hear them, and that is no failure.
 func TestWholeMeshStoppedTogetherExitsZero(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, 3, 1, "--drain-delay", "1s")
 	var wg sync.WaitGroup
 	for _, p := range m.nodes {
@@ -33,6 +34,7 @@ func TestWholeMeshStoppedTogetherExitsZero(t *testing.T) {
 // answers the close frame still leaves the mesh gracefully: the peer sees
 // a leave, not a failure.
 func TestLeaveAfterADrainThatTimedOut(t *testing.T) {
+	t.Parallel()
 	const drainTimeout = 2 * time.Second
 	m := startMesh(t, 2, 1, "--drain-spread", "0", "--drain-timeout", drainTimeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
