@@ -128,6 +128,7 @@ type Status struct {
 	RingAgreed   bool         `json:"ring_agreed"`
 	ConfigAgreed bool         `json:"config_agreed"`
 	Health       HealthStatus `json:"health"`
+	TLS          *TLSStatus   `json:"tls,omitempty"`
 }
 
 // Status reports the node's view of the mesh.
@@ -135,6 +136,7 @@ func (n *Node) Status() Status {
 	s := Status{Node: n.cfg.Name, ConfigFingerprint: fp(n.configFP), RingAgreed: true, ConfigAgreed: true}
 	s.Ready, s.Reason = n.Ready()
 	s.Health = n.healthStatus()
+	s.TLS = n.tlsStatus()
 	t := n.table.Load()
 	var ringFP uint64
 	if t != nil {

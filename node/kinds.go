@@ -63,5 +63,6 @@ func replicatedKinds() []gossip.KindSpec {
 			// Verdicts change rings: every new one is passed on.
 			RelayAll: true,
 		},
+		ticketKeySpec(), // 16 KiB (tickets.go)
 	}
 }

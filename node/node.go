@@ -51,6 +51,7 @@ type Node struct {
 	mu       sync.Mutex // guards buildErr
 	buildErr error
 
+	tls      *tlsServer // nil without a TLS listener (tls.go)
 	adminLn  net.Listener
 	proxyLn  net.Listener
 	adminSrv *http.Server
@@ -129,6 +130,11 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
+	if cfg.TLS.Addr != "" {
+		if n.tls, err = newTLSServer(cfg.TLS, log, reg); err != nil {
+			return nil, fmt.Errorf("node config: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -184,11 +190,21 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
+	if n.tls != nil {
+		if err := n.startTLS(); err != nil {
+			n.adminLn.Close()
+			n.proxyLn.Close()
+			return err
+		}
+	}
 	acc := newAcceptor(n.proxyLn, n.router, n.cfg.HandshakeTimeout, n.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}))
 	n.proxyLn = acc // serves upgrades itself, hands the rest to proxySrv
 	if err := n.cluster.Start(ctx); err != nil {
 		n.adminLn.Close()
 		n.proxyLn.Close()
+		if n.tls != nil {
+			n.tls.acc.Close()
+		}
 		return err
 	}
 	n.guard.setListeners(append([]string{n.ProxyAddr(), n.AdminAddr()}, gossipListeners(n.cfg.Gossip.BindAddr, n.GossipAddr())...)...)
@@ -213,6 +229,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		MaxHeaderBytes: n.cfg.MaxHeaderBytes,
 		ErrorLog:       newStdLogger(n.log, "proxy"),
 	}
+	if n.tls != nil {
+		n.proxySrv.ConnContext = tlsConnContext
+		n.proxySrv.Handler = withTLSState(n.router)
+	}
 	n.wg.Go(func() { n.serve(n.adminSrv, n.adminLn, "admin") })
 	n.wg.Go(acc.run)
 	n.wg.Go(func() { n.serve(n.proxySrv, n.proxyLn, "proxy") })
@@ -224,11 +244,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.wg.Go(func() { n.upsertStatic(runCtx) })
+	if n.tls != nil {
+		n.serveTLS(runCtx)
+	}
 
 	n.log.Info().
 		Str("gossip_addr", n.cluster.GossipAddr()).
 		Str("proxy_addr", n.ProxyAddr()).
 		Str("admin_addr", n.AdminAddr()).
+		Str("tls_addr", n.TLSAddr()).
 		Strs("join", n.cfg.Gossip.Seeds).
 		Str("config_fingerprint", fp(n.configFP)).
 		Msg("node started")
@@ -331,6 +355,11 @@ func (n *Node) shutdown(ctx context.Context) error {
 	}
 	if err := n.drain(dctx); err != nil {
 		errs = append(errs, err)
+	}
+	if n.tls != nil {
+		// The drain's Shutdown closed it if its Serve had begun; this
+		// covers a stop before that, so the accept loop can end.
+		n.tls.acc.Close()
 	}
 	n.metaMu.Lock()
 	n.leaving.Store(true) // rebuilds from here on leave the meta alone
@@ -452,6 +481,8 @@ func (n *Node) Ready() (bool, string) {
 		return false, "draining"
 	case !n.cluster.Synced():
 		return false, "not yet synced with a peer"
+	case n.tls != nil && !n.tls.isReady():
+		return false, "tls session-ticket keys not yet known"
 	}
 	t := n.table.Load()
 	switch {
