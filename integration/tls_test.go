@@ -355,14 +355,15 @@ func TestTLSNodeWSClient(t *testing.T) {
 	}
 	script := `
 const fs = require('fs'); const WebSocket = require('ws');
-const ca = fs.readFileSync(process.argv[2]); const urls = process.argv.slice(3);
+const ca = fs.readFileSync(process.argv[1]); const urls = process.argv.slice(2);
 let session;
 (async () => {
   const out = [];
   for (const url of urls) {
     await new Promise((resolve, reject) => {
       const w = new WebSocket(url, { ca, servername: 'meshlb.test', session });
-      w.on('upgrade', (res) => { const s = res.socket; s.on('session', (b) => { session = b; }); });
+      // The ticket may come before the upgrade answer: listen from the start.
+      w._req.on('socket', (s) => s.on('session', (b) => { session = b; }));
       w.on('open', () => { out.push({reused: w._socket.isSessionReused()}); w.send('whoami'); });
       w.on('message', (m) => { out[out.length-1].who = m.toString(); w.close(); });
       w.on('close', () => setTimeout(resolve, 100)); w.on('error', reject);
