@@ -140,7 +140,9 @@ func TestReloadKeepsTheOldOnABrokenFile(t *testing.T) {
 	// Broken, then a key that does not match: both refused, the renewed
 	// certificate serves on, and the error names the file.
 	for _, breakIt := range []func(){
-		func() { must(t, os.WriteFile(filepath.Join(dir, "site.crt"), []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), 0o600)) },
+		func() {
+			must(t, os.WriteFile(filepath.Join(dir, "site.crt"), []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), 0o600))
+		},
 		func() {
 			other := writePair(t, t.TempDir(), "o", time.Now().Add(time.Hour), "a.test")
 			b, _ := os.ReadFile(other.Key)
