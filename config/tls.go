@@ -14,6 +14,12 @@ func tlsOptions() []option {
 		{name: "tls-dir", usage: "directory of NAME.crt and NAME.key pairs, served after the --tls-cert pairs", apply: nonEmpty(func(c *Node, v string) { c.Node.TLS.Dir = v })},
 		{name: "tls-strict-sni", flag: true, usage: "fail the handshake of a client whose SNI matches no certificate, instead of serving the default", apply: boolean(func(c *Node, b bool) { c.Node.TLS.StrictSNI = b })},
 		{name: "tls-ticket-rotate", def: "1h", usage: "how often the mesh makes a new session-ticket key; the two before the current one still decrypt (needs --gossip-key to be shared)", apply: durationFrom(time.Minute, func(c *Node, d time.Duration) { c.Node.TLS.TicketRotate = d })},
+		{name: "backend-tls", flag: true, usage: "speak TLS to every backend (verified against --backend-ca or the system's roots)", apply: boolean(func(c *Node, b bool) { c.Node.BackendTLS.Enabled = b })},
+		{name: "backend-ca", usage: "PEM file of the roots backends' certificates must chain to (with --backend-tls)", apply: nonEmpty(func(c *Node, v string) { c.Node.BackendTLS.CAFile = v })},
+		{name: "backend-sni", usage: "server name sent to and verified on backends (default: each backend's host)", apply: nonEmpty(func(c *Node, v string) { c.Node.BackendTLS.SNI = v })},
+		{name: "backend-tls-insecure", flag: true, usage: "do not verify backends' certificates (logged at warn on every start)", apply: boolean(func(c *Node, b bool) { c.Node.BackendTLS.Insecure = b })},
+		{name: "backend-cert", usage: "client certificate file for backends that require mutual TLS", apply: nonEmpty(func(c *Node, v string) { c.Node.BackendTLS.CertFile = v })},
+		{name: "backend-key", usage: "private key file of --backend-cert", apply: nonEmpty(func(c *Node, v string) { c.Node.BackendTLS.KeyFile = v })},
 		{name: "tls-reload-interval", def: "2s", usage: "how often the certificate files are checked for a change (SIGHUP reloads at once)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.TLS.ReloadInterval = d })},
 	}
 }

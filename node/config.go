@@ -59,6 +59,9 @@ type Config struct {
 	// TLS configures the TLS proxy listener beside the plain one
 	// (tls.go); off unless TLS.Addr is set.
 	TLS TLSConfig
+	// BackendTLS configures TLS to the backends (backendtls.go); off by
+	// default.
+	BackendTLS BackendTLSConfig
 
 	// AdminAddr is the admin HTTP API, host:port. Default "127.0.0.1:9901":
 	// the API can change the backend set, so it is not exposed unless asked.
@@ -244,6 +247,9 @@ func (c Config) validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.BackendTLS.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.HealthCheck.Validate(); err != nil {

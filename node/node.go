@@ -99,6 +99,9 @@ func New(cfg Config) (*Node, error) {
 	rcfg.DialGuard = n.guard.allow
 	rcfg.Picker = picker{n}
 	rcfg.Logger = log
+	if rcfg.BackendTLS, err = cfg.BackendTLS.clientConfig(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
 	onFailure := rcfg.OnFailure
 	rcfg.OnFailure = func(b router.Backend, err error) {
 		n.metrics.backendFailures.WithLabelValues(b.ID).Inc()
@@ -257,6 +260,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Str("config_fingerprint", fp(n.configFP)).
 		Msg("node started")
 	n.logLimits()
+	if n.cfg.BackendTLS.Insecure {
+		n.log.Warn().Msg("backend tls certificates are not verified (--backend-tls-insecure): anyone on the path to a backend can read and change its traffic")
+	}
 	return nil
 }
 

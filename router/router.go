@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -134,6 +135,11 @@ type Config struct {
 	// response: it starts again with each write of up to httpWriteChunk
 	// bytes the client takes. Default 60s.
 	HTTPWriteTimeout time.Duration
+	// BackendTLS, if set, speaks TLS to every backend with this client
+	// config (roots, client certificate for mTLS, ServerName; an empty
+	// ServerName takes each backend's host). Verification follows it:
+	// InsecureSkipVerify is the caller's choice, to be logged.
+	BackendTLS *tls.Config
 	// DialGuard, if set, is asked before every connect to a backend, with
 	// the address about to be dialled (after name resolution). An error
 	// refuses the connect: the next candidate is tried, 502 if none, and a
@@ -161,6 +167,7 @@ type Router struct {
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	dial      *net.Dialer // every connect to a backend; safe for concurrent use
+	btls      *backendTLS // nil: plain TCP to backends (backendtls.go)
 
 	// closeTimeout bounds waiting for a WebSocket close handshake or for
 	// the second direction after the first one ended.
@@ -174,9 +181,9 @@ type Router struct {
 	// dialHookForTest, if set, runs in the backend dialer's Control
 	// before the guard; tests shrink socket buffers with it.
 	dialHookForTest func(network, address string, c syscall.RawConn) error
-	overflowLog logLimiter
-	failoverLog logLimiter
-	refusedLog  logLimiter
+	overflowLog     logLimiter
+	failoverLog     logLimiter
+	refusedLog      logLimiter
 
 	mu       sync.Mutex // guards the fields below
 	conns    map[uint64]*wsConn
@@ -267,6 +274,7 @@ func New(cfg Config) (*Router, error) {
 		conns:        make(map[uint64]*wsConn),
 	}
 	rt.dial = rt.dialer()
+	rt.btls = newBackendTLS(cfg.BackendTLS)
 	dialer := rt.dial
 	rt.transport = &http.Transport{
 		Proxy: nil, // never the environment's proxy
@@ -283,6 +291,12 @@ func New(cfg Config) (*Router, error) {
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+	}
+	if rt.btls != nil {
+		// The transport does TLS on the dialled connection for https
+		// URLs (rewrite sets the scheme); its ServerName comes from the
+		// URL's host unless one is configured.
+		rt.transport.TLSClientConfig = rt.btls.base
 	}
 	rt.proxy = &httputil.ReverseProxy{
 		Rewrite:        rt.rewrite,
