@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -17,6 +18,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -392,5 +394,92 @@ let session;
 		if i > 0 && !g.Reused {
 			t.Errorf("node %d: the ws client's session was not reused", i)
 		}
+	}
+}
+
+// TestTLSChromium: headless Chromium, trusting the test certificate by
+// its key (--ignore-certificate-errors-spki-list, as a browser can be
+// told to without a system CA store), opens wss:// through the three
+// nodes to one backend.
+func TestTLSChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	bin := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		t.Skip("chromium not installed")
+	}
+	m := startTLSMesh(t)
+	pemBytes, err := os.ReadFile(filepath.Join(m.dir, "site.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	var urls []string
+	for _, n := range m.nodes {
+		urls = append(urls, `"wss://`+n.TLSAddr+`/ws?session_id=dave"`)
+	}
+	// The page reports to this server: headless Chromium keeps running
+	// until it is killed, so the test waits for the report instead of a
+	// page dump, which could come before the sockets are done.
+	report := make(chan string, 1)
+	rs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		select {
+		case report <- r.URL.Query().Get("r"):
+		default:
+		}
+	}))
+	defer rs.Close()
+	page := filepath.Join(t.TempDir(), "wss.html")
+	html := `<!doctype html><title>wss</title><body><script>
+const urls = [` + strings.Join(urls, ",") + `];
+(async () => {
+  const out = [];
+  for (const u of urls) {
+    out.push(await new Promise((res) => {
+      const w = new WebSocket(u);
+      w.onopen = () => w.send('whoami');
+      w.onmessage = (e) => { res(e.data); w.close(); };
+      w.onerror = () => res('error');
+    }));
+  }
+  fetch('` + rs.URL + `/?r=' + encodeURIComponent(out.join(',')));
+})();
+</script></body>`
+	if err := os.WriteFile(page, []byte(html), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--user-data-dir="+t.TempDir(),
+		"--ignore-certificate-errors-spki-list="+base64.StdEncoding.EncodeToString(spki[:]),
+		"file://"+page)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	select {
+	case got := <-report:
+		if got != "web-1,web-1,web-1" {
+			t.Fatalf("chromium: %q; want web-1 through every node", got)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("chromium reported nothing in 60s; its stderr:\n%s", stderr.String())
 	}
 }

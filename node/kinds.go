@@ -63,6 +63,6 @@ func replicatedKinds() []gossip.KindSpec {
 			// Verdicts change rings: every new one is passed on.
 			RelayAll: true,
 		},
-		ticketKeySpec(), // 16 KiB (tickets.go)
+		ticketKeySpec(), // 256 KiB of the 1 MiB left (tickets.go)
 	}
 }

@@ -17,7 +17,10 @@ const kindTicketKey gossip.Kind = 4
 func ticketKeySpec() gossip.KindSpec {
 	return gossip.KindSpec{
 		Kind: kindTicketKey, Name: "ticket_key",
-		MaxValue: tlsconf.TicketValueLen, MaxEntries: 64, MaxBytes: 16 << 10,
+		// A deleted key's tombstone stays for the tombstone TTL (a day):
+		// at the shortest rotation, one a minute, that is 1,440 of them,
+		// some 100 bytes each.
+		MaxValue: tlsconf.TicketValueLen, MaxEntries: 2048, MaxBytes: 256 << 10,
 		Validate: tlsconf.ValidateTicketEntry,
 		Secret:   true,
 		RelayAll: true, // a node without the current key can resume nothing
