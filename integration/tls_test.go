@@ -483,3 +483,31 @@ const urls = [` + strings.Join(urls, ",") + `];
 		t.Fatalf("chromium reported nothing in 60s; its stderr:\n%s", stderr.String())
 	}
 }
+
+// TestTLSBadFilesExitTwo: a node told to serve a certificate it cannot
+// load does not start; the message names the file.
+func TestTLSBadFilesExitTwo(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	crt, key := ca.issue(t, dir, "good", 10, "meshlb.test")
+	_, otherKey := ca.issue(t, t.TempDir(), "other", 10, "meshlb.test")
+	garbage := filepath.Join(dir, "garbage.crt")
+	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
+	empty := t.TempDir()
+	base := []string{"node", "--name", "x", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-cert", garbage, "--tls-key", key}, "garbage.crt"},
+		{[]string{"--tls-cert", crt, "--tls-key", otherKey}, "does not match"},
+		{[]string{"--tls-cert", crt}, "pairs"},
+		{[]string{"--tls-dir", empty}, empty},
+		{nil, "no certificate"},
+	} {
+		_, errOut, code := cli(t, append(base, tc.args...)...)
+		if code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 naming %q", tc.args, code, errOut, tc.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,8 +10,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -179,4 +183,60 @@ func count(n *Node, reason string) float64 {
 	var m dto.Metric
 	_ = n.tls.errors.WithLabelValues(reason).Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// TestTLSForwardedProto: over the TLS listener, an HTTP request (served
+// by net/http) and a WebSocket upgrade (served by the acceptor) both
+// reach the backend with X-Forwarded-Proto: https, and the plain
+// listener still says http.
+func TestTLSForwardedProto(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Any answer but 101 reaches the client as it is.
+		io.WriteString(w, "proto="+r.Header.Get("X-Forwarded-Proto"))
+	}))
+	defer backend.Close()
+	nodes, pool := tlsCluster(t, 1, true, func(c *Config) {
+		c.Backends = []BackendSpec{{ID: "b1", Addr: backend.Listener.Addr().String()}}
+	})
+	n := nodes[0]
+	waitFor(t, 10*time.Second, "backend on the ring", func() (bool, string) {
+		ok, why := n.Ready()
+		return ok, why
+	})
+	cfg := &tls.Config{RootCAs: pool, ServerName: "meshlb.test"}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+	for _, tc := range []struct {
+		label, url string
+		client     *http.Client
+		want       string
+	}{
+		{"https", "https://" + n.TLSAddr() + "/?session_id=a", hc, "proto=https"},
+		{"http", "http://" + n.ProxyAddr() + "/?session_id=a", http.DefaultClient, "proto=http"},
+	} {
+		res, err := tc.client.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(b) != tc.want {
+			t.Errorf("%s: %q; want %q", tc.label, b, tc.want)
+		}
+	}
+	c, err := tls.Dial("tcp", n.TLSAddr(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /ws?session_id=a HTTP/1.1\r\nHost: meshlb.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if string(b) != "proto=https" {
+		t.Errorf("wss upgrade: %d %q; want proto=https", res.StatusCode, b)
+	}
 }
