@@ -233,6 +233,15 @@ func (t *tlsServer) reload(why string) {
 	}
 	if changed {
 		t.log.Info().Str("trigger", why).Int("certificates", len(t.store.Certificates())).Msg("tls certificates reloaded")
+		t.logSkipped()
+	}
+}
+
+// logSkipped warns of the directory's files left out: a certificate
+// whose key is missing is most likely a mistake.
+func (t *tlsServer) logSkipped() {
+	for _, s := range t.store.Skipped() {
+		t.log.Warn().Str("detail", s).Msg("tls dir: a file without its other half is skipped")
 	}
 }
 
@@ -284,6 +293,7 @@ func (n *Node) startTLS() error {
 	}
 	t.acc = newAcceptor(ln, withTLSState(n.router), n.cfg.HandshakeTimeout, n.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}))
 	t.acc.prepare = t.handshake
+	t.logSkipped()
 	return nil
 }
 

@@ -68,8 +68,9 @@ type Store struct {
 	cfg Config
 	cur atomic.Pointer[snapshot]
 
-	mu    sync.Mutex // serialises Reload and Changed
-	stamp uint64     // of the files last loaded
+	mu      sync.Mutex // serialises Reload and Changed
+	stamp   uint64     // of the files last loaded
+	skipped []string   // Dir's files without their other half
 }
 
 // New loads every certificate. Any error fails: a node must not start
@@ -80,10 +81,11 @@ func New(cfg Config) (*Store, error) {
 		return nil, errors.New("tls: no certificate: give a cert and key pair or a directory")
 	}
 	s := &Store{cfg: cfg}
-	pairs, err := s.pairs()
+	pairs, skipped, err := s.pairs()
 	if err != nil {
 		return nil, err
 	}
+	s.skipped = skipped
 	var certs []*Cert
 	var errs []error
 	for _, p := range pairs {
@@ -102,26 +104,30 @@ func New(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// pairs lists the configured pairs, then the directory's.
-func (s *Store) pairs() ([]Pair, error) {
+// pairs lists the configured pairs, then the directory's, and the
+// directory's skipped files.
+func (s *Store) pairs() ([]Pair, []string, error) {
 	pairs := slices.Clone(s.cfg.Pairs)
+	var skipped []string
 	if s.cfg.Dir != "" {
-		dp, err := ListDir(s.cfg.Dir)
+		dp, sk, err := ListDir(s.cfg.Dir)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		pairs = append(pairs, dp...)
+		pairs, skipped = append(pairs, dp...), sk
 	}
-	return pairs, nil
+	return pairs, skipped, nil
 }
 
-// ListDir returns the NAME.crt/NAME.key pairs in dir, sorted by name. A
-// .crt without its .key, or a .key without its .crt, is an error naming
-// the file; so is a directory without any pair.
-func ListDir(dir string) ([]Pair, error) {
+// ListDir returns the NAME.crt/NAME.key pairs in dir, sorted by name,
+// and a note for each .crt without its .key or .key without its .crt:
+// those are skipped, as a CA's ca.crt beside tls.crt and tls.key (a
+// cert-manager secret) must be. A directory without any pair is an
+// error, with the notes.
+func ListDir(dir string) (pairs []Pair, skipped []string, err error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("tls dir: %w", err)
+		return nil, nil, fmt.Errorf("tls dir: %w", err)
 	}
 	have := make(map[string]bool, len(ents))
 	for _, e := range ents {
@@ -129,8 +135,6 @@ func ListDir(dir string) ([]Pair, error) {
 			have[e.Name()] = true
 		}
 	}
-	var pairs []Pair
-	var errs []error
 	for _, e := range ents { // ReadDir sorts by name
 		name := e.Name()
 		if e.IsDir() {
@@ -140,23 +144,32 @@ func ListDir(dir string) ([]Pair, error) {
 		case ".crt":
 			base := strings.TrimSuffix(name, ".crt")
 			if !have[base+".key"] {
-				errs = append(errs, fmt.Errorf("tls dir: %s has no %s.key beside it", filepath.Join(dir, name), base))
+				skipped = append(skipped, fmt.Sprintf("%s has no %s.key beside it", filepath.Join(dir, name), base))
 				continue
 			}
 			pairs = append(pairs, Pair{Cert: filepath.Join(dir, name), Key: filepath.Join(dir, base+".key")})
 		case ".key":
 			if base := strings.TrimSuffix(name, ".key"); !have[base+".crt"] {
-				errs = append(errs, fmt.Errorf("tls dir: %s has no %s.crt beside it", filepath.Join(dir, name), base))
+				skipped = append(skipped, fmt.Sprintf("%s has no %s.crt beside it", filepath.Join(dir, name), base))
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
 	if len(pairs) == 0 {
-		return nil, fmt.Errorf("tls dir: no NAME.crt and NAME.key pair in %s", dir)
+		msg := fmt.Sprintf("tls dir: no NAME.crt and NAME.key pair in %s", dir)
+		if len(skipped) > 0 {
+			msg += " (" + strings.Join(skipped, "; ") + ")"
+		}
+		return nil, skipped, errors.New(msg)
 	}
-	return pairs, nil
+	return pairs, skipped, nil
+}
+
+// Skipped lists the files of the directory left out at the last load or
+// reload, each with why.
+func (s *Store) Skipped() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.skipped)
 }
 
 // readPEM reads a file of at most maxPEMFile bytes.
@@ -295,7 +308,7 @@ func (s *Store) Certificates() []Cert {
 func (s *Store) Changed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pairs, err := s.pairs()
+	pairs, _, err := s.pairs()
 	if err != nil {
 		// A directory emptied or half-written: Reload will report it.
 		return true
@@ -326,12 +339,13 @@ func (s *Store) Reload() (changed bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.cur.Load()
-	pairs, err := s.pairs()
+	pairs, skipped, err := s.pairs()
 	var errs []error
 	if err != nil {
 		// A directory that lost a file mid-renewal: keep everything.
 		return false, err
 	}
+	s.skipped = skipped
 	// Taken even when a file fails: the next attempt is on the next
 	// change of the files, so a broken file is reported once, not on
 	// every poll.

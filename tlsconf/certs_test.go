@@ -67,8 +67,8 @@ func TestBadInputNamesTheFile(t *testing.T) {
 		{"garbage key", Config{Pairs: []Pair{{Cert: good.Cert, Key: garbage}}}, "garbage.pem"},
 		{"key of another cert", Config{Pairs: []Pair{{Cert: good.Cert, Key: other.Key}}}, "does not match"},
 		{"empty dir", Config{Dir: empty}, "no NAME.crt and NAME.key pair in " + empty},
-		{"crt without key", Config{Dir: orphan}, "x.crt has no x.key"},
-		{"key without crt", Config{Dir: onlyKey}, "y.key has no y.crt"},
+		{"only a crt without key", Config{Dir: orphan}, "x.crt has no x.key"},
+		{"only a key without crt", Config{Dir: onlyKey}, "y.key has no y.crt"},
 		{"no dir", Config{Dir: filepath.Join(dir, "nodir")}, "nodir"},
 	} {
 		t.Run(tc.label, func(t *testing.T) {
@@ -77,6 +77,22 @@ func TestBadInputNamesTheFile(t *testing.T) {
 				t.Fatalf("New = %v; want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestDirSkipsOrphans: a CA's ca.crt beside a pair (a cert-manager
+// secret mounted as a directory) is skipped and reported, not fatal.
+func TestDirSkipsOrphans(t *testing.T) {
+	dir := t.TempDir()
+	writePair(t, dir, "tls", time.Now().Add(time.Hour), "a.test")
+	must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), []byte("ca"), 0o600))
+	s, err := New(Config{Dir: dir})
+	must(t, err)
+	if sk := s.Skipped(); len(sk) != 1 || !strings.Contains(sk[0], "ca.crt has no ca.key") {
+		t.Fatalf("skipped %q", sk)
+	}
+	if n := len(s.Certificates()); n != 1 {
+		t.Fatalf("%d certificates; want 1", n)
 	}
 }
 
