@@ -240,3 +240,26 @@ func TestTLSForwardedProto(t *testing.T) {
 		t.Errorf("wss upgrade: %d %q; want proto=https", res.StatusCode, b)
 	}
 }
+
+// TestJoinerResumesAtOnce: a node that joins serves TLS only once it has
+// the mesh's keys, so the very first handshake through it resumes a
+// session made elsewhere.
+func TestJoinerResumesAtOnce(t *testing.T) {
+	nodes, pool := tlsCluster(t, 1, true, nil)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "meshlb.test", ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	if _, err := handshake(t, nodes[0].TLSAddr(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	jc := testConfig(t, "n9", nodes[0].GossipAddr())
+	jc.TLS = nodes[0].cfg.TLS
+	jc.Gossip.SecretKey = nodes[0].cfg.Gossip.SecretKey
+	joiner := startNode(t, jc)
+	// No wait: the connection waits in the backlog until the keys came.
+	resumed, err := handshake(t, joiner.TLSAddr(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resumed {
+		t.Fatal("the first handshake through a joining node did not resume")
+	}
+}
