@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -261,5 +262,38 @@ func TestJoinerResumesAtOnce(t *testing.T) {
 	}
 	if !resumed {
 		t.Fatal("the first handshake through a joining node did not resume")
+	}
+}
+
+// TestTLSProxyProtocol: with the PROXY protocol on, the header is read
+// before the TLS handshake, and the backend sees the client it names.
+func TestTLSProxyProtocol(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "xff="+r.Header.Get("X-Forwarded-For"))
+	}))
+	defer backend.Close()
+	nodes, pool := tlsCluster(t, 1, true, func(c *Config) {
+		c.Backends = []BackendSpec{{ID: "b1", Addr: backend.Listener.Addr().String()}}
+		c.ProxyProtocol = true
+		c.Router.Key.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	n := nodes[0]
+	waitFor(t, 10*time.Second, "backend on the ring", func() (bool, string) { return n.Ready() })
+	raw, err := net.Dial("tcp", n.TLSAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(raw, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n")
+	c := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "meshlb.test"})
+	io.WriteString(c, "GET /?session_id=a HTTP/1.1\r\nHost: meshlb.test\r\nConnection: close\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if string(b) != "xff=203.0.113.7" {
+		t.Fatalf("through PROXY + TLS: %d %q; want xff=203.0.113.7", res.StatusCode, b)
 	}
 }
