@@ -389,7 +389,7 @@ func EnvName(option string) string {
 // and the config file they name. flag.ErrHelp is returned after --help has
 // printed the usage to out.
 func ParseNode(args, environ []string, out io.Writer) (Node, error) {
-	opts := nodeOptions()
+	opts := append(nodeOptions(), tlsOptions()...)
 	fs := flag.NewFlagSet("meshlb node", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() { printUsage(out, opts) }

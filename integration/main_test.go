@@ -66,7 +66,8 @@ type startedLine struct {
 	GossipAddr string `json:"gossip_addr"`
 	ProxyAddr  string `json:"proxy_addr"`
 	AdminAddr  string `json:"admin_addr"`
-	Addr       string `json:"addr"` // an echo backend's
+	TLSAddr    string `json:"tls_addr"` // a node's with --listen-tls
+	Addr       string `json:"addr"`     // an echo backend's
 }
 
 // startNode runs `meshlb node` with args and waits for its startup line.

@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +64,10 @@ type acceptor struct {
 	handler http.Handler
 	timeout time.Duration  // request head timeout; 408 once a byte came
 	log     zerolog.Logger // sampled: these are per-connection events
+	// prepare, if set, runs first on each connection, under the head
+	// deadline, and returns the connection to read from: the TLS
+	// listener's handshake (tls.go). false means it closed c.
+	prepare func(c net.Conn, deadline time.Time) (net.Conn, bool)
 
 	handoff   chan net.Conn
 	conns     chan net.Conn // to a parked server goroutine
@@ -197,11 +202,21 @@ func (a *acceptor) serveConn(c net.Conn) {
 	a.mu.Unlock()
 	deadline := time.Now().Add(a.timeout)
 	_ = c.SetReadDeadline(deadline)
+	raw := c // what Close aborts by its deadline
+	if a.prepare != nil {
+		var ok bool
+		if c, ok = a.prepare(c, deadline); !ok {
+			a.mu.Lock()
+			delete(a.reading, raw)
+			a.mu.Unlock()
+			return
+		}
+	}
 	br := headReaders.Get().(*bufio.Reader)
 	br.Reset(c)
 	n, err := readHead(br)
 	a.mu.Lock()
-	delete(a.reading, c)
+	delete(a.reading, raw)
 	a.mu.Unlock()
 
 	var req *http.Request
@@ -226,6 +241,10 @@ func (a *acceptor) serveConn(c net.Conn) {
 	_, _ = br.Discard(n)
 	_ = c.SetReadDeadline(time.Time{})
 	req.RemoteAddr = c.RemoteAddr().String()
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		req.TLS = &st
+	}
 	w := &upgradeWriter{conn: c, br: br}
 	a.handler.ServeHTTP(w, req)
 	if !w.hijacked {

@@ -133,6 +133,7 @@ type Status struct {
 	Health       HealthStatus `json:"health"`
 	// DNS is the answer set this node's DNS server gives, when it has one.
 	DNS *meshdns.Status `json:"dns,omitempty"`
+	TLS *TLSStatus      `json:"tls,omitempty"`
 }
 
 // Status reports the node's view of the mesh.
@@ -144,6 +145,7 @@ func (n *Node) Status() Status {
 		st := n.dns.Status()
 		s.DNS = &st
 	}
+	s.TLS = n.tlsStatus()
 	t := n.table.Load()
 	var ringFP uint64
 	if t != nil {

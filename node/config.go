@@ -57,6 +57,13 @@ type Config struct {
 	// ListenAddr is the proxy listener, host:port. Default ":8080".
 	ListenAddr string
 
+	// TLS configures the TLS proxy listener beside the plain one
+	// (tls.go); off unless TLS.Addr is set.
+	TLS TLSConfig
+	// BackendTLS configures TLS to the backends (backendtls.go); off by
+	// default.
+	BackendTLS BackendTLSConfig
+
 	// AdminAddr is the admin HTTP API, host:port. Default "127.0.0.1:9901":
 	// the API can change the backend set, so it is not exposed unless asked.
 	AdminAddr string
@@ -188,6 +195,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.Gossip.Name = c.Name
 	c.Ring = c.Ring.WithDefaults()
+	c.TLS = c.TLS.withDefaults()
 	c.HealthCheck = c.HealthCheck.WithDefaults()
 	c.HealthPolicy = c.HealthPolicy.WithDefaults()
 	if c.CoalesceQuiet <= 0 {
@@ -263,6 +271,12 @@ func (c Config) validate() error {
 		errs = append(errs, errors.New("dns names given without a dns listen address"))
 	}
 	if err := c.Ring.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.BackendTLS.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.HealthCheck.Validate(); err != nil {

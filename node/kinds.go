@@ -13,8 +13,9 @@ import (
 // wire, so a number is never reused. A new kind goes here, with its owner's
 // codec, and through the one replicator in gossip.
 //
-// Numbers taken: 1 catalog (gossip's), 2 observation, 3 verdict; 4 is kept
-// for TLS session-ticket keys and 5 for the nodes' load summaries.
+// Numbers taken: 1 catalog (gossip's), 2 observation, 3 verdict, 4 TLS
+// session-ticket keys (kindTicketKey, tickets.go); 5 is kept for the
+// nodes' load summaries.
 const (
 	kindObservation gossip.Kind = 2 // health: one node's view of one backend
 	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
@@ -63,5 +64,6 @@ func replicatedKinds() []gossip.KindSpec {
 			// Verdicts change rings: every new one is passed on.
 			RelayAll: true,
 		},
+		ticketKeySpec(), // 256 KiB of the 1 MiB left (tickets.go)
 	}
 }

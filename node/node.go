@@ -56,6 +56,7 @@ type Node struct {
 	mu       sync.Mutex // guards buildErr
 	buildErr error
 
+	tls      *tlsServer // nil without a TLS listener (tls.go)
 	adminLn  net.Listener
 	proxyLn  net.Listener
 	adminSrv *http.Server
@@ -112,6 +113,9 @@ func New(cfg Config) (*Node, error) {
 	rcfg.DialGuard = n.guard.allow
 	rcfg.Picker = picker{n}
 	rcfg.Logger = log
+	if rcfg.BackendTLS, err = cfg.BackendTLS.clientConfig(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
 	onFailure := rcfg.OnFailure
 	rcfg.OnFailure = func(b router.Backend, err error) {
 		n.metrics.backendFailures.WithLabelValues(b.ID).Inc()
@@ -143,6 +147,11 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
+	if cfg.TLS.Addr != "" {
+		if n.tls, err = newTLSServer(cfg.TLS, log, reg); err != nil {
+			return nil, fmt.Errorf("node config: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -205,6 +214,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
+	if n.tls != nil {
+		if err := n.startTLS(); err != nil {
+			n.adminLn.Close()
+			n.proxyLn.Close()
+			return err
+		}
+	}
 	acc := newAcceptor(n.proxyLn, n.router, n.cfg.HandshakeTimeout, n.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}))
 	n.proxyLn = acc // serves upgrades itself, hands the rest to proxySrv
 	if err := n.cluster.Start(ctx); err != nil {
@@ -213,11 +229,17 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if n.dns != nil {
 			n.dns.Shutdown(ctx)
 		}
+		if n.tls != nil {
+			n.tls.acc.Close()
+		}
 		return err
 	}
 	own := append([]string{n.ProxyAddr(), n.AdminAddr()}, gossipListeners(n.cfg.Gossip.BindAddr, n.GossipAddr())...)
 	if n.dns != nil {
 		own = append(own, n.dns.Addr())
+	}
+	if a := n.TLSAddr(); a != "" {
+		own = append(own, a)
 	}
 	n.guard.setListeners(own...)
 	if err := n.publishMeta(); err != nil {
@@ -241,6 +263,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		MaxHeaderBytes: n.cfg.MaxHeaderBytes,
 		ErrorLog:       newStdLogger(n.log, "proxy"),
 	}
+	if n.tls != nil {
+		n.proxySrv.ConnContext = tlsConnContext
+		n.proxySrv.Handler = withTLSState(n.router)
+	}
 	n.wg.Go(func() { n.serve(n.adminSrv, n.adminLn, "admin") })
 	n.wg.Go(acc.run)
 	n.wg.Go(func() { n.serve(n.proxySrv, n.proxyLn, "proxy") })
@@ -253,15 +279,22 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.wg.Go(func() { n.upsertStatic(runCtx) })
+	if n.tls != nil {
+		n.serveTLS(runCtx)
+	}
 
 	n.log.Info().
 		Str("gossip_addr", n.cluster.GossipAddr()).
 		Str("proxy_addr", n.ProxyAddr()).
 		Str("admin_addr", n.AdminAddr()).
+		Str("tls_addr", n.TLSAddr()).
 		Strs("join", n.cfg.Gossip.Seeds).
 		Str("config_fingerprint", fp(n.configFP)).
 		Msg("node started")
 	n.logLimits()
+	if n.cfg.BackendTLS.Insecure {
+		n.log.Warn().Msg("backend tls certificates are not verified (--backend-tls-insecure): anyone on the path to a backend can read and change its traffic")
+	}
 	return nil
 }
 
@@ -360,6 +393,11 @@ func (n *Node) shutdown(ctx context.Context) error {
 	}
 	if err := n.drain(dctx); err != nil {
 		errs = append(errs, err)
+	}
+	if n.tls != nil {
+		// The drain's Shutdown closed it if its Serve had begun; this
+		// covers a stop before that, so the accept loop can end.
+		n.tls.acc.Close()
 	}
 	n.metaMu.Lock()
 	n.leaving.Store(true) // rebuilds from here on leave the meta alone
@@ -491,6 +529,8 @@ func (n *Node) Ready() (bool, string) {
 		return false, "draining"
 	case !n.cluster.Synced():
 		return false, "not yet synced with a peer"
+	case n.tls != nil && !n.tls.isReady():
+		return false, "tls session-ticket keys not yet known"
 	}
 	if r := n.driftRefusal(); r != "" {
 		return false, r

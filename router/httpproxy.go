@@ -31,6 +31,9 @@ func routeFrom(ctx context.Context) *route {
 func (rt *Router) rewrite(pr *httputil.ProxyRequest) {
 	st := routeFrom(pr.In.Context())
 	pr.Out.URL.Scheme = "http"
+	if rt.btls != nil {
+		pr.Out.URL.Scheme = "https"
+	}
 	pr.Out.URL.Host = st.cands[0].Addr
 	pr.Out.Host = pr.In.Host
 	rt.setForwarded(pr.In, pr.Out.Header)

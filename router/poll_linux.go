@@ -1,6 +1,7 @@
 package router
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -439,11 +440,16 @@ func (c *wsConn) release(up bool) bool {
 
 // socketFD returns a non-blocking duplicate of conn's socket. ok is false
 // when conn is not a plain socket. Wrappers are looked through when they
-// say how (NetConn, as crypto/tls does) and hold no byte back.
+// say how (NetConn) and hold no byte back; a *tls.Conn, whose bytes on
+// the socket are not the bytes relayed, is not a plain socket.
 func socketFD(conn net.Conn) (int, bool) {
 unwrap:
 	for range 8 {
 		switch w := conn.(type) {
+		case *tls.Conn:
+			// Its NetConn is the ciphertext: relaying it would hand
+			// the backend TLS records. TLS is relayed by goroutines.
+			return -1, false
 		case *proxyConn:
 			inner, ok := w.unwrap()
 			if !ok {

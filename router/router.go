@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -142,6 +143,11 @@ type Config struct {
 	// response: it starts again with each write of up to httpWriteChunk
 	// bytes the client takes. Default 60s.
 	HTTPWriteTimeout time.Duration
+	// BackendTLS, if set, speaks TLS to every backend with this client
+	// config (roots, client certificate for mTLS, ServerName; an empty
+	// ServerName takes each backend's host). Verification follows it:
+	// InsecureSkipVerify is the caller's choice, to be logged.
+	BackendTLS *tls.Config
 	// DialGuard, if set, is asked before every connect to a backend, with
 	// the address about to be dialled (after name resolution). An error
 	// refuses the connect: the next candidate is tried, 502 if none, and a
@@ -169,6 +175,7 @@ type Router struct {
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	dial      *net.Dialer // every connect to a backend; safe for concurrent use
+	btls      *backendTLS // nil: plain TCP to backends (backendtls.go)
 
 	// closeTimeout bounds waiting for a WebSocket close handshake or for
 	// the second direction after the first one ended.
@@ -275,6 +282,7 @@ func New(cfg Config) (*Router, error) {
 		conns:        make(map[uint64]*wsConn),
 	}
 	rt.dial = rt.dialer()
+	rt.btls = newBackendTLS(cfg.BackendTLS)
 	dialer := rt.dial
 	rt.transport = &http.Transport{
 		Proxy: nil, // never the environment's proxy
@@ -291,6 +299,12 @@ func New(cfg Config) (*Router, error) {
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+	}
+	if rt.btls != nil {
+		// The transport does TLS on the dialled connection for https
+		// URLs (rewrite sets the scheme); its ServerName comes from the
+		// URL's host unless one is configured.
+		rt.transport.TLSClientConfig = rt.btls.base
 	}
 	rt.proxy = &httputil.ReverseProxy{
 		Rewrite:        rt.rewrite,

@@ -309,6 +309,11 @@ func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte
 	// The client going away aborts the handshake at once.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if rt.btls != nil {
+		if conn, err = rt.btls.client(ctx, conn, b.Addr); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 
 	if _, err := conn.Write(handshake); err != nil {
 		conn.Close()

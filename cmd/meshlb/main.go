@@ -103,6 +103,20 @@ func runNode(args, environ []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshlb node: %v\n", err)
 		return 1
 	}
+	// SIGHUP reloads the TLS certificates; the node polls the files too.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				n.ReloadTLS()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	<-ctx.Done()
 	stop() // from here a second signal takes the default action: exit at once
 	log.Info().Msg("signal received; leaving the mesh (send it again to stop at once)")

@@ -72,6 +72,10 @@ type options struct {
 	latDur     time.Duration
 	runs       int
 	only       string
+	// tls: "on" adds the TLS rows (tls.go) after the others, "only"
+	// runs them alone, "off" leaves them out.
+	tls           string
+	tlsHandshakes int
 }
 
 func main() {
@@ -89,13 +93,28 @@ func main() {
 	flag.DurationVar(&o.latDur, "lat-duration", 4*time.Second, "measured window of one latency run")
 	flag.IntVar(&o.runs, "runs", 3, "repetitions, interleaved")
 	flag.StringVar(&o.only, "only", "", "comma-separated targets to run besides direct (haproxy,nginx,meshlb); default all")
+	flag.StringVar(&o.tls, "tls", "on", "TLS rows beside HAProxy: on (after the others), only, or off")
+	flag.IntVar(&o.tlsHandshakes, "tls-handshakes", 1000, "handshakes per TLS handshake run (full, and resumed)")
 	flag.Parse()
 	if o.runs < 1 || o.idle < 1 || o.conns < 1 || o.inflight < 1 || o.handshakes < 1 || o.hsConc < 1 || o.latConns < 1 {
 		fmt.Fprintln(os.Stderr, "proxybench: counts must be >= 1")
 		os.Exit(2)
 	}
 	b := &bench{o: o}
-	err := b.run()
+	var err error
+	switch o.tls {
+	case "only":
+		err = b.runTLS()
+	case "on":
+		if err = b.run(); err == nil {
+			err = b.runTLS()
+		}
+	case "off":
+		err = b.run()
+	default:
+		fmt.Fprintln(os.Stderr, "proxybench: --tls wants on, only or off")
+		os.Exit(2)
+	}
 	b.stopAll()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "proxybench: %v\n", err)
