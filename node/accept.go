@@ -339,8 +339,11 @@ func couldBeGet(p []byte) bool {
 	return string(p) == get[:len(p)]
 }
 
-// hasLengthAndChunked reports whether head, a whole request head, has
-// both a Content-Length and a Transfer-Encoding field. net/http serves
+// hasLengthAndChunked reports whether head, a whole request head, frames
+// its body ambiguously: both a Content-Length and a Transfer-Encoding
+// field, or a Transfer-Encoding in an HTTP/1.0 request (which net/http
+// ignores, while a proxy in front may not; RFC 9112 6.1 says to treat it
+// as faulty framing, NGINX answers 400). net/http serves
 // such a request by Transfer-Encoding and deletes Content-Length before a
 // handler could see it; a front proxy that framed it by Content-Length
 // would then have smuggled the rest of the body in as a second request.
@@ -350,11 +353,12 @@ func couldBeGet(p []byte) bool {
 // without case; continuation lines (starting with a space or tab) are no
 // fields.
 func hasLengthAndChunked(head []byte) bool {
-	var cl, te bool
+	var cl, te, http10 bool
 	first := true
 	for line := range bytes.Lines(head) {
 		if first { // the request line
 			first = false
+			http10 = bytes.HasSuffix(bytes.TrimRight(line, "\r\n"), []byte(" HTTP/1.0"))
 			continue
 		}
 		if len(bytes.TrimRight(line, "\r\n")) == 0 {
@@ -371,13 +375,13 @@ func hasLengthAndChunked(head []byte) bool {
 			te = true
 		}
 	}
-	return cl && te
+	return te && (cl || http10)
 }
 
 // responseFraming answers a request with both Content-Length and
 // Transfer-Encoding.
 var responseFraming = func() []byte {
-	body := `{"error": "request has both Content-Length and Transfer-Encoding"}` + "\n"
+	body := `{"error": "request body framing is ambiguous: Transfer-Encoding with Content-Length, or in HTTP/1.0"}` + "\n"
 	return fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }()
 
@@ -386,7 +390,7 @@ var responseFraming = func() []byte {
 func (a *acceptor) refuseFraming(c net.Conn) {
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.Write(responseFraming)
-	a.log.Warn().Str("remote_addr", c.RemoteAddr().String()).Msg("request has both content-length and transfer-encoding; answered 400")
+	a.log.Warn().Str("remote_addr", c.RemoteAddr().String()).Msg("request body framing is ambiguous; answered 400")
 	lingerClose(c)
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,8 +24,13 @@ import (
 // health checks fail, instead of dropping the backend.
 
 var (
-	errOwnListener = errors.New("address is one of this node's own listeners")
-	errOutsideNets = errors.New("address is outside the backend networks")
+	errOwnListener  = errors.New("address is one of this node's own listeners")
+	errOutsideNets  = errors.New("address is outside the backend networks")
+	errPeerListener = errors.New("address is another node's proxy, admin or gossip listener")
+	// errIPv4Shorthand refuses "127.1", "0x7f.1" or "2130706433": C's
+	// inet_aton reads them as IPv4 addresses, Go's parser does not, so the
+	// guard and a resolver could disagree about where they lead.
+	errIPv4Shorthand = errors.New("an IPv4 address in shorthand, octal or hex form; write it as a.b.c.d")
 )
 
 // localAddrsTTL bounds how stale the cached list of local addresses may
@@ -39,6 +45,11 @@ type dialGuard struct {
 	// listeners are the node's bound addresses (proxy, admin, gossip);
 	// an unspecified IP stands for every local address. Set at Start.
 	listeners atomic.Pointer[[]netip.AddrPort]
+	// peers are the other nodes' advertised proxy, admin and gossip
+	// addresses, from their meta: a backend pointed at a peer's admin API
+	// would open it to the proxy's clients just the same. Updated on every
+	// membership change.
+	peers atomic.Pointer[[]netip.AddrPort]
 	// interfaceAddrs lists the local addresses; tests replace it.
 	interfaceAddrs func() ([]net.Addr, error)
 
@@ -55,12 +66,13 @@ type localAddrs struct {
 func newDialGuard(networks []netip.Prefix) *dialGuard {
 	g := &dialGuard{networks: slices.Clone(networks), interfaceAddrs: net.InterfaceAddrs, nowFunc: time.Now}
 	g.listeners.Store(&[]netip.AddrPort{})
+	g.peers.Store(&[]netip.AddrPort{})
 	return g
 }
 
-// setListeners records the node's bound listeners. Each is "host:port";
-// one that does not parse is skipped.
-func (g *dialGuard) setListeners(addrs ...string) {
+// parseListeners turns "host:port" strings into addresses; an empty host
+// is the unspecified address, and what does not parse is skipped.
+func parseListeners(addrs []string) []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, a := range addrs {
 		host, port, err := net.SplitHostPort(a)
@@ -76,6 +88,19 @@ func (g *dialGuard) setListeners(addrs ...string) {
 		}
 		out = append(out, netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port()))
 	}
+	return out
+}
+
+// setPeers records the other nodes' advertised addresses.
+func (g *dialGuard) setPeers(addrs ...string) {
+	out := parseListeners(addrs)
+	g.peers.Store(&out)
+}
+
+// setListeners records the node's bound listeners. Each is "host:port";
+// one that does not parse is skipped.
+func (g *dialGuard) setListeners(addrs ...string) {
+	out := parseListeners(addrs)
 	g.listeners.Store(&out)
 }
 
@@ -94,6 +119,16 @@ func (g *dialGuard) allow(ap netip.AddrPort) error {
 			ip.IsUnspecified(), // connecting to 0.0.0.0 or :: reaches this host
 			lip.IsUnspecified() && g.isLocal(ip):
 			return errOwnListener
+		}
+	}
+	for _, p := range *g.peers.Load() {
+		if p.Port() != ap.Port() {
+			continue
+		}
+		// A peer on this host may listen on every local address: any
+		// local IP with its port may reach it.
+		if pip := p.Addr(); pip == ip || (g.isLocal(pip) && g.isLocal(ip)) {
+			return errPeerListener
 		}
 	}
 	return nil
@@ -155,6 +190,9 @@ func (g *dialGuard) checkAddr(ctx context.Context, addr string) error {
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		return g.allowed(ap, addr)
 	}
+	if ipv4Shorthand(host) {
+		return fmt.Errorf("host %q: %w", host, errIPv4Shorthand)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
@@ -212,4 +250,24 @@ func gossipListeners(bind, advertised string) []string {
 		}
 	}
 	return []string{net.JoinHostPort(host, port), advertised}
+}
+
+// ipv4Shorthand reports whether host is made only of digits, dots and hex
+// or octal prefixes without being a dotted quad netip accepts: a form some
+// resolvers read as an IPv4 address.
+func ipv4Shorthand(host string) bool {
+	if host == "" {
+		return false
+	}
+	for _, c := range strings.ToLower(host) {
+		if !(c >= '0' && c <= '9' || c == '.' || c == 'x' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	first := host[0]
+	if !(first >= '0' && first <= '9') {
+		return false // a name such as "beef.cafe"
+	}
+	_, err := netip.ParseAddr(host)
+	return err != nil
 }

@@ -74,6 +74,37 @@ func TestDialGuardCheckAddrResolves(t *testing.T) {
 // one that arrives anyway (as from gossip) stays on the ring, is not
 // dialled (502 through the proxy, the admin API untouched), and this
 // node's health checks vote it down.
+func TestIPv4Shorthand(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.1": true, "2130706433": true, "0x7f.1": true, "0177.0.0.1": true, "127.0.0.1": false,
+		"backend.example": false, "beef.cafe": false, "10.0.0.1": false, "": false, "::1": false,
+	} {
+		if got := ipv4Shorthand(host); got != want {
+			t.Errorf("ipv4Shorthand(%q) = %v; want %v", host, got, want)
+		}
+	}
+}
+
+// TestPeerListenersRefusedAsBackends: a backend pointed at another node's
+// admin API would open it to this node's proxy clients just the same; the
+// guard knows the peers' addresses from their meta.
+func TestPeerListenersRefusedAsBackends(t *testing.T) {
+	nodes := newTestCluster(t, 2, nil)
+	waitFor(t, 10*time.Second, "n0 knows n1's addresses", func() (bool, string) {
+		err := nodes[0].guard.checkAddr(context.Background(), nodes[1].AdminAddr())
+		return err != nil, fmt.Sprintf("%v", err)
+	})
+	for _, addr := range []string{nodes[1].AdminAddr(), nodes[1].ProxyAddr(), nodes[1].GossipAddr()} {
+		code, body := call(t, "POST", adminURL(nodes[0], "/v1/backends"), fmt.Sprintf(`{"id": "x", "addr": %q}`, addr))
+		if code != http.StatusBadRequest || !strings.Contains(string(body), "another node") {
+			t.Fatalf("add %s = %d %s; want 400 naming another node's listener", addr, code, body)
+		}
+	}
+	if code, body := call(t, "POST", adminURL(nodes[0], "/v1/backends"), `{"id": "x", "addr": "127.1:80"}`); code != http.StatusBadRequest || !strings.Contains(string(body), "shorthand") {
+		t.Fatalf("add 127.1:80 = %d %s; want 400", code, body)
+	}
+}
+
 func TestOwnListenersRefusedAsBackends(t *testing.T) {
 	cfg := testConfig(t, "self")
 	cfg.BackendNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}

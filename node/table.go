@@ -264,6 +264,13 @@ func (r Route) String() string { return fmt.Sprintf("%s(%s)#%d", r.Backend, r.Ad
 // operator must align the ring and key settings.
 func (n *Node) checkPeers() {
 	n.updateDrift()
+	var peers []string
+	for _, m := range n.cluster.Members() {
+		if m.Name != n.cfg.Name {
+			peers = append(peers, m.Addr, m.Meta.ProxyAddr, m.Meta.AdminAddr)
+		}
+	}
+	n.guard.setPeers(peers...)
 	for _, m := range n.cluster.Members() {
 		if !live(m) || m.Meta.ConfigFP == n.configFP {
 			continue
