@@ -51,6 +51,8 @@ type Node struct {
 	mu       sync.Mutex // guards buildErr
 	buildErr error
 
+	sec security // admin gate and TLS, keyring rotation (auth.go, keys.go)
+
 	adminLn  net.Listener
 	proxyLn  net.Listener
 	adminSrv *http.Server
@@ -80,6 +82,9 @@ func New(cfg Config) (*Node, error) {
 	cfg.Gossip.Meta = gossip.Meta{Role: gossip.RoleBalancer, State: gossip.NodeActive, ConfigFP: configFP}
 	cfg.Gossip.Kinds = replicatedKinds()
 	cfg.Gossip.ValidateBackendID = ring.ValidateID
+	if _, err := LoadKeyring(cfg.KeyringFile, &cfg.Gossip); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
 	cluster, err := gossip.New(cfg.Gossip)
 	if err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
@@ -129,6 +134,9 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
+	if err := n.initSecurity(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
 	return n, nil
 }
 
@@ -181,6 +189,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.adminLn, n.proxyLn = n.withReserve(n.adminLn, "admin"), n.withReserve(n.proxyLn, "proxy")
+	n.adminLn = n.secureAdminListener(n.adminLn)
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
@@ -199,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.adminSrv = &http.Server{
-		Handler:           n.adminHandler(),
+		Handler:           n.sec.gate.wrap(n.adminHandler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          newStdLogger(n.log, "admin"),
 	}
@@ -224,6 +233,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.wg.Go(func() { n.upsertStatic(runCtx) })
+	n.wg.Go(func() { n.keyLoop(runCtx) })
 
 	n.log.Info().
 		Str("gossip_addr", n.cluster.GossipAddr()).
