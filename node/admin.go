@@ -356,7 +356,10 @@ func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State
 
 // newStdLogger routes net/http's internal error log into zerolog.
 func newStdLogger(l zerolog.Logger, component string) *log.Logger {
-	return log.New(stdLogWriter{l.With().Str("component", component).Logger()}, "", 0)
+	// Sampled: a client can make net/http write these at will (a failed
+	// TLS handshake on the admin port is one line each).
+	l = l.With().Str("component", component).Logger().Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
+	return log.New(stdLogWriter{l}, "", 0)
 }
 
 type stdLogWriter struct{ l zerolog.Logger }
