@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/router"
@@ -131,6 +132,24 @@ func LoadKeyring(path string, gc *gossip.Config) (loaded bool, err error) {
 	}
 	gc.SecretKey, gc.ExtraKeys = keys[0], keys[1:]
 	return true, nil
+}
+
+// loadKeyring is LoadKeyring for a node: a --gossip-key that the file
+// does not hold is worth a warning, since the file wins.
+func loadKeyring(cfg *Config, log zerolog.Logger) error {
+	given := cfg.Gossip.SecretKey
+	loaded, err := LoadKeyring(cfg.KeyringFile, &cfg.Gossip)
+	if err != nil || !loaded || given == nil {
+		return err
+	}
+	for _, k := range append([][]byte{cfg.Gossip.SecretKey}, cfg.Gossip.ExtraKeys...) {
+		if bytes.Equal(k, given) {
+			return nil
+		}
+	}
+	log.Warn().Str("file", cfg.KeyringFile).Str("key_id", gossip.KeyID(given)).
+		Msg("the gossip key given is not in the keyring file; the file's keys are used")
+	return nil
 }
 
 // parseKeyringFile reads a JSON array of base64 keys, primary first (the

@@ -82,7 +82,7 @@ func New(cfg Config) (*Node, error) {
 	cfg.Gossip.Meta = gossip.Meta{Role: gossip.RoleBalancer, State: gossip.NodeActive, ConfigFP: configFP}
 	cfg.Gossip.Kinds = replicatedKinds()
 	cfg.Gossip.ValidateBackendID = ring.ValidateID
-	if _, err := LoadKeyring(cfg.KeyringFile, &cfg.Gossip); err != nil {
+	if err := loadKeyring(&cfg, log); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	cluster, err := gossip.New(cfg.Gossip)
