@@ -25,8 +25,9 @@ import (
 // every request is checked for:
 //
 //  1. its Host (DNS rebinding): an IP literal, localhost, or a name in
-//     Config.AdminHosts. A rebinding page reaches us under its own name, so
-//     refusing unknown names is enough; an IP literal cannot be rebound.
+//     Config.AdminHosts (or none, HTTP/1.0). A rebinding page reaches us
+//     under its own name, so refusing unknown names is enough; an IP
+//     literal cannot be rebound.
 //  2. for a change (any method but GET, HEAD, OPTIONS): an Origin, if sent,
 //     in Config.AdminAllowedOrigins, and Content-Type application/json. A
 //     page a browser shows can send a cross-site "simple" request (a form
@@ -236,7 +237,7 @@ func (g *adminGate) wrap(next http.Handler) http.Handler {
 			}
 		}
 		ts := g.tokens.Load()
-		if ts == nil || (openPaths[r.URL.Path] && !g.authAll) {
+		if ts == nil || (openPaths[r.URL.Path] && !change && !g.authAll) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -281,7 +282,9 @@ func (g *adminGate) hostAllowed(host string) bool {
 	}
 	h = strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
 	if h == "" {
-		return false
+		// HTTP/1.0 without Host: old health checkers (HAProxy's httpchk
+		// default). Browsers always send one, so rebinding can't use this.
+		return true
 	}
 	if _, err := netip.ParseAddr(h); err == nil {
 		return true

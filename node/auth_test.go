@@ -128,10 +128,16 @@ func TestAdminGate(t *testing.T) {
 		{"listed host", "GET", "/v1/status", readTok, "meshlb.internal:9901", "", "", 200},
 		{"localhost", "GET", "/v1/status", readTok, "localhost:9901", "", "", 200},
 		{"ipv6 literal", "GET", "/v1/status", readTok, "[::1]:9901", "", "", 200},
+		{"http/1.0 without host", "GET", "/healthz", "", "-", "", "", 200},
+		{"a change to an open path wants a token", "POST", "/healthz", "", "", "", json, 401},
 	} {
 		t.Run(tc.label, func(t *testing.T) {
 			req := httptest.NewRequest(tc.method, "http://127.0.0.1:9901"+tc.path, strings.NewReader("{}"))
-			if tc.host != "" {
+			switch tc.host {
+			case "":
+			case "-":
+				req.Host = ""
+			default:
 				req.Host = tc.host
 			}
 			if tc.token != "" {

@@ -514,6 +514,10 @@ func (n *Node) handleKeyStep(w http.ResponseWriter, r *http.Request) {
 	var done func(nodeKeys) bool
 	switch req.Op {
 	case "install":
+		if _, all, _ := n.cluster.Keys(); len(all) >= gossip.MaxKeys && !slices.ContainsFunc(all, func(k []byte) bool { return bytes.Equal(k, key) }) {
+			writeError(w, http.StatusConflict, fmt.Sprintf("the keyring holds %d keys already; remove one first", len(all)))
+			return
+		}
 		_, err = n.cluster.Put(kindKeyIntent, id, append([]byte{intentInstalled}, key...))
 		done = func(s nodeKeys) bool { return slices.Contains(s.KeyIDs, id) }
 	case "use":
