@@ -159,14 +159,13 @@ func readTokenFile(path string) (*tokenSet, error) {
 // adminGate is the middleware. tokens is nil without a token file; it is
 // swapped whole on reload, so a request sees the old set or the new one.
 type adminGate struct {
-	tokens   atomic.Pointer[tokenSet]
-	path     string
-	authAll  bool
-	origins  map[string]bool
-	hosts    map[string]bool
-	log      zerolog.Logger
-	denyLog  logEvery // one warning a second, with the count of the rest
-	reloaded atomic.Int64
+	tokens  atomic.Pointer[tokenSet]
+	path    string
+	authAll bool
+	origins map[string]bool
+	hosts   map[string]bool
+	log     zerolog.Logger
+	denyLog logEvery // one warning a second, with the count of the rest
 }
 
 func newAdminGate(cfg Config, log zerolog.Logger) (*adminGate, error) {
@@ -198,7 +197,6 @@ func (g *adminGate) reload() error {
 		return fmt.Errorf("admin token file %s: %w", g.path, err)
 	}
 	g.tokens.Store(ts)
-	g.reloaded.Add(1)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -477,7 +479,9 @@ func (n *Node) handleListKeys(w http.ResponseWriter) {
 		}
 		ans.Keys = append(ans.Keys, *ki)
 	}
-	slices.SortFunc(ans.Keys, func(a, b KeyInfo) int { return b.PrimaryOn - a.PrimaryOn })
+	slices.SortFunc(ans.Keys, func(a, b KeyInfo) int { // the primary first
+		return cmp.Or(b.PrimaryOn-a.PrimaryOn, b.HeldBy-a.HeldBy, strings.Compare(a.KeyID, b.KeyID))
+	})
 	writeJSON(w, http.StatusOK, ans)
 }
 
