@@ -148,6 +148,11 @@ func TestAdminTokensEveryEndpoint(t *testing.T) {
 		t.Errorf("drain with a read token: exit %d, %q; want 1 naming 403", code, errOut)
 	}
 
+	if _, m := adminDo(t, "GET", base+"/metrics", "", ""); !strings.Contains(m, `meshlb_admin_refused_total{reason="no_token"}`) ||
+		!strings.Contains(m, `meshlb_admin_refused_total{reason="read_role"}`) {
+		t.Errorf("metrics lack the refusals:\n%s", grepLines(m, "meshlb_admin_refused"))
+	}
+
 	log := p.output()
 	for _, tok := range []string{integReadTok, integWriteTok, "integ-wrong-token", newKey} {
 		if strings.Contains(log, tok) {

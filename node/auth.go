@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -28,11 +29,12 @@ import (
 //     Config.AdminHosts (or none, HTTP/1.0). A rebinding page reaches us
 //     under its own name, so refusing unknown names is enough; an IP
 //     literal cannot be rebound.
-//  2. for a change (any method but GET, HEAD, OPTIONS): an Origin, if sent,
-//     in Config.AdminAllowedOrigins, and Content-Type application/json. A
-//     page a browser shows can send a cross-site "simple" request (a form
-//     or a text/plain POST) without asking; application/json makes the
-//     browser ask first (a CORS preflight), which we never grant.
+//  2. its Origin, if sent: our own or one in Config.AdminAllowedOrigins.
+//     And for a change (any method but GET, HEAD, OPTIONS), Content-Type
+//     application/json. A page a browser shows can send a cross-site
+//     "simple" request (a form or a text/plain POST) without asking;
+//     application/json makes the browser ask first (a CORS preflight),
+//     which we never grant.
 //  3. with a token file: a bearer token of the right role. Read tokens may
 //     GET; write tokens may do everything. /healthz, /readyz and /metrics
 //     stay open (load balancers and Prometheus probe them) unless
@@ -166,6 +168,7 @@ type adminGate struct {
 	hosts   map[string]bool
 	log     zerolog.Logger
 	denyLog logEvery // one warning a second, with the count of the rest
+	refused *prometheus.CounterVec
 }
 
 func newAdminGate(cfg Config, log zerolog.Logger) (*adminGate, error) {
@@ -183,8 +186,18 @@ func newAdminGate(cfg Config, log zerolog.Logger) (*adminGate, error) {
 			return nil, fmt.Errorf("admin token file %s: %w", g.path, err)
 		}
 		g.tokens.Store(ts)
+		g.checkMode()
 	}
 	return g, nil
+}
+
+// checkMode warns of a token file others may read: its tokens can change
+// the mesh.
+func (g *adminGate) checkMode() {
+	if st, err := os.Stat(g.path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		g.log.Warn().Str("file", g.path).Str("mode", st.Mode().Perm().String()).
+			Msg("admin token file is readable by others; chmod 600 it")
+	}
 }
 
 // reload reads the token file again; on error the tokens in force stay.
@@ -197,6 +210,7 @@ func (g *adminGate) reload() error {
 		return fmt.Errorf("admin token file %s: %w", g.path, err)
 	}
 	g.tokens.Store(ts)
+	g.checkMode()
 	return nil
 }
 
@@ -223,8 +237,8 @@ func (g *adminGate) wrap(next http.Handler) http.Handler {
 			return
 		}
 		change := isChange(r.Method)
-		if o := r.Header.Get("Origin"); change && o != "" && !g.origins[strings.ToLower(strings.TrimRight(o, "/"))] {
-			g.deny(w, r, http.StatusForbidden, "origin", "origin "+quoteShort(o)+" may not change this mesh (see --admin-allowed-origins)")
+		if o := r.Header.Get("Origin"); o != "" && !g.originAllowed(o, r.Host) {
+			g.deny(w, r, http.StatusForbidden, "origin", "origin "+quoteShort(o)+" may not use this admin API (see --admin-allowed-origins)")
 			return
 		}
 		if change {
@@ -272,6 +286,18 @@ func bearer(h string) (string, bool) {
 	return tok, tok != ""
 }
 
+// originAllowed: a listed origin, or our own (a page the admin API
+// serves itself, such as a dashboard, calling it back). Browsers send
+// Origin on every cross-origin request and on same-origin changes.
+func (g *adminGate) originAllowed(origin, host string) bool {
+	o := strings.ToLower(strings.TrimRight(origin, "/"))
+	if g.origins[o] {
+		return true
+	}
+	_, rest, ok := strings.Cut(o, "://")
+	return ok && host != "" && rest == strings.ToLower(host)
+}
+
 // hostAllowed applies the Host rule; host may carry a port.
 func (g *adminGate) hostAllowed(host string) bool {
 	h := host
@@ -293,6 +319,9 @@ func (g *adminGate) hostAllowed(host string) bool {
 // deny answers with a JSON error and logs, at most once a second, the
 // refusal: never the token, nor a header value past a short prefix.
 func (g *adminGate) deny(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
+	if g.refused != nil {
+		g.refused.WithLabelValues(reason).Inc()
+	}
 	if ok, suppressed := g.denyLog.allow(time.Now()); ok {
 		g.log.Warn().Int("status", status).Str("reason", reason).Str("method", r.Method).
 			Str("path", quoteShort(r.URL.Path)).Str("remote_addr", r.RemoteAddr).

@@ -73,6 +73,12 @@ func (n *Node) initSecurity() error {
 		return err
 	}
 	n.sec.gate = g
+	g.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshlb_admin_refused_total", Help: "Admin API requests refused, by reason: no_token, unknown_token, read_role, host, origin, content_type.",
+	}, []string{"reason"})
+	if err := n.reg.Register(g.refused); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	if n.cfg.AdminTLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(n.cfg.AdminTLSCert, n.cfg.AdminTLSKey)
 		if err != nil {
