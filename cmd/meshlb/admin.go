@@ -123,6 +123,9 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	}
 	if *asJSON {
 		stdout.Write(raw)
+		if cmd == "keys" && method != "GET" && !stepComplete(raw) {
+			return 1
+		}
 		return 0
 	}
 	if err := printHuman(stdout, cmd, method != "GET", raw); err != nil {

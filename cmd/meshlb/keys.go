@@ -52,6 +52,13 @@ func keysRequest(pos []string) (method, path string, body any, msg string) {
 // errIncomplete makes a key step that not every node acknowledged exit 1.
 var errIncomplete = errors.New("not every live node acknowledged the step")
 
+// stepComplete reports whether a key step's answer says every live node
+// acknowledged it.
+func stepComplete(raw []byte) bool {
+	var a node.KeyStepAnswer
+	return json.Unmarshal(raw, &a) == nil && a.Complete
+}
+
 func printKeys(w io.Writer, step bool, raw []byte) error {
 	if step {
 		var a node.KeyStepAnswer
