@@ -113,8 +113,14 @@ func (n *Node) initSecurity() error {
 	return nil
 }
 
-// secureAdminListener puts TLS on the admin listener when configured.
+// secureAdminListener puts TLS on the admin listener when configured,
+// and says at start how the admin API is guarded.
 func (n *Node) secureAdminListener(ln net.Listener) net.Listener {
+	_, _, kerr := n.cluster.Keys()
+	n.log.Info().Bool("tokens", n.cfg.AdminTokenFile != "").Bool("tls", n.sec.tls != nil).
+		Bool("client_certs", n.cfg.AdminClientCA != "").Bool("auth_all", n.cfg.AdminAuthAll).
+		Bool("gossip_encrypted", kerr == nil).Str("keyring_file", n.cfg.KeyringFile).
+		Msg("admin api access")
 	if n.sec.tls == nil {
 		return ln
 	}
