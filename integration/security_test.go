@@ -413,3 +413,50 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestHandshakeRatePerIP: a burst of upgrades from one address against
+// --handshake-rate-per-ip 5 with a burst of 5 gets the burst through and
+// 429 with Retry-After for the rest; plain requests are not handshakes.
+func TestHandshakeRatePerIP(t *testing.T) {
+	_, backend := startEcho(t, "web-1")
+	_, s := startNode(t, "a", "--backend", "web-1="+backend, "--handshake-rate-per-ip", "5", "--handshake-burst-per-ip", "5")
+	waitFor(t, 20*time.Second, "ready", func() (bool, string) {
+		code, b := adminDo(t, "GET", "http://"+s.AdminAddr+"/readyz", "", "")
+		return code == 200, b
+	})
+	counts := map[int]int{}
+	start := time.Now()
+	for i := range 20 {
+		c, err := net.DialTimeout("tcp", s.ProxyAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /ws?session_id=%d HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", i)
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode == 429 && res.Header.Get("Retry-After") == "" {
+			t.Errorf("429 without Retry-After")
+		}
+		counts[res.StatusCode]++
+		c.Close()
+	}
+	// At 5/s, the time the loop took may have refilled a token or two.
+	extra := int(time.Since(start).Seconds() * 5)
+	if counts[101] < 5 || counts[101] > 5+extra+1 || counts[101]+counts[429] != 20 {
+		t.Fatalf("answers %v in %v; want the burst of 5 (+%d refilled) and 429 for the rest", counts, time.Since(start), extra)
+	}
+	for range 10 {
+		res, err := http.Get("http://" + s.ProxyAddr + "/?session_id=x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode == 429 {
+			t.Fatal("a plain request counted as a handshake")
+		}
+	}
+}
