@@ -21,7 +21,8 @@ const keysUsage = `Usage: meshlb keys [list | install KEY | use KEY | remove KEY
 
 Rotate the gossip key of the whole mesh through any node, as serf keys does.
 KEY is the base64 of a 16, 24 or 32-byte key (e.g. head -c 32 /dev/urandom |
-base64). Each step is carried to every live node and the answer says which
+base64), or - to read it from stdin (a key on the command line shows in ps).
+Each step is carried to every live node and the answer says which
 acknowledged it; the command exits 1 unless all did. Rotate in this order,
 each step everywhere before the next: install the new key, use it, remove the
 old one. use refuses while a live node lacks the key; remove refuses a key in
@@ -40,6 +41,11 @@ func keysRequest(pos []string) (method, path string, body any, msg string) {
 	case sub == "list" && len(pos) <= 1:
 		return "GET", "/v1/keys", nil, ""
 	case (sub == "install" || sub == "use" || sub == "remove") && len(pos) == 2:
+		if pos[1] == "-" {
+			// From stdin: a key on the command line shows in ps.
+			b, _ := io.ReadAll(io.LimitReader(os.Stdin, 1024))
+			pos[1] = strings.TrimSpace(string(b))
+		}
 		k, err := base64.StdEncoding.DecodeString(pos[1])
 		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
 			return "", "", nil, "KEY must be the base64 of 16, 24 or 32 bytes"
