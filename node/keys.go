@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,6 +66,11 @@ type security struct {
 	fileMu   sync.Mutex // serialises keyring file writes
 	applyMu  sync.Mutex // serialises applyKeyIntents
 	lastFile []byte
+
+	// ackTimeoutForTest replaces keyAckTimeout; ignoreIntentsForTest
+	// makes the node deaf to key steps, as a node on an old release is.
+	ackTimeoutForTest    time.Duration
+	ignoreIntentsForTest atomic.Bool
 }
 
 func (n *Node) initSecurity() error {
@@ -327,6 +333,9 @@ func (n *Node) keyLoop(ctx context.Context) {
 func (n *Node) applyKeyIntents() {
 	n.sec.applyMu.Lock()
 	defer n.sec.applyMu.Unlock()
+	if n.sec.ignoreIntentsForTest.Load() {
+		return
+	}
 	var primary []byte
 	var primaryVersion uint64
 	var removed [][]byte
@@ -595,7 +604,7 @@ func (n *Node) handleKeyStep(w http.ResponseWriter, r *http.Request) {
 // waitKeyStep polls the live nodes' status until all show the step, the
 // timeout passes or the caller goes away.
 func (n *Node) waitKeyStep(ctx context.Context, op, id string, done func(nodeKeys) bool) KeyStepAnswer {
-	deadline := time.Now().Add(keyAckTimeout)
+	deadline := time.Now().Add(cmp.Or(n.sec.ackTimeoutForTest, keyAckTimeout))
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -106,6 +106,21 @@ func TestKeyRotationInProcess(t *testing.T) {
 		return string(b)
 	}
 	step(nodes[0], "use", bytes.Repeat([]byte{9}, 32), 409) // installed nowhere
+
+	// A node deaf to the steps is reported, and holds up the next one.
+	nodes[2].sec.ignoreIntentsForTest.Store(true)
+	nodes[0].sec.ackTimeoutForTest = 300 * time.Millisecond
+	k0 := bytes.Repeat([]byte{5}, 32)
+	if b := step(nodes[0], "install", k0, 200); !strings.Contains(b, `"complete": false`) || !strings.Contains(b, `"missing": [
+    "n2"
+  ]`) {
+		t.Fatalf("install with a deaf n2: %s; want n2 missing", b)
+	}
+	if b := step(nodes[1], "use", k0, 409); !strings.Contains(b, "n2") {
+		t.Fatalf("use while n2 lacks the key: %s; want n2 named", b)
+	}
+	nodes[2].sec.ignoreIntentsForTest.Store(false)
+	step(nodes[0], "remove", k0, 200)
 	if b := step(nodes[0], "install", k2, 200); !strings.Contains(b, `"complete": true`) {
 		t.Fatalf("install: %s", b)
 	}
