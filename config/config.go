@@ -389,7 +389,7 @@ func EnvName(option string) string {
 // and the config file they name. flag.ErrHelp is returned after --help has
 // printed the usage to out.
 func ParseNode(args, environ []string, out io.Writer) (Node, error) {
-	opts := append(nodeOptions(), tlsOptions()...)
+	opts := append(append(nodeOptions(), tlsOptions()...), securityOptions()...)
 	fs := flag.NewFlagSet("meshlb node", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() { printUsage(out, opts) }
@@ -480,6 +480,9 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	}
 	if c.Node.Name == "" {
 		return Node{}, usageErrorf("--name is required (the host name is unknown)")
+	}
+	if err := checkSecurity(c); err != nil {
+		return Node{}, err
 	}
 	// Checked here rather than left to the node so that the message names
 	// the options.

@@ -47,6 +47,9 @@ type Cluster struct {
 	m     *metrics
 	queue *memberlist.TransmitLimitedQueue
 	specs map[Kind]KindSpec // every kind, the catalog included; read-only
+	// keyring is memberlist's, nil without a SecretKey; set in New and
+	// never replaced (the Keyring has its own lock). See keyring.go.
+	keyring *memberlist.Keyring
 
 	// subs are the channels Subscribe handed out; fixed once Start runs.
 	subsMu sync.Mutex
@@ -133,6 +136,9 @@ func New(cfg Config) (*Cluster, error) {
 		peers:     make(map[string]peer),
 		failed:    make(map[string]failedPeer),
 	}
+	if c.keyring, err = newKeyring(cfg); err != nil {
+		return nil, fmt.Errorf("new gossip cluster: %w", err)
+	}
 	specs := append([]KindSpec{catalogSpec(cfg.ValidateBackendID).withDefaults()}, cfg.Kinds...)
 	c.specs = make(map[Kind]KindSpec, len(specs))
 	for _, sp := range specs {
@@ -214,12 +220,8 @@ func (c *Cluster) memberlistConfig(ctx context.Context) (*memberlist.Config, err
 		rejected: c.m.logRejected,
 	}
 	mc.LogOutput = c.logw
-	if cfg.SecretKey != nil {
-		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
-		if err != nil {
-			return nil, fmt.Errorf("start gossip: keyring: %w", err)
-		}
-		mc.Keyring = kr
+	if c.keyring != nil {
+		mc.Keyring = c.keyring
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -30,6 +31,11 @@ type Config struct {
 	// SecretKey is nil, or an AES key of 16, 24 or 32 bytes. Nodes with
 	// another key, or none, cannot join.
 	SecretKey []byte
+	// ExtraKeys are further keys of the keyring, installed beside
+	// SecretKey (the primary, which encrypts) so that messages under any
+	// of them are read: the state in the middle of a key rotation, as a
+	// keyring file keeps it across a restart. They need a SecretKey.
+	ExtraKeys [][]byte
 	// Kinds are the kinds of replicated state besides the catalog, each
 	// with its own number (not KindBackend), registered by their owners
 	// through the node. Every node of a mesh should register the same
@@ -185,6 +191,11 @@ func (c Config) withDefaults() Config {
 	if len(c.SecretKey) == 0 {
 		c.SecretKey = nil
 	}
+	extra := make([][]byte, 0, len(c.ExtraKeys))
+	for _, k := range c.ExtraKeys {
+		extra = append(extra, append([]byte(nil), k...))
+	}
+	c.ExtraKeys = extra
 	return c
 }
 
@@ -209,6 +220,14 @@ func (c Config) validate() error {
 	case 0, 16, 24, 32:
 	default:
 		return fmt.Errorf("config secret key: %d bytes, want 16, 24 or 32", len(c.SecretKey))
+	}
+	if len(c.ExtraKeys) > 0 && c.SecretKey == nil {
+		return errors.New("config extra keys: they need a secret key (the primary)")
+	}
+	for i, k := range c.ExtraKeys {
+		if err := validateKey(k); err != nil {
+			return fmt.Errorf("config extra key %d: %w", i+1, err)
+		}
 	}
 	if _, err := c.Meta.Encode(); err != nil {
 		return fmt.Errorf("config meta: %w", err)

@@ -38,6 +38,15 @@
 // are idempotent, and any order of calls is safe: Leave after Shutdown
 // returns an error instead of memberlist's panic.
 //
+// # Keyring
+//
+// With Config.SecretKey gossip is encrypted (memberlist's AES-GCM keyring;
+// Config.ExtraKeys are read as well). [Cluster.InstallKey],
+// [Cluster.UseKey] and [Cluster.RemoveKey] change this node's keyring
+// live; carrying a rotation to every node, in the only order that works
+// (install everywhere, use everywhere, remove), is the caller's job.
+// Keys are named in logs by [KeyID], never shown.
+//
 // # Metrics
 //
 // With Config.Registerer set: meshlb_gossip_messages_{sent,received}_total

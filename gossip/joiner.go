@@ -35,8 +35,19 @@ func (j *joiner) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.log.Warn().Err(err).Strs("seeds", c.cfg.Seeds).Int("attempt", attempt).
-			Dur("retry_in", backoff).Msg("join failed")
+		e := c.log.Warn().Err(err).Strs("seeds", c.cfg.Seeds).Int("attempt", attempt).Dur("retry_in", backoff)
+		if primary, all, kerr := c.Keys(); kerr == nil {
+			// A peer that cannot decrypt us closes the stream without a
+			// word, so the error is a bare EOF: say what we hold, so that
+			// a node left behind by a key rotation is told apart.
+			ids := make([]string, len(all))
+			for i, k := range all {
+				ids[i] = KeyID(k)
+			}
+			e.Str("primary_key_id", KeyID(primary)).Strs("key_ids", ids).
+				Str("hint", "if the mesh rotated its gossip key, this node lacks the current one")
+		}
+		e.Msg("join failed")
 		if !sleep(ctx, jitter(backoff)) {
 			return
 		}

@@ -130,7 +130,8 @@ func (m *netMesh) startNode(i int, args ...string) {
 	m.t.Helper()
 	a := nodeAddr(i)
 	argv := append([]string{binary, "node", "--name", nodeHost(i), "--log-format", "json",
-		"--gossip-addr", a + ":" + gossipPort, "--listen", a + ":" + proxyPort, "--admin", a + ":" + adminPort}, args...)
+		"--gossip-addr", a + ":" + gossipPort, "--listen", a + ":" + proxyPort, "--admin", a + ":" + adminPort,
+		"--admin-insecure"}, args...) // a private lab network: no tokens, said so
 	p := runCmd(m.t, nodeHost(i), m.lab.Command(nodeHost(i), argv...))
 	m.waitStarted(p)
 	m.mu.Lock()

@@ -43,6 +43,7 @@ func (n *Node) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("/v1/backends/{id}", only("DELETE", n.handleRemoveBackend))
 	mux.HandleFunc("/v1/backends/{id}/drain", only("POST", n.handleDrainBackend))
+	mux.HandleFunc("/v1/keys", n.handleKeys) // keys.go; write role only (auth.go)
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{ErrorLog: newStdLogger(n.log, "metrics")}))
 	if n.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -367,5 +368,8 @@ func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State
 
 // newStdLogger routes net/http's internal error log into zerolog.
 func newStdLogger(l zerolog.Logger, component string) *log.Logger {
-	return logx.StdLogger(l.With().Str("component", component).Logger(), zerolog.WarnLevel, "http server error")
+	// Sampled: a client can make net/http write these at will (a failed
+	// TLS handshake on the admin port is one line each).
+	l = l.With().Str("component", component).Logger().Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
+	return logx.StdLogger(l, zerolog.WarnLevel, "http server error")
 }

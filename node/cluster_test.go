@@ -130,6 +130,9 @@ func call(t testing.TB, method, url string, body string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // auth.go wants it on changes
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)

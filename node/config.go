@@ -181,6 +181,43 @@ type Config struct {
 
 	// Logger receives the node's logs. Default: discard.
 	Logger zerolog.Logger
+
+	// Security: who may use the admin API, over what, and what one client
+	// may take of the proxy (auth.go, keys.go, router/limits.go).
+	Security
+}
+
+// Security is the node's admin access control, gossip key rotation and
+// per-client limits. The zero value is an open admin API on loopback, the
+// keyring of Gossip.SecretKey alone, and no per-client limits.
+type Security struct {
+	// AdminTokenFile holds lines "TOKEN ROLE" (read or write); requests
+	// then need "Authorization: Bearer TOKEN". Reloaded by
+	// ReloadAdminTokens. Default: no tokens, which New accepts only for a
+	// loopback AdminAddr unless AdminInsecure.
+	AdminTokenFile string
+	// AdminAuthAll also guards /healthz, /readyz and /metrics.
+	AdminAuthAll bool
+	// AdminInsecure lets the admin API listen beyond loopback without
+	// tokens (behind a private network or a proxy that authenticates).
+	AdminInsecure bool
+	// AdminAllowedOrigins are the browser origins (scheme://host[:port])
+	// whose requests may change the mesh. Default none: a change sent
+	// with any Origin header is refused.
+	AdminAllowedOrigins []string
+	// AdminHosts are the names the admin API answers to in the Host
+	// header, besides IP literals and localhost (DNS rebinding).
+	AdminHosts []string
+	// AdminTLSCert and AdminTLSKey (PEM files) serve the admin API over
+	// TLS; AdminClientCA (PEM) then also requires a client certificate
+	// signed by it.
+	AdminTLSCert, AdminTLSKey, AdminClientCA string
+	// KeyringFile keeps the gossip keyring (JSON, base64 keys, primary
+	// first) so that a restarted node holds the keys of the last rotation.
+	// When it exists it replaces Gossip.SecretKey; it is written after
+	// every change of the keyring. Default: none, the keyring is lost on
+	// restart.
+	KeyringFile string
 }
 
 func (c Config) withDefaults() Config {
@@ -234,6 +271,8 @@ func (c Config) withDefaults() Config {
 	c.Backends = append([]BackendSpec(nil), c.Backends...)
 	c.BackendNetworks = append([]netip.Prefix(nil), c.BackendNetworks...)
 	c.Gossip.Seeds = append([]string(nil), c.Gossip.Seeds...)
+	c.AdminAllowedOrigins = append([]string(nil), c.AdminAllowedOrigins...)
+	c.AdminHosts = append([]string(nil), c.AdminHosts...)
 	return c
 }
 
@@ -293,6 +332,7 @@ func (c Config) validate() error {
 	if c.DrainCloseCode != 1001 && c.DrainCloseCode != 1012 {
 		errs = append(errs, fmt.Errorf("drain close code %d: want 1001 (going away) or 1012 (service restart)", c.DrainCloseCode))
 	}
+	errs = append(errs, c.Security.validate(c.AdminAddr, len(c.Gossip.SecretKey) > 0)...)
 	seen := make(map[string]string, len(c.Backends))
 	for _, b := range c.Backends {
 		if err := ring.ValidateID(b.ID); err != nil {

@@ -14,11 +14,14 @@ import (
 // codec, and through the one replicator in gossip.
 //
 // Numbers taken: 1 catalog (gossip's), 2 observation, 3 verdict, 4 TLS
-// session-ticket keys (kindTicketKey, tickets.go); 5 is kept for the
+// session-ticket keys (kindTicketKey, tickets.go), 6 and 7 the gossip
+// keyring's (keys.go, 528 KiB of the 1 MiB left); 5 is kept for the
 // nodes' load summaries.
 const (
 	kindObservation gossip.Kind = 2 // health: one node's view of one backend
 	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
+	kindKeyIntent   gossip.Kind = 6 // keys.go: a gossip key and its step (Secret)
+	kindKeyStatus   gossip.Kind = 7 // keys.go: the key IDs one node holds
 )
 
 // Observations live an hour after their node left the mesh: the vote
@@ -36,7 +39,7 @@ func replicatedKinds() []gossip.KindSpec {
 		id, _, _ := health.SplitObservationKey(key)
 		return id
 	}
-	return []gossip.KindSpec{
+	return append([]gossip.KindSpec{
 		{
 			Kind: kindObservation, Name: "observation",
 			MaxValue: 1 + health.MaxDetailLen, MaxEntries: 200_000, MaxBytes: 5 << 19,
@@ -65,5 +68,5 @@ func replicatedKinds() []gossip.KindSpec {
 			RelayAll: true,
 		},
 		ticketKeySpec(), // 256 KiB of the 1 MiB left (tickets.go)
-	}
+	}, keyKinds()...)
 }

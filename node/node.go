@@ -56,7 +56,9 @@ type Node struct {
 	mu       sync.Mutex // guards buildErr
 	buildErr error
 
-	tls      *tlsServer // nil without a TLS listener (tls.go)
+	tls *tlsServer // nil without a TLS listener (tls.go)
+	sec security   // admin gate and TLS, keyring rotation (auth.go, keys.go)
+
 	adminLn  net.Listener
 	proxyLn  net.Listener
 	adminSrv *http.Server
@@ -86,6 +88,9 @@ func New(cfg Config) (*Node, error) {
 	cfg.Gossip.Meta = gossip.Meta{Role: gossip.RoleBalancer, State: gossip.NodeActive, ConfigFP: configFP}
 	cfg.Gossip.Kinds = replicatedKinds()
 	cfg.Gossip.ValidateBackendID = ring.ValidateID
+	if err := loadKeyring(&cfg, log); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
 	cluster, err := gossip.New(cfg.Gossip)
 	if err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
@@ -152,6 +157,9 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("node config: %w", err)
 		}
 	}
+	if err := n.initSecurity(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
 	return n, nil
 }
 
@@ -211,6 +219,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	n.adminLn = n.secureAdminListener(n.adminLn)
 	if n.cfg.ProxyProtocol {
 		n.proxyLn = router.NewProxyProtocolListener(n.proxyLn, n.cfg.Router.Key.TrustedProxies, n.cfg.HandshakeTimeout)
 	}
@@ -249,7 +258,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.adminSrv = &http.Server{
-		Handler:           n.adminHandler(),
+		Handler:           n.sec.gate.wrap(n.adminHandler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          newStdLogger(n.log, "admin"),
 	}
@@ -282,6 +291,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.tls != nil {
 		n.serveTLS(runCtx)
 	}
+	n.wg.Go(func() { n.keyLoop(runCtx) })
 
 	n.log.Info().
 		Str("gossip_addr", n.cluster.GossipAddr()).

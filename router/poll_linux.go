@@ -624,6 +624,9 @@ func (c *wsConn) unref() {
 	if c.countsConn {
 		c.rt.active.Add(-1)
 	}
+	if c.ipSlot.IsValid() {
+		c.rt.limits.release(c.ipSlot)
+	}
 	c.finish()
 	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Dur("duration", time.Since(c.start)).
 		Int64("bytes_in", c.bytesIn.Load()).Int64("bytes_out", c.bytesOut.Load()).

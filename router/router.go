@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -118,6 +119,16 @@ type Config struct {
 	// MaxConns caps concurrent proxied requests plus WebSockets; the
 	// overflow gets 503. 0 means unlimited.
 	MaxConns int
+	// MaxConnsPerIP caps the concurrent proxied requests plus WebSockets
+	// of one client address (limits.go); HandshakeRatePerIP caps its new
+	// WebSockets a second, with a burst of HandshakeBurstPerIP (default:
+	// the rate, at least 1). The overflow gets 429 with Retry-After.
+	// MaxTrackedIPs bounds the addresses held (DefaultMaxTrackedIPs).
+	// Zero means no limit.
+	MaxConnsPerIP       int
+	HandshakeRatePerIP  float64
+	HandshakeBurstPerIP int
+	MaxTrackedIPs       int
 	// WSIdleTimeout, if positive, closes a WebSocket with 1001 when no
 	// byte has been read from either side for that long. The router's own
 	// pings are not activity, but the client's pongs are: with
@@ -182,6 +193,7 @@ type Router struct {
 	closeTimeout time.Duration
 
 	active atomic.Int64 // proxied requests + WebSockets, for MaxConns
+	limits *ipLimiter   // per-client limits; nil without any (limits.go)
 	// wsWriteTimeouts and clientFrameErrors count WebSockets closed for
 	// the write timeout and for a refused client frame.
 	wsWriteTimeouts   atomic.Int64
@@ -192,6 +204,8 @@ type Router struct {
 	overflowLog     logx.Limiter
 	failoverLog     logx.Limiter
 	refusedLog      logx.Limiter
+
+	limitLog logx.Limiter // refusals of the per-client limits
 
 	mu       sync.Mutex // guards the fields below
 	conns    map[uint64]*wsConn
@@ -232,6 +246,10 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.MaxConns < 0 {
 		return nil, fmt.Errorf("router config: negative max conns %d", cfg.MaxConns)
+	}
+	if cfg.MaxConnsPerIP < 0 || cfg.HandshakeBurstPerIP < 0 || cfg.MaxTrackedIPs < 0 ||
+		!(cfg.HandshakeRatePerIP >= 0) || math.IsInf(cfg.HandshakeRatePerIP, 0) {
+		return nil, errors.New("router config: per-client limits must be finite and >= 0")
 	}
 	switch {
 	case cfg.Retries == 0:
@@ -280,6 +298,7 @@ func New(cfg Config) (*Router, error) {
 		log:          cfg.Logger.With().Str("component", "router").Logger(),
 		closeTimeout: 5 * time.Second,
 		conns:        make(map[uint64]*wsConn),
+		limits:       newIPLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP, cfg.MaxTrackedIPs),
 	}
 	rt.dial = rt.dialer()
 	rt.btls = newBackendTLS(cfg.BackendTLS)
@@ -335,6 +354,19 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// detached: a WebSocket session outlives this call and gives its
 	// MaxConns slot back when it ends.
 	var detached bool
+	// Per client first, so that one client's overflow takes no slot of
+	// MaxConns from the others.
+	slot, ok := rt.limitClient(w, req)
+	if !ok {
+		return
+	}
+	if slot.IsValid() {
+		defer func() {
+			if !detached {
+				rt.limits.release(slot)
+			}
+		}()
+	}
 	if limit := rt.cfg.MaxConns; limit > 0 {
 		if n := rt.active.Add(1); n > int64(limit) {
 			rt.active.Add(-1)
@@ -364,7 +396,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 
 	if IsWebSocketUpgrade(req) {
-		detached = rt.serveWebSocket(w, req, key, cookie)
+		detached = rt.serveWebSocket(w, req, key, cookie, slot)
 		return
 	}
 	pw := newProgressWriter(w, rt.cfg.HTTPWriteTimeout)

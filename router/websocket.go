@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -120,7 +121,7 @@ func removeHopHeaders(h http.Header) {
 // serveWebSocket performs the handshake with the first candidate that
 // answers, then hijacks the client connection and relays until both sides
 // are done. It returns when the session has ended.
-func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) (detached bool) {
+func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie, slot netip.Addr) (detached bool) {
 	if rt.isDraining() {
 		rt.writeError(w, req, errDraining)
 		return false
@@ -253,6 +254,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 	// relayed on readiness; the handler returns and the session holds no
 	// goroutine while idle.
 	c.countsConn = rt.cfg.MaxConns > 0
+	c.ipSlot = slot
 	if rt.adopt(c) {
 		return true
 	}
@@ -370,6 +372,7 @@ func (rt *Router) relayAnswer(w http.ResponseWriter, req *http.Request, conn net
 // what the relay goroutines share.
 type wsConn struct {
 	rt        *Router
+	ipSlot    netip.Addr // holds a per-client slot until finished, if valid (limits.go)
 	id        uint64
 	backendID string
 	backend   net.Conn

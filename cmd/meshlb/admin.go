@@ -20,11 +20,13 @@ var adminUsage = map[string]string{
 	"status":   "Usage: meshlb status [--admin-url URL] [--json]\n\nShow the node's view of the mesh: members, ring, and whether every node agrees.\n",
 	"route":    "Usage: meshlb route KEY [--admin-url URL] [--json]\n\nShow which backend KEY (a session ID or client IP) is routed to.\n",
 	"backends": "Usage: meshlb backends [list | add [id=]host:port | drain ID | remove ID] [--admin-url URL] [--json]\n\nList or change the mesh-wide backend catalog through any node.\n",
+	"keys":     keysUsage,
 }
 
 type adminClient struct {
-	base string
-	http *http.Client
+	base  string
+	token string
+	http  *http.Client
 }
 
 func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int {
@@ -39,6 +41,7 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	adminURL := fs.String("admin-url", defURL, "admin API of the node to ask (env MESHLB_ADMIN_URL)")
 	asJSON := fs.Bool("json", false, "print the raw JSON answer")
 	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
+	tf := addTLSFlags(fs, environ)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
 		fs.PrintDefaults()
@@ -63,7 +66,15 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "meshlb %s: --admin-url %q is not an http(s) URL\n", cmd, *adminURL)
 		return 2
 	}
-	c := adminClient{base: strings.TrimRight(*adminURL, "/"), http: &http.Client{Timeout: *timeout}}
+	if cmd == "keys" {
+		*timeout = max(*timeout, keyStepTimeout) // a step waits for every node
+	}
+	hc, err := tf.client(*timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshlb %s: %v\n", cmd, err)
+		return 2
+	}
+	c := adminClient{base: strings.TrimRight(*adminURL, "/"), token: tf.token(), http: hc}
 
 	var method, path string
 	var body any
@@ -99,6 +110,11 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 		default:
 			return usageErr(stderr, cmd, "expected list, add [id=]host:port, drain ID or remove ID")
 		}
+	case "keys":
+		var msg string
+		if method, path, body, msg = keysRequest(pos); msg != "" {
+			return usageErr(stderr, cmd, msg)
+		}
 	}
 	raw, err := c.do(method, path, body)
 	if err != nil {
@@ -107,6 +123,9 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	}
 	if *asJSON {
 		stdout.Write(raw)
+		if cmd == "keys" && method != "GET" && !stepComplete(raw) {
+			return 1
+		}
 		return 0
 	}
 	if err := printHuman(stdout, cmd, method != "GET", raw); err != nil {
@@ -134,8 +153,13 @@ func (c adminClient) do(method, path string, body any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
+	if method != http.MethodGet {
+		// Every change must say it is JSON, body or not: the node refuses
+		// anything a browser could send cross-site without asking.
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -171,6 +195,8 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	switch {
+	case cmd == "keys":
+		return printKeys(tw, changed, raw)
 	case cmd == "status":
 		var s node.Status
 		if err := json.Unmarshal(raw, &s); err != nil {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -54,7 +55,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	var nodes, admins listFlag
 	fs.Var(&nodes, "nodes", "node proxy addresses host:port, comma-separated or repeated")
 	target := fs.String("target", "", "a DNS `name:port` whose addresses are the nodes (re-resolved every second)")
-	fs.Var(&admins, "admin", "admin API addresses (host:port or URL) to poll for the backend set; a name may resolve to many")
+	fs.Var(&admins, "admin", "admin API addresses (host:port or URL) to poll for the backend set; a name may resolve to many; with $MESHLB_ADMIN_TOKEN as the bearer token")
 	path := fs.String("path", "/", "WebSocket path (and query) to open")
 	keyParam := fs.String("key-param", "session_id", "query parameter carrying the session ID")
 	sessions := fs.Int("sessions", 100, "concurrent sessions")
@@ -101,7 +102,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return usageErr("--sessions, --duration, --rate, --whoami-interval and --payload must be positive, --max-error-rate in 0..1")
 	}
 	cfg := loadgen.Config{
-		Nodes: nodes, Target: *target, Admin: admins,
+		Nodes: nodes, Target: *target, Admin: admins, AdminToken: os.Getenv("MESHLB_ADMIN_TOKEN"),
 		Path: *path, KeyParam: *keyParam,
 		Sessions: *sessions, Duration: *duration, Rate: *rate,
 		WhoamiInterval: *whoami, PayloadSize: *payload, Seed: *seed,

@@ -41,13 +41,16 @@ Commands:
   status     a node's view of the mesh       (meshlb status --help)
   route KEY  which backend a key goes to
   backends   list | add [id=]host:port | drain ID | remove ID
+  keys       list | install KEY | use KEY | remove KEY: rotate the gossip
+             key on every node (meshlb keys --help)
   echo       a demo backend that answers with its name (meshlb echo --help)
   demo       a whole mesh with backends on loopback, and a page to watch it
   bench      load client and checker: sessions through the nodes, reconnects,
              misroutes, latency; exit 1 on a misroute (meshlb bench --help)
 
 Admin commands talk to --admin-url (default $MESHLB_ADMIN_URL or
-http://127.0.0.1:9901).
+http://127.0.0.1:9901), with --token (default $MESHLB_ADMIN_TOKEN) and, for
+https, --cacert and --cert/--key.
 `
 
 func main() {
@@ -68,7 +71,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return runDemo(args[1:], stdout, stderr)
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
-	case "status", "route", "backends":
+	case "status", "route", "backends", "keys":
 		return runAdmin(args[0], args[1:], environ, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
@@ -98,6 +101,7 @@ func runNode(args, environ []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	defer reloadOnHUP(n, log)()
 	if err := n.Start(ctx); err != nil {
 		log.Error().Err(err).Msg("start failed")
 		fmt.Fprintf(stderr, "meshlb node: %v\n", err)

@@ -36,6 +36,7 @@ type watcher struct {
 	probe    bool
 	client   *http.Client
 	log      zerolog.Logger
+	token    string // bearer token for the admin API; "" for none
 
 	probeFails map[string]int // backend ID → probes failed in a row; run's goroutine only
 
@@ -120,6 +121,9 @@ func (w *watcher) fetch(ctx context.Context, base string) ([]string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/backends", nil)
 	if err != nil {
 		return nil, err
+	}
+	if w.token != "" {
+		req.Header.Set("Authorization", "Bearer "+w.token)
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
@@ -261,6 +265,9 @@ func (w *watcher) status(ctx context.Context, base string) (statusAnswer, error)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
 	if err != nil {
 		return s, err
+	}
+	if w.token != "" {
+		req.Header.Set("Authorization", "Bearer "+w.token)
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {

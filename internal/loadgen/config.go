@@ -30,6 +30,9 @@ type Config struct {
 	// them the checker cannot know the backend set and every move of a
 	// session to another backend counts as a misroute.
 	Admin []string
+	// AdminToken, if set, is sent to the admin API as a bearer token (a
+	// read token is enough).
+	AdminToken string
 	// PollInterval is how often the backend set is polled. Default 500 ms.
 	PollInterval time.Duration
 	// ProbeBackends also dials every in-ring backend at each poll and

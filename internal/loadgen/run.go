@@ -65,6 +65,7 @@ func New(cfg Config) (*Bench, error) {
 		admins = append(admins, u)
 	}
 	b.watch = newWatcher(admins, cfg.PollInterval, cfg.ProbeBackends, b.log)
+	b.watch.token = cfg.AdminToken
 	return b, nil
 }
 
