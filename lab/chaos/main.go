@@ -321,7 +321,8 @@ func (c *soak) startBackend(ctx context.Context, j int) error {
 func (c *soak) startNode(ctx context.Context, i int) error {
 	host, a := fmt.Sprintf("n%d", i), nodeAddr(i)
 	argv := append([]string{c.bin, "node", "--name", host, "--log-format", "json",
-		"--gossip-addr", a + ":" + gossipPort, "--listen", a + ":" + proxyPort, "--admin", a + ":" + adminPort}, c.nodeArgs...)
+		"--gossip-addr", a + ":" + gossipPort, "--listen", a + ":" + proxyPort, "--admin", a + ":" + adminPort,
+		"--admin-insecure"}, c.nodeArgs...) // a private lab network: no tokens, said so
 	p, err := c.start(host, argv...)
 	if err != nil {
 		return err
