@@ -19,29 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/internal/testlog"
 )
 
-// testLog is a zerolog writer into t.Log that goes quiet when the test ends,
-// since memberlist may log from its own goroutines after Shutdown returns.
-type testLog struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *testLog) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
 func newTestLogger(tb testing.TB) zerolog.Logger {
-	w := &testLog{t: tb}
-	tb.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return zerolog.New(w).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	return zerolog.New(testlog.Writer(tb)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 }
 
 // testConfig is LocalConfig with a logger and a registry of its own.

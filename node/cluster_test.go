@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/internal/testlog"
 )
 
 // memberlist's probeNode may still wait out its ack timer (a probe
@@ -34,7 +35,7 @@ func testConfig(t testing.TB, name string, seeds ...string) Config {
 		ListenAddr: "127.0.0.1:0",
 		AdminAddr:  "127.0.0.1:0",
 		Gossip:     g,
-		Logger:     zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		Logger:     zerolog.New(testlog.Writer(t)).Level(zerolog.WarnLevel),
 		// Stop at once: these tests are about the mesh, not the drain.
 		DrainDelay:  -1,
 		DrainSpread: -1,

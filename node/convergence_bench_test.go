@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/health"
+	"github.com/meshlb/meshlb/internal/testlog"
 	"github.com/meshlb/meshlb/ring"
 )
 
@@ -95,7 +96,7 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
 		cfg := Config{
 			Name: fmt.Sprintf("n%03d", i), ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Gossip: g, Ring: rcfg, DrainDelay: -1, DrainSpread: -1,
 			HealthPolicy: health.Policy{MaxEjectPercent: health.NoEjection}, // nobody listens at these backends
-			Logger:       zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.ErrorLevel),
+			Logger:       zerolog.New(testlog.Writer(b)).Level(zerolog.ErrorLevel),
 		}
 		if i == 0 {
 			cfg.Backends = []BackendSpec{{ID: "base-1", Addr: "127.0.0.1:9001"}, {ID: "base-2", Addr: "127.0.0.1:9002"}}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/internal/testlog"
 )
 
 // lockedBuffer is a log sink the test reads while the node writes to it.
@@ -45,7 +47,7 @@ func TestLeaveKeepsItsBudget(t *testing.T) {
 	var peerLog lockedBuffer
 	cfg0 := testConfig(t, "n0")
 	cfg0.Backends = []BackendSpec{{ID: "b", Addr: addr}}
-	cfg0.Logger = zerolog.New(io.MultiWriter(&peerLog, zerolog.NewTestWriter(t))).Level(zerolog.InfoLevel)
+	cfg0.Logger = zerolog.New(io.MultiWriter(&peerLog, testlog.Writer(t))).Level(zerolog.InfoLevel)
 	n0 := startNode(t, cfg0)
 	cfg1 := testConfig(t, "n1", n0.GossipAddr())
 	cfg1.DrainTimeout = drainTimeout

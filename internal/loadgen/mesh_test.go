@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/internal/demo"
+	"github.com/meshlb/meshlb/internal/testlog"
 	"github.com/meshlb/meshlb/node"
 )
 
@@ -71,7 +72,7 @@ func startMesh(t *testing.T, n, b int) *testMesh {
 		nd, err := node.New(node.Config{
 			Name: fmt.Sprintf("n%d", i), ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 			Backends: specs, Gossip: g,
-			Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+			Logger: zerolog.New(testlog.Writer(t)).Level(zerolog.ErrorLevel),
 			// Close drained WebSockets at once: these tests are about the
 			// client coming back, not about the drain's pacing.
 			DrainDelay: -1, DrainSpread: -1,
@@ -142,7 +143,7 @@ func quick(nodes, admins []string) Config {
 // after delay, and returns the judged report.
 func runBench(t *testing.T, cfg Config, delay time.Duration, during func()) *Report {
 	t.Helper()
-	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	cfg.Logger = zerolog.New(testlog.Writer(t)).Level(zerolog.WarnLevel)
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
