@@ -67,6 +67,7 @@ type answer struct {
 	responses int  // status lines seen (2 means a second request was answered)
 	closed    bool // the node closed the connection before the wait ended
 	err       error
+	raw       []byte // what the node sent, for exchangeRaw's callers
 }
 
 func (a answer) String() string {
@@ -91,6 +92,13 @@ func (a answer) String() string {
 // exchange writes req to addr from src(k) and reads until the peer closes
 // or wait passes.
 func exchange(ctx context.Context, addr string, k int, req []byte, wait time.Duration) answer {
+	a := exchangeRaw(ctx, addr, k, req, wait)
+	a.raw = nil
+	return a
+}
+
+// exchangeRaw is exchange keeping what the node sent (up to 1 MiB).
+func exchangeRaw(ctx context.Context, addr string, k int, req []byte, wait time.Duration) answer {
 	c, err := dial(ctx, addr, k, 0)
 	if err != nil {
 		return answer{err: err}
@@ -103,6 +111,7 @@ func exchange(ctx context.Context, addr string, k int, req []byte, wait time.Dur
 	var buf bytes.Buffer
 	_, err = io.Copy(&buf, io.LimitReader(c, 1<<20))
 	a := parseAnswer(buf.Bytes())
+	a.raw = buf.Bytes()
 	if err == nil {
 		a.closed = true
 	} else {
@@ -183,8 +192,19 @@ func badAccept(ctx context.Context, l *lab, t *tally) error {
 	modes := []string{"noaccept", "badaccept"}
 	parallel(ctx, l.o.tries, 32, func(i int) {
 		m := modes[i%2]
-		a := exchange(ctx, l.nodes[0].proxy, i, upgradeReq("/h/"+m+"?session_id="+l.hKey, ""), 500*time.Millisecond)
-		t.add(m+": "+a.String(), a.status == 502)
+		key := wsKey()
+		req := fmt.Appendf(nil, "GET /h/%s?session_id=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n", m, l.hKey, key)
+		a := exchangeRaw(ctx, l.nodes[0].proxy, i, req, 500*time.Millisecond)
+		// 502, or a 101 that answers our key: once its failures mark the
+		// hostile backend down in the node's own view, the node fails the
+		// session over to the next candidate, a real backend. Never the
+		// hostile 101 itself.
+		valid := a.status == 101 && bytes.Contains(a.raw, []byte(": "+acceptFor(key)+"\r\n"))
+		label := m + ": " + a.String()
+		if valid {
+			label += " (another backend's valid 101)"
+		}
+		t.add(label, a.status == 502 || valid)
 	})
 	l.hostile.closeAll()
 	return nil
@@ -299,6 +319,11 @@ func badIDs(ctx context.Context, l *lab, t *tally) error {
 			return
 		}
 		label := fmt.Sprintf("%s: %d", v.name, code)
+		// An empty ID is no bad ID: the API takes the address as the ID.
+		want := code == 400
+		if v.name == "empty" {
+			want = code/100 == 2
+		}
 		if code/100 == 2 {
 			var id string
 			json.Unmarshal([]byte(v.json), &id)
@@ -308,7 +333,7 @@ func badIDs(ctx context.Context, l *lab, t *tally) error {
 			dc, _, _ := admin("DELETE", n0.admin, "/v1/backends/"+url.PathEscape(id), nil)
 			label += fmt.Sprintf(", DELETE by escaped id %d", dc)
 		}
-		t.add(label, code == 400)
+		t.add(label, want)
 	})
 	return nil
 }

@@ -411,6 +411,9 @@ func admin(method, adminAddr, path string, body io.Reader) (int, []byte, error) 
 	if err != nil {
 		return 0, nil, err
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json") // the admin API takes no other for a change
+	}
 	c := http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {
