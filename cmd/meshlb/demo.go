@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -62,13 +64,19 @@ The same session through every node reaches the same backend:
 	for _, p := range proxies {
 		fmt.Fprintf(stdout, "  curl 'http://%s/?session_id=alice'\n", p)
 	}
+	// The commands name the binary as it was started (bin/meshlb under make
+	// demo), so they work as pasted from the same directory.
+	self := os.Args[0]
+	if strings.ContainsAny(self, " '\"") {
+		self = "meshlb"
+	}
 	fmt.Fprintf(stdout, `
 Where does a key go, and does every node agree?
-  meshlb route alice --admin-url http://%s
-  meshlb status --admin-url http://%s
+  %s route alice --admin-url http://%s
+  %s status --admin-url http://%s
 
 Ctrl-C stops everything.
-`, admins[0], admins[len(admins)-1])
+`, self, admins[0], self, admins[len(admins)-1])
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
