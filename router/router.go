@@ -146,6 +146,16 @@ type Config struct {
 	// before answering. It is called on the request path and must not
 	// block.
 	OnFailure func(b Backend, err error)
+	// OnHandshake, OnSessionEnd and OnRequestEnd, if set, observe each
+	// WebSocket handshake (its backend, "" when none answered, its result
+	// and how long it took), each relayed WebSocket session at its end,
+	// and each plain HTTP request at its end: metrics and the access log.
+	// They run on the request path, and a session's end may run on an
+	// epoll loop, so they must be quick and must not block. The value
+	// passed is the callee's to keep.
+	OnHandshake  func(backend, result string, d time.Duration)
+	OnSessionEnd func(*SessionEnd)
+	OnRequestEnd func(*RequestEnd)
 	// Logger receives debug lines per connection and rate-limited warnings
 	// for failovers and overflows. Default: zerolog.Nop().
 	Logger zerolog.Logger
@@ -167,6 +177,8 @@ type Router struct {
 	closeTimeout time.Duration
 
 	active atomic.Int64 // proxied requests + WebSockets, for MaxConns
+	// traffic holds each backend's counters (traffic.go).
+	traffic trafficMap
 	// wsWriteTimeouts and clientFrameErrors count WebSockets closed for
 	// the write timeout and for a refused client frame.
 	wsWriteTimeouts   atomic.Int64
@@ -174,9 +186,9 @@ type Router struct {
 	// dialHookForTest, if set, runs in the backend dialer's Control
 	// before the guard; tests shrink socket buffers with it.
 	dialHookForTest func(network, address string, c syscall.RawConn) error
-	overflowLog logLimiter
-	failoverLog logLimiter
-	refusedLog  logLimiter
+	overflowLog     logLimiter
+	failoverLog     logLimiter
+	refusedLog      logLimiter
 
 	mu       sync.Mutex // guards the fields below
 	conns    map[uint64]*wsConn
@@ -297,6 +309,16 @@ func New(cfg Config) (*Router, error) {
 // ServeHTTP routes req by its key and proxies it, as a WebSocket when it
 // asks for an upgrade to websocket, as plain HTTP otherwise.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// A plain request is reported at its end (an upgrade is reported by
+	// serveWebSocket: as a handshake, then as a session).
+	var obs *requestObs
+	var st *route
+	if !IsWebSocketUpgrade(req) {
+		obs, w, req = rt.startRequest(w, req)
+		if obs != nil {
+			defer func() { rt.finishRequest(obs, req, st) }()
+		}
+	}
 	// Refused before it can take a MaxConns slot: nothing is routed.
 	if err := checkRequest(req); err != nil {
 		rt.writeError(w, req, err)
@@ -341,8 +363,17 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		key = cookie.Value
 	}
 
+	if obs != nil {
+		obs.end.Key, obs.end.KeySource = key, source
+		if cookie != nil {
+			obs.end.KeySource = "issued"
+		}
+	}
 	if IsWebSocketUpgrade(req) {
-		detached = rt.serveWebSocket(w, req, key, cookie)
+		if cookie != nil {
+			source = "issued"
+		}
+		detached = rt.serveWebSocket(w, req, key, source, cookie)
 		return
 	}
 	pw := newProgressWriter(w, rt.cfg.HTTPWriteTimeout)
@@ -357,7 +388,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if cookie != nil {
 		w.Header().Add("Set-Cookie", cookie.String())
 	}
-	st := &route{cands: cands}
+	st = &route{cands: cands}
 	rt.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), routeKey{}, st)))
 }
 
@@ -391,6 +422,9 @@ func (rt *Router) failure(b Backend, err error, next bool) {
 				Bool("failover", next).Int64("suppressed", dropped).Msg("backend address refused")
 		}
 		return
+	}
+	if next {
+		rt.countFailover(b)
 	}
 	if rt.cfg.OnFailure != nil {
 		rt.cfg.OnFailure(b, err)

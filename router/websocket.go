@@ -120,7 +120,11 @@ func removeHopHeaders(h http.Header) {
 // serveWebSocket performs the handshake with the first candidate that
 // answers, then hijacks the client connection and relays until both sides
 // are done. It returns when the session has ended.
-func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie) (detached bool) {
+func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key, source string, cookie *http.Cookie) (detached bool) {
+	hs := handshakeReport{rt: rt, start: time.Now()}
+	// Whatever return comes before the 101 is a failed handshake; one after
+	// it has reported already.
+	defer hs.done("", HandshakeError)
 	if rt.isDraining() {
 		rt.writeError(w, req, errDraining)
 		return false
@@ -147,10 +151,12 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		res     *http.Response
 		lastErr error
 	)
+	failovers := 0
 	for i, cand := range cands {
 		conn, br, res, err = rt.dialHandshake(ctx, cand, handshake)
 		if err == nil {
 			b = cand
+			failovers = i
 			break
 		}
 		if req.Context().Err() != nil {
@@ -172,6 +178,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 	}
 
 	if res.StatusCode != http.StatusSwitchingProtocols && res.StatusCode >= 200 {
+		hs.done(b.ID, HandshakeRejected)
 		rt.relayAnswer(w, req, conn, res, cookie)
 		return false
 	}
@@ -183,6 +190,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		conn.Close()
 		err := fmt.Errorf("%w: backend answered %q", errBadSwitch, res.Status)
 		rt.failure(b, err, false)
+		hs.done(b.ID, HandshakeError)
 		rt.writeError(w, req, err)
 		return false
 	}
@@ -194,6 +202,13 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		backendBr: br,
 		wsem:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
+	}
+	c.obs = sessionObs{start: hs.start, remoteAddr: req.RemoteAddr, path: req.URL.Path,
+		keySource: source, key: key, failovers: failovers}
+	if rt.cfg.OnSessionEnd != nil {
+		if a := rt.keys.ClientIP(req); a.IsValid() {
+			c.obs.clientIP = a.String()
+		}
 	}
 	if !rt.register(c) {
 		conn.Close()
@@ -246,6 +261,8 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		rt.log.Debug().Err(err).Str("remote_addr", req.RemoteAddr).Msg("write upgrade response")
 		return false
 	}
+	c.obs.relayed = true
+	hs.done(b.ID, HandshakeOK)
 
 	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Str("remote_addr", req.RemoteAddr).
 		Msg("websocket connected")
@@ -381,8 +398,15 @@ type wsConn struct {
 	wsem      chan struct{}
 	closeSent bool // a close frame went to the client; guarded by wsem
 
-	upFrames   clientFrames // client → backend headers; owned by the up relay
-	closeReq   chan uint16  // Drain's request, buffered 1
+	upFrames clientFrames // client → backend headers; owned by the up relay
+	// clientClosed: a client close frame was noted; owned by the up relay.
+	clientClosed bool
+	// obs is what the session's end reports (traffic.go); closedBy and
+	// closeCode are noted at its close frames and connection ends.
+	obs        sessionObs
+	closedBy   atomic.Uint32
+	closeCode  atomic.Uint32
+	closeReq   chan uint16 // Drain's request, buffered 1
 	lastActive atomic.Int64
 	bytesIn    atomic.Int64 // client → backend
 	bytesOut   atomic.Int64 // backend → client
@@ -448,8 +472,10 @@ func (c *wsConn) requestClose(code uint16) {
 func (c *wsConn) finish() {
 	c.rt.mu.Lock()
 	delete(c.rt.conns, c.id)
+	c.endedLocked()
 	c.rt.mu.Unlock()
 	close(c.done)
+	c.reportEnd()
 }
 
 func (c *wsConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -507,6 +533,7 @@ func (c *wsConn) run() {
 				c.hardClose()
 				continue
 			}
+			c.noteEnd(e.upstream)
 			if e.upstream {
 				// The backend reads EOF and may still send its last frames.
 				closeWrite(c.backend)
@@ -631,6 +658,7 @@ func (c *wsConn) inject(code uint16, reason string) {
 		c.hardClose()
 		return
 	}
+	c.noteClose(closerNode, code)
 	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Uint16("code", code).Str("reason", reason).Msg("websocket close sent")
 }
 
@@ -690,6 +718,7 @@ func (u upstreamCopier) copy() error {
 		if err := c.upFrames.check(c.clientBuf, limit); err != nil {
 			return err
 		}
+		c.noteClientClose()
 		c.bytesIn.Add(int64(len(c.clientBuf)))
 		if err := c.relayWrite(c.backend, c.clientBuf); err != nil {
 			return err
@@ -706,6 +735,7 @@ func (u upstreamCopier) copy() error {
 			if err := c.upFrames.check(buf[:n], limit); err != nil {
 				return err
 			}
+			c.noteClientClose()
 			c.bytesIn.Add(int64(n))
 			if werr := c.relayWrite(c.backend, buf[:n]); werr != nil {
 				return werr
@@ -768,6 +798,13 @@ func (f frameRelay) copy() error {
 		}
 		if h.OpCode == ws.OpClose {
 			c.closeSent = true
+			if small {
+				var mask *[4]byte
+				if h.Masked {
+					mask = &h.Mask
+				}
+				c.noteClose(closerBackend, closeFrameCode(buf[hl:n], mask))
+			}
 		}
 		if small {
 			c.bytesOut.Add(int64(n))
@@ -838,6 +875,7 @@ func (rt *Router) register(c *wsConn) bool {
 	rt.nextID++
 	c.id = rt.nextID
 	rt.conns[c.id] = c
+	rt.trafficOf(c.backendID).sessions.Add(1)
 	rt.wg.Add(1)
 	return true
 }
