@@ -28,8 +28,9 @@ const observationTTL = time.Hour
 // replicatedKinds returns the specs of the kinds above. Their byte bounds
 // must add up to no more than gossip.KindsBudget (4 MiB; New refuses
 // more): observations take 2.5 MiB (with 20-byte names, some 24,000, that
-// is nodes × backends), verdicts 512 KiB (some 12,000 backends), and 1 MiB
-// is left for the kinds to come.
+// is nodes × backends), verdicts 512 KiB (some 12,000 backends), load
+// summaries 256 KiB (mesh_summary.go), and 768 KiB is left for the kinds
+// to come.
 func replicatedKinds() []gossip.KindSpec {
 	backendOf := func(key string) string {
 		id, _, _ := health.SplitObservationKey(key)
@@ -63,5 +64,6 @@ func replicatedKinds() []gossip.KindSpec {
 			// Verdicts change rings: every new one is passed on.
 			RelayAll: true,
 		},
+		loadSpec(), // kind 5, 256 KiB (mesh_summary.go)
 	}
 }

@@ -29,6 +29,7 @@ type Node struct {
 	log      zerolog.Logger
 	reg      *prometheus.Registry
 	metrics  *metrics
+	obs      *observer // traffic metrics, access log, load summary, dashboard (traffic.go)
 	cluster  *gossip.Cluster
 	router   *router.Router
 	checker  *health.Checker
@@ -98,6 +99,8 @@ func New(cfg Config) (*Node, error) {
 	rcfg.DialGuard = n.guard.allow
 	rcfg.Picker = picker{n}
 	rcfg.Logger = log
+	n.obs = newObserver(reg)
+	n.obs.hook(&rcfg, cfg.Name)
 	onFailure := rcfg.OnFailure
 	rcfg.OnFailure = func(b router.Backend, err error) {
 		n.metrics.backendFailures.WithLabelValues(b.ID).Inc()
@@ -129,6 +132,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n.metrics = newMetrics(n, reg)
+	reg.MustRegister(trafficCollector{n.router})
 	return n, nil
 }
 
@@ -170,9 +174,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
+			n.stopObserve()
 			n.started.Store(false) // nothing runs: Shutdown has nothing to do
 		}
 	}()
+	if err := n.openObserve(); err != nil {
+		return err
+	}
 	if n.adminLn, err = listen(n.cfg.AdminAddr, "admin"); err != nil {
 		return err
 	}
@@ -198,6 +206,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	n.startObserve(runCtx)
 	n.adminSrv = &http.Server{
 		Handler:           n.adminHandler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -364,6 +373,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("router close: %w", err))
 	}
 	n.wg.Wait()
+	n.stopObserve() // after the router: the last sessions' lines are in
 	n.log.Info().Msg("node stopped")
 	return errors.Join(errs...)
 }
