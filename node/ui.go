@@ -40,13 +40,46 @@ type uiState struct {
 	AccessLog *accessLogStatus `json:"access_log,omitempty"`
 }
 
-// uiRing is the ring drawn as a circle: partition p is owned by
-// Members[Owners[p]].
+// uiRing is the ring drawn as a circle of len(Owners) sectors, sector i
+// drawn in the color of Members[Owners[i]].
 type uiRing struct {
 	Fingerprint string             `json:"fingerprint"`
+	Partitions  int                `json:"partitions"`
 	Members     []string           `json:"members"`
 	Owners      []int              `json:"owners"`
 	Shares      map[string]float64 `json:"shares"` // fraction of the partitions
+}
+
+// ringSectors is the most a drawing shows: one sector a degree. A ring
+// has tens of thousands of partitions, too many to send each second and
+// to draw, and thinner than a pixel anyway.
+const ringSectors = 360
+
+// ringSectorsOf folds parts partitions (partition p owned by member
+// owner(p) of n) into at most ringSectors sectors, each given the member
+// that owns most of its partitions (the lower index on a tie): a
+// member's arc grows and shrinks with its share, and an ejected one
+// vanishes.
+func ringSectorsOf(parts, n int, owner func(p int) int) []int {
+	sectors := min(parts, ringSectors)
+	out := make([]int, sectors)
+	count := make([]int, n)
+	for s := range sectors {
+		clear(count)
+		for p := s * parts / sectors; p < (s+1)*parts/sectors; p++ {
+			if o := owner(p); o >= 0 && o < n {
+				count[o]++
+			}
+		}
+		best := 0
+		for i, c := range count {
+			if c > count[best] {
+				best = i
+			}
+		}
+		out[s] = best
+	}
+	return out
 }
 
 type accessLogStatus struct {
@@ -73,10 +106,8 @@ func (n *Node) uiState() uiState {
 		}
 		if t.Ring.Len() > 0 {
 			parts := t.Ring.Partitions()
-			s.Ring.Owners = make([]int, parts)
-			for p := range parts {
-				s.Ring.Owners[p] = idx[t.Ring.Owner(p)]
-			}
+			s.Ring.Partitions = parts
+			s.Ring.Owners = ringSectorsOf(parts, len(s.Ring.Members), func(p int) int { return idx[t.Ring.Owner(p)] })
 			for id, k := range t.Ring.Loads() {
 				s.Ring.Shares[id] = float64(k) / float64(parts)
 			}

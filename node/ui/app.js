@@ -138,25 +138,35 @@ function renderBackends(s) {
 function renderRing(s) {
   const r = $("#ring");
   const owners = s.ring.owners, members = s.ring.members, n = owners.length;
+  // Redrawn only when the ring changed: its fingerprint says so.
+  if (r.dataset.fingerprint === s.ring.fingerprint && r.childNodes.length) return;
   r.replaceChildren();
   r.dataset.fingerprint = s.ring.fingerprint;
   r.dataset.members = members.join(",");
-  $("#ring-fp").textContent = s.ring.fingerprint ? s.ring.fingerprint + ", " + n + " partitions" : "no ring";
+  $("#ring-fp").textContent = s.ring.fingerprint ? s.ring.fingerprint + ", " + s.ring.partitions + " partitions" : "no ring";
   if (n === 0) {
     r.append(svg("circle", { r: 80, fill: "none", stroke: "#cf222e", "stroke-width": 20, "stroke-dasharray": "4 4" }));
   }
   const R = 100, r0 = 62;
-  for (let p = 0; p < n; p++) {
-    const a0 = (p / n) * 2 * Math.PI - Math.PI / 2, a1 = ((p + 1) / n) * 2 * Math.PI - Math.PI / 2;
-    const pt = (rad, a) => (rad * Math.cos(a)).toFixed(2) + " " + (rad * Math.sin(a)).toFixed(2);
-    const d = "M" + pt(r0, a0) + " L" + pt(R, a0) + " A" + R + " " + R + " 0 0 1 " + pt(R, a1) +
-      " L" + pt(r0, a1) + " A" + r0 + " " + r0 + " 0 0 0 " + pt(r0, a0) + " Z";
+  const pt = (rad, a) => (rad * Math.cos(a)).toFixed(2) + " " + (rad * Math.sin(a)).toFixed(2);
+  // Runs of sectors with one owner are one arc.
+  for (let p = 0; p < n;) {
+    let q = p + 1;
+    while (q < n && owners[q] === owners[p]) q++;
+    const a0 = (p / n) * 2 * Math.PI - Math.PI / 2, a1 = (q / n) * 2 * Math.PI - Math.PI / 2;
+    const large = q - p > n / 2 ? 1 : 0;
     const id = members[owners[p]];
-    const path = svg("path", { d, fill: color(id), "data-owner": id });
+    const d = q - p === n
+      ? "M 0 " + -R + " A " + R + " " + R + " 0 1 1 0 " + R + " A " + R + " " + R + " 0 1 1 0 " + -R +
+        " M 0 " + -r0 + " A " + r0 + " " + r0 + " 0 1 0 0 " + r0 + " A " + r0 + " " + r0 + " 0 1 0 0 " + -r0 + " Z"
+      : "M" + pt(r0, a0) + " L" + pt(R, a0) + " A" + R + " " + R + " 0 " + large + " 1 " + pt(R, a1) +
+        " L" + pt(r0, a1) + " A" + r0 + " " + r0 + " 0 " + large + " 0 " + pt(r0, a0) + " Z";
+    const path = svg("path", { d, fill: color(id), "fill-rule": "evenodd", "data-owner": id });
     const t = svg("title", {});
-    t.textContent = "partition " + p + ": " + id;
+    t.textContent = id + ": " + Math.round(p * 360 / n) + "°–" + Math.round(q * 360 / n) + "°";
     path.append(t);
     r.append(path);
+    p = q;
   }
   const label = svg("text", { x: 0, y: 6, "text-anchor": "middle", "font-size": 16 });
   label.textContent = members.length + " backends";
