@@ -42,6 +42,8 @@ import (
 //	bytes_out    backend → client (a response's body)
 //	failovers    candidates that failed before backend answered
 //	method, status              (http)
+//	upgrade      (http) true for a WebSocket upgrade that did not become
+//	             a session: refused, or answered without a 101
 //	close_code, closed_by       (ws) the code the client got (1005: a close
 //	                            frame without one, 1006: no close frame);
 //	                            client, backend or node: who sent the first
@@ -81,6 +83,7 @@ type accessRecord struct {
 	Method     string  `json:"method,omitempty"`
 	Path       string  `json:"path"`
 	Status     int     `json:"status,omitempty"`
+	Upgrade    bool    `json:"upgrade,omitempty"`
 	KeySource  string  `json:"key_source"`
 	KeyHash    string  `json:"key_hash"`
 	Key        string  `json:"key,omitempty"`
@@ -149,7 +152,7 @@ func (l *accessLog) session(node string, s *router.SessionEnd) {
 
 func (l *accessLog) request(node string, q *router.RequestEnd) {
 	r := accessRecord{Type: "http", Start: msTime(q.Start), DurationMS: ms(q.Duration), Node: node,
-		RemoteAddr: q.RemoteAddr, ClientIP: q.ClientIP, Method: q.Method, Path: q.Path, Status: q.Status,
+		RemoteAddr: q.RemoteAddr, ClientIP: q.ClientIP, Method: q.Method, Path: q.Path, Status: q.Status, Upgrade: q.Upgrade,
 		KeySource: q.KeySource, Backend: q.Backend, BytesIn: q.BytesIn, BytesOut: q.BytesOut, Failovers: q.Failovers}
 	if q.Key != "" {
 		r.KeyHash = keyHash(q.Key)

@@ -116,12 +116,16 @@ func (o *observer) hook(rcfg *router.Config, node string) {
 		}
 	}
 	rcfg.OnRequestEnd = func(r *router.RequestEnd) {
-		o.requestCount.Add(1)
-		if r.Status >= 500 {
-			o.errorCount.Add(1)
+		// A failed upgrade is counted as a handshake already; it only
+		// gets its access log line here.
+		if !r.Upgrade {
+			o.requestCount.Add(1)
+			if r.Status >= 500 {
+				o.errorCount.Add(1)
+			}
+			o.requests.WithLabelValues(orNone(r.Backend), codeClass(r.Status)).Inc()
+			o.requestSeconds.Observe(r.Duration.Seconds())
 		}
-		o.requests.WithLabelValues(orNone(r.Backend), codeClass(r.Status)).Inc()
-		o.requestSeconds.Observe(r.Duration.Seconds())
 		if o.access != nil {
 			o.access.request(node, r)
 		}

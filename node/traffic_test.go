@@ -335,8 +335,20 @@ func TestTrafficMetrics(t *testing.T) {
 	if byClient != clientCloses || byBackend != backendCloses {
 		t.Errorf("closed by client %d, backend %d; want %d, %d", byClient, byBackend, clientCloses, backendCloses)
 	}
-	if h := accessLines(t, logPath, "http"); len(h) != requests || h[0].Status != 200 || h[0].BytesOut != 5 || h[0].Backend != "b1" {
-		t.Errorf("http lines %+v; want %d of 200 with 5 bytes from b1", h, requests)
+	var plain, upgrades []accessRecord
+	for _, l := range accessLines(t, logPath, "http") {
+		if l.Upgrade {
+			upgrades = append(upgrades, l)
+		} else {
+			plain = append(plain, l)
+		}
+	}
+	if len(plain) != requests || plain[0].Status != 200 || plain[0].BytesOut != 5 || plain[0].Backend != "b1" {
+		t.Errorf("http lines %+v; want %d of 200 with 5 bytes from b1", plain, requests)
+	}
+	// The refused upgrade has a line of its own; the sessions have none.
+	if len(upgrades) != 1 || upgrades[0].Status != http.StatusServiceUnavailable || upgrades[0].Backend != "" {
+		t.Errorf("upgrade lines %+v; want the one refused with 503", upgrades)
 	}
 }
 

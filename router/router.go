@@ -149,7 +149,8 @@ type Config struct {
 	// OnHandshake, OnSessionEnd and OnRequestEnd, if set, observe each
 	// WebSocket handshake (its backend, "" when none answered, its result
 	// and how long it took), each relayed WebSocket session at its end,
-	// and each plain HTTP request at its end: metrics and the access log.
+	// and each other request at its end (plain HTTP, and upgrades that
+	// did not become sessions, marked Upgrade): metrics and the access log.
 	// They run on the request path, and a session's end may run on an
 	// epoll loop, so they must be quick and must not block. The value
 	// passed is the callee's to keep.
@@ -309,15 +310,12 @@ func New(cfg Config) (*Router, error) {
 // ServeHTTP routes req by its key and proxies it, as a WebSocket when it
 // asks for an upgrade to websocket, as plain HTTP otherwise.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	// A plain request is reported at its end (an upgrade is reported by
-	// serveWebSocket: as a handshake, then as a session).
-	var obs *requestObs
+	// A request is reported at its end; an upgrade that became a session
+	// is reported as one instead (finishRequest).
 	var st *route
-	if !IsWebSocketUpgrade(req) {
-		obs, w, req = rt.startRequest(w, req)
-		if obs != nil {
-			defer func() { rt.finishRequest(obs, req, st) }()
-		}
+	obs, w, req := rt.startRequest(w, req)
+	if obs != nil {
+		defer func() { rt.finishRequest(obs, req, st) }()
 	}
 	// Refused before it can take a MaxConns slot: nothing is routed.
 	if err := checkRequest(req); err != nil {

@@ -74,6 +74,9 @@ type RequestEnd struct {
 	Key        string
 	Backend    string // "" when none was reached
 	Status     int
+	// Upgrade marks a WebSocket upgrade that did not become a session:
+	// refused (400, 503, ...) or answered by the backend with no 101.
+	Upgrade bool
 	// BytesIn is the request body read, BytesOut the response body
 	// written.
 	BytesIn, BytesOut int64
@@ -258,8 +261,9 @@ func (rt *Router) countFailover(b Backend) { rt.trafficOf(b.ID).failovers.Add(1)
 // for Config.OnRequestEnd.
 type requestRecorder struct {
 	http.ResponseWriter
-	status  int
-	written int64
+	status   int
+	written  int64
+	switched bool // a WebSocket upgrade that became a session
 }
 
 func (w *requestRecorder) WriteHeader(code int) {
@@ -312,7 +316,8 @@ func (rt *Router) startRequest(w http.ResponseWriter, req *http.Request) (*reque
 		return nil, w, req
 	}
 	o := &requestObs{rec: &requestRecorder{ResponseWriter: w}}
-	o.end = RequestEnd{Start: time.Now(), RemoteAddr: req.RemoteAddr, Method: req.Method, Path: req.URL.Path}
+	o.end = RequestEnd{Start: time.Now(), RemoteAddr: req.RemoteAddr, Method: req.Method, Path: req.URL.Path,
+		Upgrade: IsWebSocketUpgrade(req)}
 	if req.Body != nil && req.Body != http.NoBody {
 		o.body = &countingBody{rc: req.Body}
 		req.Body = o.body
@@ -322,6 +327,9 @@ func (rt *Router) startRequest(w http.ResponseWriter, req *http.Request) (*reque
 
 // finishRequest reports the request; st is its route, if it got one.
 func (rt *Router) finishRequest(o *requestObs, req *http.Request, st *route) {
+	if o.rec.switched {
+		return
+	}
 	o.end.Duration = time.Since(o.end.Start)
 	o.end.Status = cmp.Or(o.rec.status, http.StatusOK)
 	o.end.BytesOut = o.rec.written

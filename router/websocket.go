@@ -263,6 +263,9 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key, 
 	}
 	c.obs.relayed = true
 	hs.done(b.ID, HandshakeOK)
+	if rec, ok := w.(*requestRecorder); ok {
+		rec.switched = true // reported as a session, at its end
+	}
 
 	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Str("remote_addr", req.RemoteAddr).
 		Msg("websocket connected")
