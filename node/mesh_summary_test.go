@@ -1,7 +1,10 @@
 package node
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -136,5 +139,33 @@ func TestMeshViewAndUndrain(t *testing.T) {
 	waitFor(t, 10*time.Second, "back", converged(nodes, 1))
 	if code, _ := call(t, "POST", adminURL(nodes[1], "/v1/backends/nope/undrain"), ""); code != 404 {
 		t.Fatalf("undrain of an unknown backend = %d; want 404", code)
+	}
+}
+
+// TestUIStreamEndsOnShutdown: the dashboard's event stream sends the
+// state at once and ends when the node stops, so that the admin server's
+// shutdown does not wait for it.
+func TestUIStreamEndsOnShutdown(t *testing.T) {
+	n := startNode(t, testConfig(t, "n0"))
+	resp, err := http.Get(adminURL(n, "/ui/api/stream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "data: {") || !strings.Contains(line, `"node":"n0"`) {
+		t.Fatalf("first event %q, %v", line, err)
+	}
+	start := time.Now()
+	stopNode(n)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %v with a stream open", d)
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Logf("stream ended with %v", err)
 	}
 }
