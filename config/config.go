@@ -110,6 +110,14 @@ func nodeOptions() []option {
 		{name: "dns-rate-limit", def: "100", usage: "UDP DNS responses per second per client address (IPv6: per /64); past it most are dropped", apply: posInt(func(c *Node, v int) { c.Node.DNS.RateLimit = float64(v) })},
 		{name: "admin", def: "127.0.0.1:9901", usage: "host:port of the admin HTTP API (it can change backends: keep it private)", apply: hostPort(func(c *Node, v string) { c.Node.AdminAddr = v })},
 		{name: "pprof", flag: true, usage: "serve Go's profiler at /debug/pprof/ on the admin address", apply: boolean(func(c *Node, b bool) { c.Node.Pprof = b })},
+		{name: "access-log", def: "off", usage: "one JSON line per HTTP request and per WebSocket session at its end: a file (reopened on SIGHUP), stdout, or off", apply: func(c *Node, v string) error {
+			if strings.TrimSpace(v) == "" {
+				return fmt.Errorf("%q: want a path, stdout or off", v)
+			}
+			c.Node.AccessLog = v
+			return nil
+		}},
+		{name: "access-log-keys", flag: true, usage: "write the raw routing key (a session ID is a credential) in access log lines, not only its hash", apply: boolean(func(c *Node, b bool) { c.Node.AccessLogKeys = b })},
 		{name: "backend", list: true, usage: "static backend [id=]host:port; repeat or comma-separate", apply: func(c *Node, v string) error {
 			for s := range strings.SplitSeq(v, ",") {
 				if s = strings.TrimSpace(s); s == "" {

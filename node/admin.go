@@ -44,6 +44,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("/v1/backends/{id}", only("DELETE", n.handleRemoveBackend))
 	mux.HandleFunc("/v1/backends/{id}/drain", only("POST", n.handleDrainBackend))
 	mux.HandleFunc("/v1/keys", n.handleKeys) // keys.go; write role only (auth.go)
+	n.registerObserve(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{ErrorLog: newStdLogger(n.log, "metrics")}))
 	if n.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -84,6 +84,13 @@ type Config struct {
 	// and shows internals.
 	Pprof bool
 
+	// AccessLog is where the access log goes (accesslog.go): a file path,
+	// "stdout", or "" / "off" for none (the default). AccessLogKeys writes
+	// the raw routing key in each line, not only its hash: session IDs are
+	// credentials, so it is off by default.
+	AccessLog     string
+	AccessLogKeys bool
+
 	// Backends are upserted into the catalog once the node has synced with
 	// the mesh (or after SyncTimeout), unless the catalog already holds them
 	// with the same address.

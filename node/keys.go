@@ -253,7 +253,7 @@ func keyKinds() []gossip.KindSpec {
 		},
 		{
 			Kind: kindKeyStatus, Name: "key_status",
-			MaxValue: keyIDLen * (1 + gossip.MaxKeys), MaxEntries: 2000, MaxBytes: 512 << 10,
+			MaxValue: keyIDLen * (1 + gossip.MaxKeys), MaxEntries: 1000, MaxBytes: 256 << 10, // 1,000 nodes × at most ~180 bytes
 			Validate: func(_ string, value []byte) error {
 				_, _, err := decodeKeyStatus(value)
 				return err

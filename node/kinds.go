@@ -14,9 +14,9 @@ import (
 // codec, and through the one replicator in gossip.
 //
 // Numbers taken: 1 catalog (gossip's), 2 observation, 3 verdict, 4 TLS
-// session-ticket keys (kindTicketKey, tickets.go), 6 and 7 the gossip
-// keyring's (keys.go, 528 KiB of the 1 MiB left); 5 is kept for the
-// nodes' load summaries.
+// session-ticket keys (tickets.go), 5 the nodes' load summaries
+// (mesh_summary.go), 6 and 7 the gossip keyring's intents and each node's
+// key status (keys.go).
 const (
 	kindObservation gossip.Kind = 2 // health: one node's view of one backend
 	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
@@ -32,8 +32,9 @@ const observationTTL = time.Hour
 // replicatedKinds returns the specs of the kinds above. Their byte bounds
 // must add up to no more than gossip.KindsBudget (4 MiB; New refuses
 // more): observations take 2.5 MiB (with 20-byte names, some 24,000, that
-// is nodes × backends), verdicts 512 KiB (some 12,000 backends), and 1 MiB
-// is left for the kinds to come.
+// is nodes × backends), verdicts 512 KiB (some 12,000 backends), load
+// summaries 256 KiB (mesh_summary.go), and 768 KiB is left for the kinds
+// to come.
 func replicatedKinds() []gossip.KindSpec {
 	backendOf := func(key string) string {
 		id, _, _ := health.SplitObservationKey(key)
@@ -68,5 +69,6 @@ func replicatedKinds() []gossip.KindSpec {
 			RelayAll: true,
 		},
 		ticketKeySpec(), // 256 KiB of the 1 MiB left (tickets.go)
+		loadSpec(),      // kind 5, 256 KiB (mesh_summary.go)
 	}, keyKinds()...)
 }

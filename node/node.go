@@ -30,6 +30,7 @@ type Node struct {
 	log      zerolog.Logger
 	reg      *prometheus.Registry
 	metrics  *metrics
+	obs      *observer // traffic metrics, access log, load summary, dashboard (traffic.go)
 	cluster  *gossip.Cluster
 	router   *router.Router
 	checker  *health.Checker
@@ -121,6 +122,8 @@ func New(cfg Config) (*Node, error) {
 	if rcfg.BackendTLS, err = cfg.BackendTLS.clientConfig(); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
+	n.obs = newObserver(reg)
+	n.obs.hook(&rcfg, cfg.Name)
 	onFailure := rcfg.OnFailure
 	rcfg.OnFailure = func(b router.Backend, err error) {
 		n.metrics.backendFailures.WithLabelValues(b.ID).Inc()
@@ -160,6 +163,7 @@ func New(cfg Config) (*Node, error) {
 	if err := n.initSecurity(); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
+	reg.MustRegister(trafficCollector{n.router})
 	return n, nil
 }
 
@@ -201,9 +205,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
+			n.stopObserve()
 			n.started.Store(false) // nothing runs: Shutdown has nothing to do
 		}
 	}()
+	if err := n.openObserve(); err != nil {
+		return err
+	}
 	if n.adminLn, err = listen(n.cfg.AdminAddr, "admin"); err != nil {
 		return err
 	}
@@ -257,6 +265,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	n.startObserve(runCtx)
 	n.adminSrv = &http.Server{
 		Handler:           n.sec.gate.wrap(n.adminHandler()),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -449,6 +458,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("router close: %w", err))
 	}
 	n.wg.Wait()
+	n.stopObserve() // after the router: the last sessions' lines are in
 	n.log.Info().Msg("node stopped")
 	return errors.Join(errs...)
 }
@@ -559,3 +569,15 @@ func (n *Node) Ready() (bool, string) {
 func (n *Node) Table() *Table { return n.table.Load() }
 
 func fp(v uint64) string { return fmt.Sprintf("%016x", v) }
+
+// Reload is what SIGHUP asks of a running node: the admin token file and
+// the TLS certificates are read again, and the access log is reopened (for
+// logrotate). Whatever fails to load is logged, and what was in force
+// stays: a typo must not lock the operator out or drop a certificate.
+func (n *Node) Reload() {
+	if err := n.ReloadAdminTokens(); err != nil {
+		n.log.Error().Err(err).Msg("admin token reload failed; keeping the previous tokens")
+	}
+	n.ReloadTLS()
+	n.ReopenAccessLog()
+}

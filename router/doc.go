@@ -18,6 +18,12 @@
 //     answering, the next candidate of the Picker is tried (at most
 //     Config.Retries more), and Config.OnFailure observes the failure;
 //   - the registry of hijacked connections, for Drain and Close;
+//   - what observers see (traffic.go): Config.OnHandshake, OnSessionEnd
+//     (bytes, the close code the client got and who closed) and
+//     OnRequestEnd, and per-backend counters (Traffic). The relay counts
+//     bytes in each session's atomics as it always did; the rest is noted
+//     once per handshake, close frame, request or session end, so the
+//     per-frame path takes no lock and allocates nothing;
 //   - strict handshakes both ways: a client's upgrade must follow RFC 6455
 //     4.2.1 (400, or 426 with Sec-WebSocket-Version: 13), and a backend's
 //     101 must carry the Sec-WebSocket-Accept of the key sent (502 and a

@@ -21,6 +21,19 @@ type frameTracker struct {
 	hdrN    uint8
 	left    int64 // payload bytes of the current frame not yet seen
 	inClose bool  // the current frame is a close frame
+	// code holds the first payload bytes of the last close frame (its
+	// status code), codeN how many of them were seen: for reporting only.
+	code  [2]byte
+	codeN uint8
+}
+
+// closeCode returns the status code of the last close frame seen, or
+// CloseNoStatus if it had none.
+func (t *frameTracker) closeCode() uint16 {
+	if t.codeN < 2 {
+		return CloseNoStatus
+	}
+	return binary.BigEndian.Uint16(t.code[:])
 }
 
 // advance accounts for p, which must begin with the carried header bytes
@@ -37,6 +50,12 @@ func (t *frameTracker) advance(p []byte) (n int, closed bool, err error) {
 	for n < len(p) {
 		if t.left > 0 {
 			k := int(min(t.left, int64(len(p)-n)))
+			if t.inClose { // a control frame: once per session
+				for i := 0; i < k && t.codeN < 2; i++ {
+					t.code[t.codeN] = p[n+i]
+					t.codeN++
+				}
+			}
 			n += k
 			t.left -= int64(k)
 			if t.left > 0 {
@@ -58,6 +77,7 @@ func (t *frameTracker) advance(p []byte) (n int, closed bool, err error) {
 		n += hl
 		t.left = length
 		t.inClose = op == ws.OpClose
+		t.codeN = 0
 		if t.left == 0 && t.inClose {
 			return n, true, nil
 		}
@@ -132,13 +152,15 @@ var (
 // a server must close on an unmasked client frame, and a frame over the
 // size limit would otherwise reach the backend whole. A header split
 // over pieces is decoded byte by byte, into left; only its position is
-// kept. It is 10 bytes, because it lives in every session.
+// kept. It is 11 bytes, because it lives in every session.
 //
 // It is not safe for concurrent use; one reader owns it.
 type clientFrames struct {
 	left int64 // payload bytes of the current frame still to come; inside a header, the length so far
 	hpos uint8 // 0 between frames; else header bytes seen of the current frame
 	hlen uint8 // the current header's length, once its second byte is seen
+	// closed: a close frame's header went by (for reporting who closed).
+	closed bool
 }
 
 // check follows p, the next piece of the stream, and returns an error for
@@ -156,6 +178,9 @@ func (f *clientFrames) check(p []byte, limit int64) error {
 		if f.hpos == 0 && len(p)-i >= maxFrameHeader {
 			// Whole headers, and the payloads behind them: the common case.
 			for len(p)-i >= maxFrameHeader {
+				if p[i]&0x0f == byte(ws.OpClose) {
+					f.closed = true
+				}
 				b1 := p[i+1]
 				if b1&0x80 == 0 {
 					return errUnmasked
@@ -192,6 +217,9 @@ func (f *clientFrames) check(p []byte, limit int64) error {
 		switch pos := f.hpos; {
 		case pos == 0:
 			f.left = 0
+			if b&0x0f == byte(ws.OpClose) {
+				f.closed = true
+			}
 		case pos == 1:
 			if b&0x80 == 0 {
 				return errUnmasked

@@ -16,8 +16,9 @@ type routeKey struct{}
 // route is a request's candidates and, once it is known, the backend that
 // served it.
 type route struct {
-	cands  []Backend
-	served atomic.Pointer[Backend]
+	cands     []Backend
+	served    atomic.Pointer[Backend]
+	failovers atomic.Int32 // candidates that failed before one answered
 }
 
 func routeFrom(ctx context.Context) *route {
@@ -99,6 +100,9 @@ func (t *failoverTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		last := i == len(st.cands)-1 || (body != nil && body.touched.Load())
 		t.rt.failure(b, err, !last)
+		if !last {
+			st.failovers.Add(1)
+		}
 		if last {
 			return nil, err
 		}

@@ -568,6 +568,7 @@ func (c *wsConn) relayEarly() (downErr, err error) {
 			c.refuseClient(err)
 			return nil, err
 		}
+		c.noteClientClose()
 		c.bytesIn.Add(int64(len(c.clientBuf)))
 		_ = c.backend.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
 		if _, err := c.backend.Write(c.clientBuf); err != nil {
@@ -582,6 +583,7 @@ func (c *wsConn) relayEarly() (downErr, err error) {
 		if closed {
 			c.closeSent = true
 			c.discard = true
+			c.noteClose(closerBackend, c.frames.closeCode())
 		}
 		c.bytesOut.Add(int64(k))
 		_ = c.client.SetWriteDeadline(time.Now().Add(c.rt.closeTimeout))
@@ -900,6 +902,9 @@ func (c *wsConn) forwardUp(pb *pollBuf, n int) (step, error) {
 	if err := c.upFrames.check(p, c.rt.cfg.WSMaxFrameSize); err != nil {
 		return stepEnd, err
 	}
+	if c.upFrames.closed {
+		c.noteClientClose()
+	}
 	w, err := c.writeFD(c.bfd, p)
 	switch {
 	case err == errWouldBlock:
@@ -947,6 +952,7 @@ func (c *wsConn) forwardDown(pb *pollBuf, n int, block bool) (step, error) {
 	if closed {
 		c.closeSent = true
 		c.discard = true
+		c.noteClose(closerBackend, c.frames.closeCode())
 	}
 	c.bytesOut.Add(int64(k))
 	w, err := c.writeFD(c.cfd, data[:k])
@@ -999,6 +1005,7 @@ func (c *wsConn) endDirection(up bool, err error) {
 		c.hardClose()
 		return
 	}
+	c.noteEnd(up)
 	c.mu.Lock()
 	if up {
 		c.upDone = true

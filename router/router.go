@@ -171,6 +171,17 @@ type Config struct {
 	// before answering. It is called on the request path and must not
 	// block.
 	OnFailure func(b Backend, err error)
+	// OnHandshake, OnSessionEnd and OnRequestEnd, if set, observe each
+	// WebSocket handshake (its backend, "" when none answered, its result
+	// and how long it took), each relayed WebSocket session at its end,
+	// and each other request at its end (plain HTTP, and upgrades that
+	// did not become sessions, marked Upgrade): metrics and the access log.
+	// They run on the request path, and a session's end may run on an
+	// epoll loop, so they must be quick and must not block. The value
+	// passed is the callee's to keep.
+	OnHandshake  func(backend, result string, d time.Duration)
+	OnSessionEnd func(*SessionEnd)
+	OnRequestEnd func(*RequestEnd)
 	// Logger receives debug lines per connection and rate-limited warnings
 	// for failovers and overflows. Default: zerolog.Nop().
 	Logger zerolog.Logger
@@ -194,6 +205,8 @@ type Router struct {
 
 	active atomic.Int64 // proxied requests + WebSockets, for MaxConns
 	limits *ipLimiter   // per-client limits; nil without any (limits.go)
+	// traffic holds each backend's counters (traffic.go).
+	traffic trafficMap
 	// wsWriteTimeouts and clientFrameErrors count WebSockets closed for
 	// the write timeout and for a refused client frame.
 	wsWriteTimeouts   atomic.Int64
@@ -338,6 +351,13 @@ func New(cfg Config) (*Router, error) {
 // ServeHTTP routes req by its key and proxies it, as a WebSocket when it
 // asks for an upgrade to websocket, as plain HTTP otherwise.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// A request is reported at its end; an upgrade that became a session
+	// is reported as one instead (finishRequest).
+	var st *route
+	obs, w, req := rt.startRequest(w, req)
+	if obs != nil {
+		defer func() { rt.finishRequest(obs, req, st) }()
+	}
 	// Refused before it can take a MaxConns slot: nothing is routed.
 	if err := checkRequest(req); err != nil {
 		rt.writeError(w, req, err)
@@ -395,8 +415,17 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		key = cookie.Value
 	}
 
+	if obs != nil {
+		obs.end.Key, obs.end.KeySource = key, source
+		if cookie != nil {
+			obs.end.KeySource = "issued"
+		}
+	}
 	if IsWebSocketUpgrade(req) {
-		detached = rt.serveWebSocket(w, req, key, cookie, slot)
+		if cookie != nil {
+			source = "issued"
+		}
+		detached = rt.serveWebSocket(w, req, key, source, cookie, slot)
 		return
 	}
 	pw := newProgressWriter(w, rt.cfg.HTTPWriteTimeout)
@@ -411,7 +440,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if cookie != nil {
 		w.Header().Add("Set-Cookie", cookie.String())
 	}
-	st := &route{cands: cands}
+	st = &route{cands: cands}
 	rt.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), routeKey{}, st)))
 }
 
@@ -445,6 +474,9 @@ func (rt *Router) failure(b Backend, err error, next bool) {
 				Bool("failover", next).Int64("suppressed", dropped).Msg("backend address refused")
 		}
 		return
+	}
+	if next {
+		rt.countFailover(b)
 	}
 	if rt.cfg.OnFailure != nil {
 		rt.cfg.OnFailure(b, err)

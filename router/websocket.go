@@ -121,7 +121,11 @@ func removeHopHeaders(h http.Header) {
 // serveWebSocket performs the handshake with the first candidate that
 // answers, then hijacks the client connection and relays until both sides
 // are done. It returns when the session has ended.
-func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key string, cookie *http.Cookie, slot netip.Addr) (detached bool) {
+func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key, source string, cookie *http.Cookie, slot netip.Addr) (detached bool) {
+	hs := handshakeReport{rt: rt, start: time.Now()}
+	// Whatever return comes before the 101 is a failed handshake; one after
+	// it has reported already.
+	defer hs.done("", HandshakeError)
 	if rt.isDraining() {
 		rt.writeError(w, req, errDraining)
 		return false
@@ -148,10 +152,12 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		res     *http.Response
 		lastErr error
 	)
+	failovers := 0
 	for i, cand := range cands {
 		conn, br, res, err = rt.dialHandshake(ctx, cand, handshake)
 		if err == nil {
 			b = cand
+			failovers = i
 			break
 		}
 		if req.Context().Err() != nil {
@@ -173,6 +179,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 	}
 
 	if res.StatusCode != http.StatusSwitchingProtocols && res.StatusCode >= 200 {
+		hs.done(b.ID, HandshakeRejected)
 		rt.relayAnswer(w, req, conn, res, cookie)
 		return false
 	}
@@ -184,6 +191,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		conn.Close()
 		err := fmt.Errorf("%w: backend answered %q", errBadSwitch, res.Status)
 		rt.failure(b, err, false)
+		hs.done(b.ID, HandshakeError)
 		rt.writeError(w, req, err)
 		return false
 	}
@@ -195,6 +203,13 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		backendBr: br,
 		wsem:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
+	}
+	c.obs = sessionObs{start: hs.start, remoteAddr: req.RemoteAddr, path: req.URL.Path,
+		keySource: source, key: key, failovers: failovers}
+	if rt.cfg.OnSessionEnd != nil {
+		if a := rt.keys.ClientIP(req); a.IsValid() {
+			c.obs.clientIP = a.String()
+		}
 	}
 	if !rt.register(c) {
 		conn.Close()
@@ -246,6 +261,11 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key s
 		c.finish()
 		rt.log.Debug().Err(err).Str("remote_addr", req.RemoteAddr).Msg("write upgrade response")
 		return false
+	}
+	c.obs.relayed = true
+	hs.done(b.ID, HandshakeOK)
+	if rec, ok := w.(*requestRecorder); ok {
+		rec.switched = true // reported as a session, at its end
 	}
 
 	rt.log.Debug().Uint64("ws", c.id).Str("backend", b.ID).Str("remote_addr", req.RemoteAddr).
@@ -389,8 +409,15 @@ type wsConn struct {
 	wsem      chan struct{}
 	closeSent bool // a close frame went to the client; guarded by wsem
 
-	upFrames   clientFrames // client → backend headers; owned by the up relay
-	closeReq   chan uint16  // Drain's request, buffered 1
+	upFrames clientFrames // client → backend headers; owned by the up relay
+	// clientClosed: a client close frame was noted; owned by the up relay.
+	clientClosed bool
+	// obs is what the session's end reports (traffic.go); closedBy and
+	// closeCode are noted at its close frames and connection ends.
+	obs        sessionObs
+	closedBy   atomic.Uint32
+	closeCode  atomic.Uint32
+	closeReq   chan uint16 // Drain's request, buffered 1
 	lastActive atomic.Int64
 	bytesIn    atomic.Int64 // client → backend
 	bytesOut   atomic.Int64 // backend → client
@@ -456,8 +483,10 @@ func (c *wsConn) requestClose(code uint16) {
 func (c *wsConn) finish() {
 	c.rt.mu.Lock()
 	delete(c.rt.conns, c.id)
+	c.endedLocked()
 	c.rt.mu.Unlock()
 	close(c.done)
+	c.reportEnd()
 }
 
 func (c *wsConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -515,6 +544,7 @@ func (c *wsConn) run() {
 				c.hardClose()
 				continue
 			}
+			c.noteEnd(e.upstream)
 			if e.upstream {
 				// The backend reads EOF and may still send its last frames.
 				closeWrite(c.backend)
@@ -639,6 +669,7 @@ func (c *wsConn) inject(code uint16, reason string) {
 		c.hardClose()
 		return
 	}
+	c.noteClose(closerNode, code)
 	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Uint16("code", code).Str("reason", reason).Msg("websocket close sent")
 }
 
@@ -698,6 +729,7 @@ func (u upstreamCopier) copy() error {
 		if err := c.upFrames.check(c.clientBuf, limit); err != nil {
 			return err
 		}
+		c.noteClientClose()
 		c.bytesIn.Add(int64(len(c.clientBuf)))
 		if err := c.relayWrite(c.backend, c.clientBuf); err != nil {
 			return err
@@ -714,6 +746,7 @@ func (u upstreamCopier) copy() error {
 			if err := c.upFrames.check(buf[:n], limit); err != nil {
 				return err
 			}
+			c.noteClientClose()
 			c.bytesIn.Add(int64(n))
 			if werr := c.relayWrite(c.backend, buf[:n]); werr != nil {
 				return werr
@@ -776,6 +809,13 @@ func (f frameRelay) copy() error {
 		}
 		if h.OpCode == ws.OpClose {
 			c.closeSent = true
+			if small {
+				var mask *[4]byte
+				if h.Masked {
+					mask = &h.Mask
+				}
+				c.noteClose(closerBackend, closeFrameCode(buf[hl:n], mask))
+			}
 		}
 		if small {
 			c.bytesOut.Add(int64(n))
@@ -846,6 +886,7 @@ func (rt *Router) register(c *wsConn) bool {
 	rt.nextID++
 	c.id = rt.nextID
 	rt.conns[c.id] = c
+	rt.trafficOf(c.backendID).sessions.Add(1)
 	rt.wg.Add(1)
 	return true
 }

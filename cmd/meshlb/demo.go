@@ -58,9 +58,10 @@ Flags:
 	}
 	fmt.Fprintf(stdout, `
 Open the page:  %s
+The mesh dashboard, on every node:  http://%s/ui/
 
 The same session through every node reaches the same backend:
-`, m.PageURL())
+`, m.PageURL(), admins[0])
 	for _, p := range proxies {
 		fmt.Fprintf(stdout, "  curl 'http://%s/?session_id=alice'\n", p)
 	}

@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -101,26 +100,12 @@ func runNode(args, environ []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	defer reloadOnHUP(n, log)()
+	defer reloadOnHUP(n)()
 	if err := n.Start(ctx); err != nil {
 		log.Error().Err(err).Msg("start failed")
 		fmt.Fprintf(stderr, "meshlb node: %v\n", err)
 		return 1
 	}
-	// SIGHUP reloads the TLS certificates; the node polls the files too.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				n.ReloadTLS()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	<-ctx.Done()
 	stop() // from here a second signal takes the default action: exit at once
 	log.Info().Msg("signal received; leaving the mesh (send it again to stop at once)")
@@ -135,9 +120,14 @@ func runNode(args, environ []string, stderr io.Writer) int {
 	return 0
 }
 
+// logTimeFormat gives log timestamps milliseconds: zerolog's default is
+// whole seconds, too coarse to order a mesh's events across nodes.
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 func newLogger(w io.Writer, level zerolog.Level, format string) zerolog.Logger {
+	zerolog.TimeFieldFormat = logTimeFormat // global; set before the first line
 	if format == "console" || (format == "auto" && isTerminal(w)) {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }

@@ -6,15 +6,14 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/rs/zerolog"
-
 	"github.com/meshlb/meshlb/node"
 )
 
-// reloadOnHUP makes SIGHUP reload the admin token file instead of killing
-// the node (its default action). The returned function stops it and
+// reloadOnHUP makes SIGHUP reload what a running node can take again
+// (node.Reload: tokens, certificates, the access log) instead of killing
+// it, which is SIGHUP's default action. The returned function stops it and
 // waits for the goroutine.
-func reloadOnHUP(n *node.Node, log zerolog.Logger) (stop func()) {
+func reloadOnHUP(n *node.Node) (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -25,10 +24,7 @@ func reloadOnHUP(n *node.Node, log zerolog.Logger) (stop func()) {
 			case <-done:
 				return
 			case <-ch:
-				if err := n.ReloadAdminTokens(); err != nil {
-					// The tokens in force stay: a typo must not lock the operator out.
-					log.Error().Err(err).Msg("admin token reload failed; keeping the previous tokens")
-				}
+				n.Reload()
 			}
 		}
 	})
