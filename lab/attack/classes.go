@@ -136,10 +136,6 @@ func wsKey() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func upgradeReq(path, extra string) []byte {
-	return fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n%s\r\n", path, wsKey(), extra)
-}
-
 // stall opens --stall-sessions WebSockets through n0 to the hostile
 // backend's /h/stall. The client's receive buffer is 4 KiB and it never
 // reads; the backend writes up to 256 KiB toward it and never reads
