@@ -217,6 +217,13 @@ func (g *adminGate) reload() error {
 // openPaths need no token unless AdminAuthAll: probes and scrapes.
 var openPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 
+// openFile reports the dashboard's own files (its page, script and style):
+// they hold no data, and a browser must load them before the operator can
+// type a token the page then sends with every call (/ui/api/* is not open).
+func openFile(path string) bool {
+	return path == "/ui" || (strings.HasPrefix(path, "/ui/") && !strings.HasPrefix(path, "/ui/api/"))
+}
+
 // writeOnly reports the paths that want a write token even to read.
 func writeOnly(path string) bool {
 	return path == "/v1/keys" || strings.HasPrefix(path, "/v1/keys/") || strings.HasPrefix(path, "/debug/pprof")
@@ -249,7 +256,7 @@ func (g *adminGate) wrap(next http.Handler) http.Handler {
 			}
 		}
 		ts := g.tokens.Load()
-		if ts == nil || (openPaths[r.URL.Path] && !change && !g.authAll) {
+		if ts == nil || (openPaths[r.URL.Path] && !change && !g.authAll) || (openFile(r.URL.Path) && !change) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -83,11 +83,30 @@ function renderMembers(s) {
   $("#members-count").textContent = s.status.members.length + " in view";
 }
 
+// With --admin-token-file the data and the buttons need a bearer token:
+// the page asks for one when a call is refused, keeps it for this tab
+// (sessionStorage, never a cookie or the URL) and sends it with every call.
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  const t = sessionStorage.getItem("meshlb-token");
+  if (t) h["Authorization"] = "Bearer " + t;
+  return h;
+}
+
+function askToken(why) {
+  const t = window.prompt(why + ": paste an admin token (read to watch, write to act)", "");
+  if (t) sessionStorage.setItem("meshlb-token", t.trim());
+  return !!t;
+}
+
 async function act(method, path, what) {
   const out = $("#action-result");
   out.textContent = what + "…";
   try {
-    const r = await fetch(path, { method, headers: { "Content-Type": "application/json" } });
+    let r = await fetch(path, { method, headers: headers({ "Content-Type": "application/json" }) });
+    if ((r.status === 401 || r.status === 403) && askToken(what + " was refused (" + r.status + ")")) {
+      r = await fetch(path, { method, headers: headers({ "Content-Type": "application/json" }) });
+    }
     const body = await r.json().catch(() => ({}));
     if (r.status === 401 || r.status === 403) writable = false;
     out.textContent = what + ": " + (r.ok ? "done" : r.status + " " + (body.error || r.statusText));
@@ -209,15 +228,38 @@ function renderEvents(s) {
   }
 }
 
-function connect() {
-  const es = new EventSource("api/stream");
-  es.onmessage = (m) => {
-    try { render(JSON.parse(m.data)); } catch (e) { $("#updated").textContent = "bad document: " + e; }
-  };
-  es.onerror = () => {
+// connect reads the server-sent event stream with fetch rather than
+// EventSource, which cannot send an Authorization header.
+async function connect() {
+  for (;;) {
+    try {
+      const r = await fetch("api/stream", { headers: headers() });
+      if (r.status === 401 || r.status === 403) {
+        $("#updated").textContent = "this admin API needs a token";
+        if (!askToken("The dashboard needs a read token")) return;
+        continue;
+      }
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const ev = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const data = ev.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+          if (!data) continue;
+          try { render(JSON.parse(data)); } catch (e) { $("#updated").textContent = "bad document: " + e; }
+        }
+      }
+    } catch (e) { /* the node went away: retry below */ }
     $("#updated").textContent = "disconnected; retrying" + (lastState ? " (showing " + fmtTime(lastState.now) + ")" : "");
-  };
+    await new Promise((res) => setTimeout(res, 2000));
+  }
 }
 
-fetch("api/state").then((r) => r.json()).then(render).catch(() => {});
+fetch("api/state", { headers: headers() }).then((r) => r.json()).then(render).catch(() => {});
 connect();
