@@ -54,7 +54,8 @@ func HTTPStatus(url string) (int, error) {
 // Metrics reads a meshlb node's /metrics (admin is its admin host:port)
 // into name → value for unlabelled series.
 func Metrics(admin string) (map[string]float64, error) {
-	resp, err := http.Get("http://" + admin + "/metrics")
+	c := http.Client{Timeout: 5 * time.Second} // a stuck node must not stall the reader
+	resp, err := c.Get("http://" + admin + "/metrics")
 	if err != nil {
 		return nil, err
 	}
