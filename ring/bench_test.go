@@ -163,22 +163,29 @@ func TestRingFigures(t *testing.T) {
 		t.Skip("set MESHLB_RING_FIGURES=1 to print the default config's figures")
 	}
 	cfg := DefaultConfig()
+	if a := os.Getenv("MESHLB_RING_FIGURES_ALGO"); a != "" {
+		cfg = Config{Algorithm: a}.WithDefaults()
+	}
 	// Other configs for comparison, one value each.
 	cfg.Partitions = envList(t, "MESHLB_RING_FIGURES_P", []int{cfg.Partitions})[0]
 	cfg.ReplicationFactor = envList(t, "MESHLB_RING_FIGURES_RF", []int{cfg.ReplicationFactor})[0]
 	cfg.Load = envList(t, "MESHLB_RING_FIGURES_LOAD", []float64{cfg.Load})[0]
-	ids := testIDs(1000)
+	sizes := envList(t, "MESHLB_RING_FIGURES_N", figureSizes)
+	ids := testIDs(slices.Max(sizes) + 5)
 	w := partitionWeights(cfg.Partitions)
 	const trials = 5
 	var out strings.Builder
-	fmt.Fprintf(&out, "config P=%d RF=%d Load=%v; %d keys; %d joins and %d leaves per N\n",
-		cfg.Partitions, cfg.ReplicationFactor, cfg.Load, testKeyCount, trials, trials)
-	fmt.Fprintf(&out, "%5s | %-22s | %-22s | %10s | %8s | %8s\n", "N", "join moved/ideal mean·max", "leave moved/ideal mean·max", "collateral", "max/mean", "min/mean")
-	for _, n := range figureSizes {
+	fmt.Fprintf(&out, "config %s P=%d RF=%d Load=%v; %d keys; %d joins and %d leaves per N\n",
+		cfg.Algorithm, cfg.Partitions, cfg.ReplicationFactor, cfg.Load, testKeyCount, trials, trials)
+	fmt.Fprintf(&out, "%5s | %-22s | %-22s | %10s | %8s | %8s | %8s | %7s\n", "N", "join moved/ideal mean·max", "leave moved/ideal mean·max", "collateral", "max/mean", "min/mean", "build", "MB")
+	for _, n := range sizes {
 		c := measureChurn(t, cfg, ids, n, trials, w)
-		mx, mn := balance(mustBuild(t, cfg, ids[:n]), w)
-		fmt.Fprintf(&out, "%5d | %10.3f · %-9.3f | %10.3f · %-10.3f | %9.3f%% | %8.3f | %8.3f\n",
-			n, c.joinMean, c.joinMax, c.leaveMean, c.leaveMax, 100*c.collateral, mx, mn)
+		start := time.Now()
+		r := mustBuild(t, cfg, ids[:n])
+		took := time.Since(start)
+		mx, mn := balance(r, w)
+		fmt.Fprintf(&out, "%5d | %10.3f · %-9.3f | %10.3f · %-10.3f | %9.3f%% | %8.3f | %8.3f | %6.1fms | %7.2f\n",
+			n, c.joinMean, c.joinMax, c.leaveMean, c.leaveMax, 100*c.collateral, mx, mn, float64(took.Microseconds())/1000, float64(r.retainedBytes())/(1<<20))
 	}
 	fmt.Fprintf(&out, "build N=100: %v\n", buildTime(t, cfg, ids[:100]).Round(time.Millisecond))
 	if big() {
@@ -338,4 +345,14 @@ func BenchmarkBuild(b *testing.B) {
 			}
 		})
 	}
+}
+
+// retainedBytes is the size of the slices a ring keeps after Build (the
+// owner table, members, vnode circles), what a node holds per ring.
+func (r *Ring) retainedBytes() int {
+	n := 2*len(r.owners) + 10*len(r.vnodeHash)
+	for _, id := range r.members {
+		n += 16 + len(id)
+	}
+	return n
 }

@@ -122,23 +122,45 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 	if err := checkRoom(cfg, n); err != nil {
 		return nil, err
 	}
-	if err := r.buildVnodes(); err != nil {
+	var err error
+	if cfg.Algorithm == AlgorithmV2 {
+		err = r.buildV2()
+	} else {
+		err = r.buildV1()
+	}
+	if err != nil {
 		return nil, err
 	}
+	r.fp = r.fingerprint()
+	return r, nil
+}
 
-	// The library is called once, on input it cannot panic on.
-	lib := make([]consistent.Member, n)
+// buildV1 is one library ring over every backend.
+func (r *Ring) buildV1() error {
+	var err error
+	if r.vnodeHash, r.vnodeMember, err = vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed); err != nil {
+		return err
+	}
+	r.owners, err = libraryOwners(r.members, hasher{r.seed}, r.cfg.Partitions, r.cfg.ReplicationFactor, r.cfg.Load)
+	return err
+}
+
+// libraryOwners calls the library once, on input it cannot panic on (the
+// caller has checked room and vnode collisions), and returns each
+// partition's owner as an index into members.
+func libraryOwners(members []string, h consistent.Hasher, partitions, rf int, load float64) ([]uint16, error) {
+	lib := make([]consistent.Member, len(members))
 	for i, id := range members {
 		lib[i] = member{name: id + terminator, index: uint16(i)}
 	}
 	c := consistent.New(lib, consistent.Config{
-		Hasher:            hasher{r.seed},
-		PartitionCount:    cfg.Partitions,
-		ReplicationFactor: cfg.ReplicationFactor,
-		Load:              cfg.Load,
+		Hasher:            h,
+		PartitionCount:    partitions,
+		ReplicationFactor: rf,
+		Load:              load,
 	})
-	r.owners = make([]uint16, cfg.Partitions)
-	for p := range r.owners {
+	owners := make([]uint16, partitions)
+	for p := range owners {
 		m := c.GetPartitionOwner(p)
 		if m == nil {
 			return nil, fmt.Errorf("ring: library left partition %d without owner", p)
@@ -147,10 +169,9 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 		if !ok {
 			return nil, fmt.Errorf("ring: library assigned partition %d to unknown member %q", p, m.String())
 		}
-		r.owners[p] = mm.index
+		owners[p] = mm.index
 	}
-	r.fp = r.fingerprint()
-	return r, nil
+	return owners, nil
 }
 
 // CheckCapacity reports whether a ring of n backends can be built with cfg,
@@ -175,6 +196,9 @@ func CheckCapacity(cfg Config, n int) error {
 // member): "not enough room to distribute partitions" exactly when
 // n × ceil(float64(P/n) × Load) < P, P/n in integers; and the build cost.
 func checkRoom(cfg Config, n int) error {
+	if cfg.Algorithm == AlgorithmV2 {
+		return checkRoomV2(cfg, n)
+	}
 	p := cfg.Partitions
 	if n > p {
 		return fmt.Errorf("ring: %d backends exceed %d partitions: %w", n, p, ErrInvalidBackends)
@@ -191,26 +215,26 @@ func checkRoom(cfg Config, n int) error {
 	return nil
 }
 
-// buildVnodes computes the vnode circle the library will build: the same
-// names, the same hasher. Two vnodes with one hash would make the library
-// keep whichever member came last and could leave a member with no vnode
-// at all (then the walk can miss it and panic); that is a 64-bit collision,
-// so it is refused rather than handled.
-func (r *Ring) buildVnodes() error {
-	rf := r.cfg.ReplicationFactor
-	total := len(r.members) * rf
+// vnodeCircle computes the vnode circle the library will build for
+// members: the same names, the same hasher; hashes ascending and the member
+// index of each. Two vnodes with one hash would make the library keep
+// whichever member came last and could leave a member with no vnode at all
+// (then the walk can miss it and panic); that is a 64-bit collision, so it
+// is refused rather than handled.
+func vnodeCircle(members []string, rf int, seed uint64) (hashes []uint64, owners []uint16, err error) {
+	total := len(members) * rf
 	type vnode struct {
 		h uint64
 		m uint16
 	}
 	vs := make([]vnode, 0, total)
 	var buf []byte
-	for i, id := range r.members {
+	for i, id := range members {
 		for j := range rf {
 			buf = append(buf[:0], id...)
 			buf = append(buf, terminator...)
 			buf = strconv.AppendInt(buf, int64(j), 10)
-			vs = append(vs, vnode{sum64(buf, r.seed), uint16(i)})
+			vs = append(vs, vnode{sum64(buf, seed), uint16(i)})
 		}
 	}
 	slices.SortFunc(vs, func(a, b vnode) int {
@@ -222,17 +246,17 @@ func (r *Ring) buildVnodes() error {
 		}
 		return int(a.m) - int(b.m)
 	})
-	r.vnodeHash = make([]uint64, total)
-	r.vnodeMember = make([]uint16, total)
+	hashes = make([]uint64, total)
+	owners = make([]uint16, total)
 	for i, v := range vs {
 		if i > 0 && v.h == vs[i-1].h {
-			return fmt.Errorf("ring: vnodes of %q and %q collide at hash %#x: %w: change the seed or an id",
-				r.members[vs[i-1].m], r.members[v.m], v.h, ErrInvalidBackends)
+			return nil, nil, fmt.Errorf("ring: vnodes of %q and %q collide at hash %#x: %w: change the seed or an id",
+				members[vs[i-1].m], members[v.m], v.h, ErrInvalidBackends)
 		}
-		r.vnodeHash[i] = v.h
-		r.vnodeMember[i] = v.m
+		hashes[i] = v.h
+		owners[i] = v.m
 	}
-	return nil
+	return hashes, owners, nil
 }
 
 const tableDomain = "meshlb/ring/table/v1\x00"
@@ -404,3 +428,6 @@ func (r *Ring) Loads() map[string]int {
 	}
 	return out
 }
+
+// ceilLoad is the library's per-member bound for an integer mean.
+func ceilLoad(mean int, load float64) float64 { return math.Ceil(float64(mean) * load) }

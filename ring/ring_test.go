@@ -264,7 +264,7 @@ func TestEmptyRing(t *testing.T) {
 		}
 	}
 	r := mustBuild(t, smallConfig, nil)
-	if r.Partitions() != smallConfig.Partitions || r.Config() != smallConfig {
+	if r.Partitions() != smallConfig.Partitions || r.Config() != smallConfig.WithDefaults() {
 		t.Errorf("empty ring config = %+v, %d partitions; want %+v", r.Config(), r.Partitions(), smallConfig)
 	}
 	if _, p, _ := r.Locate([]byte("k")); p != r.Partition([]byte("k")) {
@@ -280,7 +280,8 @@ func TestEmptyRing(t *testing.T) {
 func TestDeterminism(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	pool := append(slices.Clone(adversarialIDs), testIDs(40)...)
-	for _, cfg := range []Config{smallConfig, {Partitions: 4093, ReplicationFactor: 20, Load: 1.25, Seed: "k"}, DefaultConfig()} {
+	for _, cfg := range []Config{smallConfig, {Partitions: 4093, ReplicationFactor: 20, Load: 1.25, Seed: "k"}, DefaultConfig(),
+		v2(smallConfig), v2(Config{Partitions: 4093, ReplicationFactor: 20, Load: 1.02, Seed: "k"})} {
 		final := slices.Clone(pool[:len(adversarialIDs)+10])
 		want := mustBuild(t, cfg, final)
 		rounds := 20
