@@ -98,10 +98,11 @@ func fitsGroup(load float64, k, p int) bool {
 }
 
 func (r *Ring) buildV2() error {
-	var err error
-	if r.vnodeHash, r.vnodeMember, err = vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed); err != nil {
+	hashes, vm, err := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
+	if err != nil {
 		return err
 	}
+	r.keepCircle(hashes, vm)
 	n := len(r.members)
 	groupOfMember := make([]uint8, n)
 	members := make([][]uint16, v2Groups)
@@ -124,7 +125,7 @@ func (r *Ring) buildV2() error {
 	// Steps 3: the first vnode clockwise from each partition's point.
 	r.owners = make([]uint16, r.parts)
 	parts := make([][]uint32, v2Groups)
-	total := len(r.vnodeHash)
+	total := len(hashes)
 	for p := range r.owners {
 		pt := partitionPoint(p, r.seed)
 		// The library's sort.Search: the first vnode ≥ the point, or the
@@ -132,7 +133,7 @@ func (r *Ring) buildV2() error {
 		lo, hi := 0, total
 		for lo < hi {
 			mid := int(uint(lo+hi) >> 1)
-			if r.vnodeHash[mid] < pt {
+			if hashes[mid] < pt {
 				lo = mid + 1
 			} else {
 				hi = mid
@@ -141,7 +142,7 @@ func (r *Ring) buildV2() error {
 		if lo == total {
 			lo = 0
 		}
-		m := r.vnodeMember[lo]
+		m := vm[lo]
 		r.owners[p] = m
 		if g := groupOfMember[m]; len(members[g]) > 1 {
 			parts[g] = append(parts[g], uint32(p))

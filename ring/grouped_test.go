@@ -55,12 +55,13 @@ func TestV2BoundInsideGroups(t *testing.T) {
 		loads[o]++
 	}
 	natural := make([]int, r.Len())
+	hashes, vm, _ := vnodeCircle(r.members, cfg.ReplicationFactor, r.seed)
 	for p := range r.owners {
-		i, _ := slices.BinarySearch(r.vnodeHash, partitionPoint(p, r.seed))
-		if i == len(r.vnodeHash) {
+		i, _ := slices.BinarySearch(hashes, partitionPoint(p, r.seed))
+		if i == len(hashes) {
 			i = 0
 		}
-		natural[r.vnodeMember[i]]++
+		natural[vm[i]]++
 	}
 	capped := 0
 	for g, ms := range byGroup {

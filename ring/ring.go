@@ -76,9 +76,13 @@ type Ring struct {
 	parts   uint64
 	members []string // sorted
 	owners  []uint16 // partition → index into members
-	// The vnode circle as the library builds it, kept for Candidates:
-	// hashes ascending, and the member index of each.
-	vnodeHash   []uint64
+	// The vnode circle as the library builds it, kept for Candidates: the
+	// high 32 bits of the hashes, ascending, and the member index of each.
+	// 6 bytes a vnode instead of 10 keeps a ring of 1000 backends × 1000
+	// vnodes at 6 MB; the walk then starts one vnode early when a vnode
+	// and the partition share their high 32 bits (at 10⁶ vnodes, about
+	// one partition in 4000), which only lists one more candidate first.
+	vnodeHi     []uint32
 	vnodeMember []uint16
 	fp          uint64
 }
@@ -137,10 +141,11 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 
 // buildV1 is one library ring over every backend.
 func (r *Ring) buildV1() error {
-	var err error
-	if r.vnodeHash, r.vnodeMember, err = vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed); err != nil {
+	hashes, vm, err := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
+	if err != nil {
 		return err
 	}
+	r.keepCircle(hashes, vm)
 	r.owners, err = libraryOwners(r.members, hasher{r.seed}, r.cfg.Partitions, r.cfg.ReplicationFactor, r.cfg.Load)
 	return err
 }
@@ -223,40 +228,60 @@ func checkRoom(cfg Config, n int) error {
 // is refused rather than handled.
 func vnodeCircle(members []string, rf int, seed uint64) (hashes []uint64, owners []uint16, err error) {
 	total := len(members) * rf
-	type vnode struct {
-		h uint64
-		m uint16
-	}
-	vs := make([]vnode, 0, total)
+	hashes = make([]uint64, total)
+	owners = make([]uint16, total)
 	var buf []byte
+	k := 0
 	for i, id := range members {
 		for j := range rf {
 			buf = append(buf[:0], id...)
 			buf = append(buf, terminator...)
 			buf = strconv.AppendInt(buf, int64(j), 10)
-			vs = append(vs, vnode{sum64(buf, seed), uint16(i)})
+			hashes[k], owners[k] = sum64(buf, seed), uint16(i)
+			k++
 		}
 	}
-	slices.SortFunc(vs, func(a, b vnode) int {
-		if a.h != b.h {
-			if a.h < b.h {
-				return -1
-			}
-			return 1
-		}
-		return int(a.m) - int(b.m)
-	})
-	hashes = make([]uint64, total)
-	owners = make([]uint16, total)
-	for i, v := range vs {
-		if i > 0 && v.h == vs[i-1].h {
+	radixSort(hashes, owners)
+	for i := 1; i < total; i++ {
+		if hashes[i] == hashes[i-1] {
+			a, b := min(owners[i-1], owners[i]), max(owners[i-1], owners[i])
 			return nil, nil, fmt.Errorf("ring: vnodes of %q and %q collide at hash %#x: %w: change the seed or an id",
-				members[vs[i-1].m], members[v.m], v.h, ErrInvalidBackends)
+				members[a], members[b], hashes[i], ErrInvalidBackends)
 		}
-		hashes[i] = v.h
-		owners[i] = v.m
 	}
 	return hashes, owners, nil
+}
+
+// radixSort sorts keys ascending and carries vals along: an LSD radix sort
+// in four 16-bit passes. At 1000 backends × 1000 vnodes it takes a tenth
+// of the time slices.SortFunc took on (hash, member) pairs (the v2 build
+// spent a third of its time there).
+func radixSort(keys []uint64, vals []uint16) {
+	n := len(keys)
+	if n < 2 {
+		return
+	}
+	k2, v2 := make([]uint64, n), make([]uint16, n)
+	var count [1 << 16]int
+	for shift := uint(0); shift < 64; shift += 16 {
+		clear(count[:])
+		for _, k := range keys {
+			count[(k>>shift)&0xffff]++
+		}
+		sum := 0
+		for d, c := range count {
+			count[d] = sum
+			sum += c
+		}
+		for i, k := range keys {
+			d := (k >> shift) & 0xffff
+			k2[count[d]], v2[count[d]] = k, vals[i]
+			count[d]++
+		}
+		keys, k2 = k2, keys
+		vals, v2 = v2, vals
+	}
+	// Four passes: the sorted data is back in the caller's slices.
 }
 
 const tableDomain = "meshlb/ring/table/v1\x00"
@@ -356,8 +381,8 @@ func (r *Ring) candidates(p, n int) []string {
 	seen[owner] = true
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(p))
-	start, _ := slices.BinarySearch(r.vnodeHash, sum64(b[:], r.seed))
-	total := len(r.vnodeHash)
+	start, _ := slices.BinarySearch(r.vnodeHi, uint32(sum64(b[:], r.seed)>>32))
+	total := len(r.vnodeHi)
 	for k := 0; k < total && len(out) < n; k++ {
 		i := start + k
 		if i >= total {
@@ -427,6 +452,15 @@ func (r *Ring) Loads() map[string]int {
 		out[r.members[o]]++
 	}
 	return out
+}
+
+// keepCircle keeps the circle's high hash bits and members for Candidates.
+func (r *Ring) keepCircle(hashes []uint64, members []uint16) {
+	r.vnodeHi = make([]uint32, len(hashes))
+	for i, h := range hashes {
+		r.vnodeHi[i] = uint32(h >> 32)
+	}
+	r.vnodeMember = members
 }
 
 // ceilLoad is the library's per-member bound for an integer mean.

@@ -368,16 +368,17 @@ func TestMirror(t *testing.T) {
 	} {
 		r := mustBuild(t, tc.cfg, tc.ids)
 		capacity := int(math.Ceil(float64(r.Partitions()/r.Len()) * r.cfg.Load))
+		hashes, vm, _ := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
 		loads := make([]int, r.Len())
 		var b [8]byte
 		for p := range r.Partitions() {
 			b = [8]byte{byte(p), byte(p >> 8), byte(p >> 16), byte(p >> 24)}
-			i, _ := slices.BinarySearch(r.vnodeHash, sum64(b[:], r.seed))
+			i, _ := slices.BinarySearch(hashes, sum64(b[:], r.seed))
 			for ; ; i++ {
-				if i == len(r.vnodeHash) {
+				if i == len(hashes) {
 					i = 0
 				}
-				if m := r.vnodeMember[i]; loads[m]+1 <= capacity {
+				if m := vm[i]; loads[m]+1 <= capacity {
 					loads[m]++
 					if m != r.owners[p] {
 						t.Fatalf("%+v: partition %d: mirror owner %q; library %q", tc.cfg, p, r.members[m], r.Owner(p))
