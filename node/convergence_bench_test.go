@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/gossip"
@@ -23,7 +24,11 @@ import (
 //	go test -run '^$' -bench Convergence -benchtime 5x ./node/
 //
 // Reported: median-s (over every node of every iteration), p99-s, and
-// slowest-s (the last node of the slowest iteration).
+// slowest-s (the last node of the slowest iteration); build-ms-median and
+// build-ms-max, the time a node spent in ring builds for one change
+// (meshlb_ring_build_seconds; wall time, so inflated when N nodes share
+// 2 cores), and cpu-s, the process CPU per change for all N nodes
+// (gossip included).
 //
 // ring=default uses the default ring, whose build (~15 ms, the library's
 // partition distribution) every node repeats: N nodes in one process share
@@ -41,9 +46,25 @@ func BenchmarkConvergence(b *testing.B) {
 	}
 	for _, rc := range rings {
 		for _, size := range []int{5, 20, 50, 100} {
-			b.Run(fmt.Sprintf("ring=%s/N=%d", rc.name, size), func(b *testing.B) { benchConvergence(b, size, rc.cfg) })
+			b.Run(fmt.Sprintf("ring=%s/N=%d", rc.name, size), func(b *testing.B) { benchConvergence(b, size, rc.cfg, 2) })
 		}
 	}
+	// At scale (make bench-convergence): 100 nodes, 300 backends, the v2
+	// ring at the default numbers. (v1 is left out: each of its builds at
+	// 300 backends takes ~5 s, ~8 min of CPU per change for 100 nodes.)
+	b.Run("ring=v2/N=100/backends=300", func(b *testing.B) {
+		benchConvergence(b, 100, ring.Config{Algorithm: ring.AlgorithmV2}, 300)
+	})
+}
+
+// buildSeconds is the node's meshlb_ring_build_seconds sum: the time its
+// rebuilds have taken.
+func buildSeconds(n *Node) float64 {
+	var m dto.Metric
+	if err := n.metrics.rebuildSeconds.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetHistogram().GetSampleSum()
 }
 
 type swapRecorder struct {
@@ -83,7 +104,7 @@ func (r *swapRecorder) done() ([]time.Duration, bool) {
 	return slices.Clone(r.seen), true
 }
 
-func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
+func benchConvergence(b *testing.B, size int, rcfg ring.Config, backends int) {
 	rec := &swapRecorder{seen: make([]time.Duration, size)}
 	nodes := make([]*Node, 0, size)
 	for i := range size {
@@ -98,7 +119,9 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
 			Logger:       zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.ErrorLevel),
 		}
 		if i == 0 {
-			cfg.Backends = []BackendSpec{{ID: "base-1", Addr: "127.0.0.1:9001"}, {ID: "base-2", Addr: "127.0.0.1:9002"}}
+			for j := range backends {
+				cfg.Backends = append(cfg.Backends, BackendSpec{ID: fmt.Sprintf("base-%d", j+1), Addr: fmt.Sprintf("127.0.0.1:%d", 9001+j)})
+			}
 		}
 		n, err := New(cfg)
 		if err != nil {
@@ -111,12 +134,19 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
 		b.Cleanup(func() { stopNode(n) })
 		nodes = append(nodes, n)
 	}
-	waitFor(b, 120*time.Second, "mesh formed", converged(nodes, 2))
+	waitFor(b, 300*time.Second, "mesh formed", converged(nodes, backends))
 
 	var all []time.Duration
 	var slowest time.Duration
+	var builds []float64 // per node and iteration, seconds
+	var cpu time.Duration
+	before := make([]float64, size)
 	iter := 0
 	for b.Loop() {
+		for i, n := range nodes {
+			before[i] = buildSeconds(n)
+		}
+		cpuStart := processCPU()
 		origin := nodes[(iter*7)%size]
 		adding := iter%2 == 0
 		iter++
@@ -139,6 +169,10 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
 				}
 				all = append(all, seen...)
 				slowest = max(slowest, slices.Max(seen))
+				cpu += processCPU() - cpuStart
+				for i, n := range nodes {
+					builds = append(builds, buildSeconds(n)-before[i])
+				}
 				break
 			}
 			if time.Now().After(deadline) {
@@ -151,5 +185,9 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config) {
 	b.ReportMetric(all[len(all)/2].Seconds(), "median-s")
 	b.ReportMetric(all[len(all)*99/100].Seconds(), "p99-s")
 	b.ReportMetric(slowest.Seconds(), "slowest-s")
+	slices.Sort(builds)
+	b.ReportMetric(1000*builds[len(builds)/2], "build-ms-median")
+	b.ReportMetric(1000*builds[len(builds)-1], "build-ms-max")
+	b.ReportMetric(cpu.Seconds()/float64(iter), "cpu-s")
 	b.ReportMetric(0, "ns/op") // wall time per iteration includes the polling; the metrics above are the result
 }
