@@ -199,8 +199,16 @@ func TestRingFigures(t *testing.T) {
 		slices.Sort(walls)
 		slices.Sort(cpus)
 		mx, mn := balance(r, w)
-		fmt.Fprintf(&out, "%5d | %s | %8.3f | %8.3f | %7.1fms | %7.1fms | %5.2f\n",
+		fmt.Fprintf(&out, "%5d | %s | %8.3f | %8.3f | %7.1fms | %7.1fms | %5.2f",
 			n, churnCol, mx, mn, ms(walls[len(walls)/2]), ms(cpus[len(cpus)/2]), float64(r.retainedBytes())/(1<<20))
+		if cfg.Algorithm == AlgorithmV2 && n <= 300 {
+			// What a mesh switching from v1 moves (DEFAULTS.md, migration).
+			v1 := cfg
+			v1.Algorithm = AlgorithmV1
+			moved, _ := movement(mustBuild(t, v1, ids[:n]), r, "", w)
+			fmt.Fprintf(&out, " | v1→v2 moves %.3f%%", 100*moved)
+		}
+		fmt.Fprintln(&out)
 	}
 	// Stdout rather than t.Log, so that make bench shows it without -v.
 	fmt.Print(out.String())
@@ -283,6 +291,23 @@ var (
 
 func BenchmarkLocate(b *testing.B) {
 	r := mustBuild(b, DefaultConfig(), testIDs(100))
+	keys := testKeys()[:1024]
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		id, p, err := r.Locate(keys[i&1023])
+		if err != nil {
+			b.Fatal(err)
+		}
+		sinkID, sinkPart = id, p
+		i++
+	}
+}
+
+// BenchmarkLocateV2: the same lookup on a v2 ring of 1000 backends (the
+// owner table has the same size; only who fills it differs).
+func BenchmarkLocateV2(b *testing.B) {
+	r := mustBuild(b, Config{Algorithm: AlgorithmV2}, testIDs(1000))
 	keys := testKeys()[:1024]
 	b.ReportAllocs()
 	i := 0
