@@ -72,11 +72,14 @@ const (
 	// AlgorithmV2 is the grouped ring (grouped.go): v1's vnode circle,
 	// backends hashed into 256 groups, one small library ring per group
 	// that applies the load bound inside it. Same placement as v1 while no
-	// bound binds, 7-60× faster to build (DEFAULTS.md).
+	// bound binds; 14× faster to build at 100 backends, 88× at 1000
+	// (DEFAULTS.md).
 	AlgorithmV2 = "v2"
-	// DefaultAlgorithm stays v1: a new default would split every mesh
-	// mid-upgrade (old and new nodes placing keys differently) and move
-	// almost every key once. A mesh changes algorithm on purpose.
+	// DefaultAlgorithm stays v1, so that a binary upgrade never changes
+	// placement by itself: with v2 as the default, old and new nodes would
+	// disagree during every rolling upgrade (0.13 % of keys at 100
+	// backends, 0.39 % at 300) and report config_agreed false until the
+	// last node is done. A mesh changes algorithm on purpose.
 	DefaultAlgorithm = AlgorithmV1
 )
 

@@ -44,7 +44,7 @@
 // each partition to the group of its first vnode clockwise, and runs one
 // small library ring per group of backends (256 groups by ID hash) that
 // applies the load bound inside the group. Without a binding bound the
-// two give the same table; v2 builds 7-60× faster. The algorithm is part
+// two give the same table; v2 builds 14-88× faster. The algorithm is part
 // of the config fingerprint: a mesh runs one algorithm at a time.
 //
 // The defaults and the measurements behind them are in DEFAULTS.md.
