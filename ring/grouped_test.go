@@ -199,3 +199,22 @@ func TestV2RemovedKeysGoToNextCandidate(t *testing.T) {
 		}
 	}
 }
+
+// TestV2RefusesCrowdedGroups: IDs chosen to land in one group would make
+// that group's library ring cost what v1's does; Build refuses them rather
+// than take minutes.
+func TestV2RefusesCrowdedGroups(t *testing.T) {
+	cfg := v2(Config{ReplicationFactor: MaxReplicationFactor})
+	var ids []string
+	for i := 0; len(ids) < 710; i++ {
+		if id := fmt.Sprintf("c%d", i); groupOf(id, 0) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	if err := CheckCapacity(cfg, len(ids)); err != nil {
+		t.Fatalf("CheckCapacity(%d): %v; want accepted (it can't see groups)", len(ids), err)
+	}
+	if _, err := Build(cfg, ids); !errors.Is(err, ErrInvalidBackends) {
+		t.Fatalf("Build of %d ids in one group: %v; want refused as too costly", len(ids), err)
+	}
+}
