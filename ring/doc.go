@@ -31,7 +31,8 @@
 //   - Lookups read two slices (partition → member index, sorted members):
 //     about 9 ns and no allocations, and they never call the library.
 //   - Bounded load: no backend owns more than ceil(Partitions/N × Load)
-//     partitions (v2: more than Load × its group's mean). With the defaults, one backend joining or leaving moves
+//     partitions (v2: the same cap inside each group of two or more, where the
+//     group has room for it; a backend alone in its group is uncapped). With the defaults, one backend joining or leaving moves
 //     about its fair share of keys (1.00–1.03 × on average) and almost
 //     none between the others (≤ 0.04 %).
 //

@@ -56,7 +56,7 @@ func TestGolden(t *testing.T) {
 // for changing it is the one above, with configDomainV2.
 const (
 	goldenV2ConfigFP = 0x8cb107ced94a977c
-	goldenV2RingFP   = 0x6b27628f38509ac9
+	goldenV2RingFP   = 0xfec13e731acc1b09
 )
 
 var goldenV2Keys = []struct {

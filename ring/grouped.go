@@ -25,9 +25,12 @@ import (
 //     partitions of step 3, at the same points: its hasher places the
 //     library's partition q at the point of the group's q-th partition.
 //     The library's walk therefore starts at the same vnode as step 3 and
-//     only moves on when that backend is full; bounded load then caps
-//     each backend at Load × its group's mean, and overflow stays inside
-//     the group. A group of one owns its partitions outright.
+//     only moves on when that backend is full. The group ring's load is
+//     set so that its cap is v1's, ceil(P/N × Load) (Load × the whole
+//     ring's mean), when the group has room for that, else Load × the
+//     group's own mean; overflow stays inside the group. (Capping at the
+//     group's mean instead left max/mean at 1.17 at N = 100, where v1 has
+//     1.11.) A group of one owns its partitions outright, uncapped.
 //
 // A join adds the new backend's vnodes: the partitions whose first vnode
 // becomes one of them move to its group, where the library's walk starts
@@ -149,18 +152,29 @@ func (r *Ring) buildV2() error {
 		}
 	}
 
-	// Step 4: bounded load inside each group of two or more.
+	// Step 4: bounded load inside each group of two or more, at v1's cap
+	// (ceil(P/N × Load), the whole ring's mean) where the group has room
+	// for it, else at Load × the group's own mean.
 	ids := make([]string, 0, n)
+	capRing := math.Ceil(float64(int(r.parts)/n) * r.cfg.Load)
 	for g, m := range members {
 		ps := parts[g]
-		if len(m) < 2 || !fitsGroup(r.cfg.Load, len(m), len(ps)) {
+		k := len(m)
+		if k < 2 || !fitsGroup(r.cfg.Load, k, len(ps)) {
 			continue
+		}
+		load := r.cfg.Load
+		if mean := len(ps) / k; float64(k)*capRing >= float64(len(ps)) {
+			// The library's cap is ceil(mean × load): (capRing - ½)/mean
+			// gives exactly capRing (a product and a ceiling, the same
+			// in IEEE arithmetic everywhere).
+			load = (capRing - 0.5) / float64(mean)
 		}
 		ids = ids[:0]
 		for _, i := range m {
 			ids = append(ids, r.members[i])
 		}
-		local, err := libraryOwners(ids, groupHasher{r.seed, ps}, len(ps), r.cfg.ReplicationFactor, r.cfg.Load)
+		local, err := libraryOwners(ids, groupHasher{r.seed, ps}, len(ps), r.cfg.ReplicationFactor, load)
 		if err != nil {
 			return err
 		}

@@ -40,7 +40,8 @@ func TestV2IsV1WithoutBound(t *testing.T) {
 }
 
 // TestV2BoundInsideGroups: the bound holds inside every group of two or
-// more (no backend above ceil(group partitions / group size × Load)), and
+// more (no backend above v1's ceil(P/N × Load), or Load × the group's
+// mean where the group can't hold that), and
 // the library really did cap some backends (the test would pass vacuously
 // on a config where no bound binds).
 func TestV2BoundInsideGroups(t *testing.T) {
@@ -73,6 +74,9 @@ func TestV2BoundInsideGroups(t *testing.T) {
 			continue
 		}
 		limit := int(ceilLoad(total/len(ms), cfg.Load))
+		if ringCap := int(ceilLoad(r.Partitions()/r.Len(), cfg.Load)); len(ms)*ringCap >= total {
+			limit = ringCap
+		}
 		for _, m := range ms {
 			if loads[m] > limit {
 				t.Errorf("group %d: %s owns %d partitions; bound %d", g, r.members[m], loads[m], limit)
@@ -121,9 +125,10 @@ func TestV2Determinism(t *testing.T) {
 // TestV2Churn: one join moves about the new backend's share and almost
 // nothing between the others, at group sizes where the library rings
 // bind. (At RF 100 a backend's natural share varies by ±10 %, and a new
-// one also takes its group's overflow, hence the 1.6.)
+// one also takes its groupmates' overflow, hence the 1.6; at 160
+// partitions a backend, as here, DEFAULTS.md measures 1.16 × on average.)
 func TestV2Churn(t *testing.T) {
-	cfg := v2(Config{Partitions: 16381, ReplicationFactor: 100, Load: 1.1})
+	cfg := v2(Config{Partitions: 65521, ReplicationFactor: 100, Load: 1.1})
 	ids := testIDs(410)
 	base := mustBuild(t, cfg, ids[:400])
 	for k := range 5 {
