@@ -78,7 +78,7 @@ const (
 	// DefaultAlgorithm stays v1, so that a binary upgrade never changes
 	// placement by itself: with v2 as the default, old and new nodes would
 	// disagree during every rolling upgrade (0.13 % of keys at 100
-	// backends, 0.39 % at 300) and report config_agreed false until the
+	// backends, 0.37 % at 300) and report config_agreed false until the
 	// last node is done. A mesh changes algorithm on purpose.
 	DefaultAlgorithm = AlgorithmV1
 )
