@@ -42,6 +42,10 @@ bench: build bench-tools
 	$(GO) test -run '^$$' -bench 'Convergence' -benchtime 5x -timeout 30m ./node/
 	ulimit -n 20000 2>/dev/null || ulimit -n $$(ulimit -Hn); $(GO) run ./lab/bench/proxybench --meshlb $(BIN) $(PROXYBENCH_FLAGS)
 
+# Convergence at scale: 100 nodes in one process, 300 backends, v2 ring: time until every ring agrees, each node's build time.
+bench-convergence:
+	$(GO) test -run '^$$' -bench 'Convergence/ring=v2/N=100/backends=300' -benchtime 5x -timeout 30m ./node/
+
 # Install haproxy and nginx for the proxy comparison when they are missing (apt-get).
 bench-tools:
 	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null; then \
@@ -114,4 +118,4 @@ image:
 clean:
 	rm -rf bin
 
-.PHONY: build demo test race lint bench bench-tools bench-go bench-ws bench-health soak-health bench-dns fuzz chaos attack soak image clean
+.PHONY: build demo test race lint bench bench-convergence bench-tools bench-go bench-ws bench-health soak-health bench-dns fuzz chaos attack soak image clean

@@ -163,26 +163,52 @@ func TestRingFigures(t *testing.T) {
 		t.Skip("set MESHLB_RING_FIGURES=1 to print the default config's figures")
 	}
 	cfg := DefaultConfig()
+	if a := os.Getenv("MESHLB_RING_FIGURES_ALGO"); a != "" {
+		cfg = Config{Algorithm: a}.WithDefaults()
+	}
 	// Other configs for comparison, one value each.
 	cfg.Partitions = envList(t, "MESHLB_RING_FIGURES_P", []int{cfg.Partitions})[0]
 	cfg.ReplicationFactor = envList(t, "MESHLB_RING_FIGURES_RF", []int{cfg.ReplicationFactor})[0]
 	cfg.Load = envList(t, "MESHLB_RING_FIGURES_LOAD", []float64{cfg.Load})[0]
-	ids := testIDs(1000)
+	sizes := envList(t, "MESHLB_RING_FIGURES_N", figureSizes)
+	ids := testIDs(slices.Max(sizes) + 5)
 	w := partitionWeights(cfg.Partitions)
 	const trials = 5
 	var out strings.Builder
-	fmt.Fprintf(&out, "config P=%d RF=%d Load=%v; %d keys; %d joins and %d leaves per N\n",
-		cfg.Partitions, cfg.ReplicationFactor, cfg.Load, testKeyCount, trials, trials)
-	fmt.Fprintf(&out, "%5s | %-22s | %-22s | %10s | %8s | %8s\n", "N", "join moved/ideal mean·max", "leave moved/ideal mean·max", "collateral", "max/mean", "min/mean")
-	for _, n := range figureSizes {
-		c := measureChurn(t, cfg, ids, n, trials, w)
-		mx, mn := balance(mustBuild(t, cfg, ids[:n]), w)
-		fmt.Fprintf(&out, "%5d | %10.3f · %-9.3f | %10.3f · %-10.3f | %9.3f%% | %8.3f | %8.3f\n",
-			n, c.joinMean, c.joinMax, c.leaveMean, c.leaveMax, 100*c.collateral, mx, mn)
-	}
-	fmt.Fprintf(&out, "build N=100: %v\n", buildTime(t, cfg, ids[:100]).Round(time.Millisecond))
-	if big() {
-		fmt.Fprintf(&out, "build N=1000: %v\n", buildTime(t, cfg, ids[:1000]).Round(time.Millisecond))
+	fmt.Fprintf(&out, "config %s P=%d RF=%d Load=%v; %d keys; %d joins and %d leaves per N\n",
+		cfg.Algorithm, cfg.Partitions, cfg.ReplicationFactor, cfg.Load, testKeyCount, trials, trials)
+	fmt.Fprintf(&out, "%5s | %-22s | %-22s | %10s | %8s | %8s | %9s | %9s | %5s\n", "N", "join moved/ideal mean·max", "leave moved/ideal mean·max", "collateral", "max/mean", "min/mean", "build", "build CPU", "MB")
+	for _, n := range sizes {
+		churnCol := "(no churn: N+1 is over the capacity)                "
+		if CheckCapacity(cfg, n+1) == nil {
+			c := measureChurn(t, cfg, ids, n, trials, w)
+			churnCol = fmt.Sprintf("%10.3f · %-9.3f | %10.3f · %-10.3f | %9.3f%%", c.joinMean, c.joinMax, c.leaveMean, c.leaveMax, 100*c.collateral)
+		}
+		// The median of 3 builds (1 above 300 backends under v1: 4-50 s).
+		runs := 3
+		if cfg.Algorithm == AlgorithmV1 && n > 300 {
+			runs = 1
+		}
+		var walls, cpus []time.Duration
+		var r *Ring
+		for range runs {
+			start, cpu := time.Now(), cpuTime()
+			r = mustBuild(t, cfg, ids[:n])
+			walls, cpus = append(walls, time.Since(start)), append(cpus, cpuTime()-cpu)
+		}
+		slices.Sort(walls)
+		slices.Sort(cpus)
+		mx, mn := balance(r, w)
+		fmt.Fprintf(&out, "%5d | %s | %8.3f | %8.3f | %7.1fms | %7.1fms | %5.2f",
+			n, churnCol, mx, mn, ms(walls[len(walls)/2]), ms(cpus[len(cpus)/2]), float64(r.retainedBytes())/(1<<20))
+		if cfg.Algorithm == AlgorithmV2 && n <= 300 {
+			// What a mesh switching from v1 moves (DEFAULTS.md, migration).
+			v1 := cfg
+			v1.Algorithm = AlgorithmV1
+			moved, _ := movement(mustBuild(t, v1, ids[:n]), r, "", w)
+			fmt.Fprintf(&out, " | v1→v2 moves %.3f%%", 100*moved)
+		}
+		fmt.Fprintln(&out)
 	}
 	// Stdout rather than t.Log, so that make bench shows it without -v.
 	fmt.Print(out.String())
@@ -278,6 +304,23 @@ func BenchmarkLocate(b *testing.B) {
 	}
 }
 
+// BenchmarkLocateV2: the same lookup on a v2 ring of 1000 backends (the
+// owner table has the same size; only who fills it differs).
+func BenchmarkLocateV2(b *testing.B) {
+	r := mustBuild(b, Config{Algorithm: AlgorithmV2}, testIDs(1000))
+	keys := testKeys()[:1024]
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		id, p, err := r.Locate(keys[i&1023])
+		if err != nil {
+			b.Fatal(err)
+		}
+		sinkID, sinkPart = id, p
+		i++
+	}
+}
+
 func BenchmarkLocateSeeded(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.Seed = "mesh secret"
@@ -324,18 +367,43 @@ func BenchmarkCandidates(b *testing.B) {
 	}
 }
 
+// BenchmarkBuild: N=100 and N=1000 are v1 (the default) as before;
+// algo=v2 builds the same backends with the v2 algorithm.
 func BenchmarkBuild(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			if n > 100 && !big() {
 				b.Skip("set -ring.big or MESHLB_RING_BIG=1 for N=1000 (several seconds per build)")
 			}
-			ids := testIDs(n)
-			cfg := DefaultConfig()
-			b.ReportAllocs()
-			for b.Loop() {
-				mustBuild(b, cfg, ids)
-			}
+			benchBuild(b, DefaultConfig(), n)
 		})
 	}
+	for _, n := range []int{100, 300, 1000} {
+		b.Run(fmt.Sprintf("algo=v2/N=%d", n), func(b *testing.B) {
+			benchBuild(b, Config{Algorithm: AlgorithmV2}, n)
+		})
+	}
+}
+
+func benchBuild(b *testing.B, cfg Config, n int) {
+	ids := testIDs(n)
+	b.ReportAllocs()
+	var r *Ring
+	for b.Loop() {
+		r = mustBuild(b, cfg, ids)
+	}
+	b.ReportMetric(float64(r.retainedBytes())/(1<<20), "MB-kept")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// retainedBytes is the size of the slices a ring keeps after Build (the
+// owner table, members, vnode circles), what a node holds per ring.
+func (r *Ring) retainedBytes() int {
+	n := 2*len(r.owners) + 6*len(r.vnodeHi) // owners, circle
+
+	for _, id := range r.members {
+		n += 16 + len(id)
+	}
+	return n
 }

@@ -50,39 +50,47 @@ func FuzzBuild(f *testing.F) {
 		if len(ids) > 300 {
 			ids = ids[:300]
 		}
-		r, err := buildNoPanic(t, cfg, ids)
-		if err != nil {
-			return
-		}
-		if r.Len() != len(ids) || !slices.IsSorted(r.Members()) {
-			t.Fatalf("Len() = %d, members %q; want %d sorted", r.Len(), r.Members(), len(ids))
-		}
-		if r.Len() == 0 {
-			if _, _, err := r.Locate(raw); err != ErrEmpty {
-				t.Fatalf("Locate on empty ring: %v; want ErrEmpty", err)
-			}
-			return
-		}
-		if len(r.owners) != r.Partitions() {
-			t.Fatalf("%d owners for %d partitions", len(r.owners), r.Partitions())
-		}
-		for part, o := range r.owners {
-			if int(o) >= r.Len() || r.Owner(part) != r.members[o] {
-				t.Fatalf("partition %d owner index %d not a member", part, o)
-			}
-		}
-		id, part, err := r.Locate(raw)
-		if err != nil || part != r.Partition(raw) || id != r.Owner(part) {
-			t.Fatalf("Locate = %q, %d, %v; want %q, %d", id, part, err, r.Owner(r.Partition(raw)), r.Partition(raw))
-		}
-		c := r.Candidates(raw, r.Len()+1)
-		if len(c) != r.Len() || c[0] != id {
-			t.Fatalf("Candidates = %q; want %d starting with %q", c, r.Len(), id)
-		}
-		if s := slices.Compact(slices.Sorted(slices.Values(c))); len(s) != len(c) {
-			t.Fatalf("Candidates %q has duplicates", c)
+		for _, algo := range []string{AlgorithmV1, AlgorithmV2} {
+			cfg.Algorithm = algo
+			checkFuzzBuild(t, cfg, ids, raw)
 		}
 	})
+}
+
+// checkFuzzBuild builds cfg and ids and checks the ring is consistent.
+func checkFuzzBuild(t *testing.T, cfg Config, ids []string, raw []byte) {
+	r, err := buildNoPanic(t, cfg, ids)
+	if err != nil {
+		return
+	}
+	if r.Len() != len(ids) || !slices.IsSorted(r.Members()) {
+		t.Fatalf("Len() = %d, members %q; want %d sorted", r.Len(), r.Members(), len(ids))
+	}
+	if r.Len() == 0 {
+		if _, _, err := r.Locate(raw); err != ErrEmpty {
+			t.Fatalf("Locate on empty ring: %v; want ErrEmpty", err)
+		}
+		return
+	}
+	if len(r.owners) != r.Partitions() {
+		t.Fatalf("%d owners for %d partitions", len(r.owners), r.Partitions())
+	}
+	for part, o := range r.owners {
+		if int(o) >= r.Len() || r.Owner(part) != r.members[o] {
+			t.Fatalf("partition %d owner index %d not a member", part, o)
+		}
+	}
+	id, part, err := r.Locate(raw)
+	if err != nil || part != r.Partition(raw) || id != r.Owner(part) {
+		t.Fatalf("Locate = %q, %d, %v; want %q, %d", id, part, err, r.Owner(r.Partition(raw)), r.Partition(raw))
+	}
+	c := r.Candidates(raw, r.Len()+1)
+	if len(c) != r.Len() || c[0] != id {
+		t.Fatalf("Candidates = %q; want %d starting with %q", c, r.Len(), id)
+	}
+	if s := slices.Compact(slices.Sorted(slices.Values(c))); len(s) != len(c) {
+		t.Fatalf("Candidates %q has duplicates", c)
+	}
 }
 
 func joinIDs(ids []string) string {

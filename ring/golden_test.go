@@ -1,6 +1,9 @@
 package ring
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // Golden placement for a fixed set, config and seed. A change here means
 // every node of an existing mesh would route differently from nodes built
@@ -41,6 +44,44 @@ func TestGolden(t *testing.T) {
 		t.Errorf("ring fingerprint = %#x; want %#x", got, uint64(goldenRingFP))
 	}
 	for _, g := range goldenKeys {
+		id, p, err := r.LocateString(g.key)
+		if err != nil || id != g.owner || p != g.partition {
+			t.Errorf("LocateString(%q) = %q, %d, %v; want %q, %d", g.key, id, p, err, g.owner, g.partition)
+		}
+	}
+}
+
+// The v2 golden: the same config under v2, over the golden IDs and 600
+// more, so that most groups have a library ring of their own. The rule
+// for changing it is the one above, with configDomainV2.
+const (
+	goldenV2ConfigFP = 0x8cb107ced94a977c
+	goldenV2RingFP   = 0xfec13e731acc1b09
+)
+
+var goldenV2Keys = []struct {
+	key       string
+	owner     string
+	partition int
+}{
+	{"10.1.2.3", "b303", 2326},
+	{"192.168.0.1", "b123", 2290},
+	{"session-0123456789abcdef", "b423", 1067},
+	{"", "b1", 3925},
+	{"key", "b300", 779},
+}
+
+func TestGoldenV2(t *testing.T) {
+	cfg := goldenConfig
+	cfg.Algorithm = AlgorithmV2
+	r := mustBuild(t, cfg, append(slices.Clone(goldenIDs), seqIDs(600)...))
+	if got := r.Config().Fingerprint(); got != goldenV2ConfigFP {
+		t.Errorf("config fingerprint = %#x; want %#x", got, uint64(goldenV2ConfigFP))
+	}
+	if got := r.Fingerprint(); got != goldenV2RingFP {
+		t.Errorf("ring fingerprint = %#x; want %#x", got, uint64(goldenV2RingFP))
+	}
+	for _, g := range goldenV2Keys {
 		id, p, err := r.LocateString(g.key)
 		if err != nil || id != g.owner || p != g.partition {
 			t.Errorf("LocateString(%q) = %q, %d, %v; want %q, %d", g.key, id, p, err, g.owner, g.partition)

@@ -264,7 +264,7 @@ func TestEmptyRing(t *testing.T) {
 		}
 	}
 	r := mustBuild(t, smallConfig, nil)
-	if r.Partitions() != smallConfig.Partitions || r.Config() != smallConfig {
+	if r.Partitions() != smallConfig.Partitions || r.Config() != smallConfig.WithDefaults() {
 		t.Errorf("empty ring config = %+v, %d partitions; want %+v", r.Config(), r.Partitions(), smallConfig)
 	}
 	if _, p, _ := r.Locate([]byte("k")); p != r.Partition([]byte("k")) {
@@ -280,7 +280,8 @@ func TestEmptyRing(t *testing.T) {
 func TestDeterminism(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	pool := append(slices.Clone(adversarialIDs), testIDs(40)...)
-	for _, cfg := range []Config{smallConfig, {Partitions: 4093, ReplicationFactor: 20, Load: 1.25, Seed: "k"}, DefaultConfig()} {
+	for _, cfg := range []Config{smallConfig, {Partitions: 4093, ReplicationFactor: 20, Load: 1.25, Seed: "k"}, DefaultConfig(),
+		v2(smallConfig), v2(Config{Partitions: 4093, ReplicationFactor: 20, Load: 1.02, Seed: "k"})} {
 		final := slices.Clone(pool[:len(adversarialIDs)+10])
 		want := mustBuild(t, cfg, final)
 		rounds := 20
@@ -367,16 +368,17 @@ func TestMirror(t *testing.T) {
 	} {
 		r := mustBuild(t, tc.cfg, tc.ids)
 		capacity := int(math.Ceil(float64(r.Partitions()/r.Len()) * r.cfg.Load))
+		hashes, vm, _ := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
 		loads := make([]int, r.Len())
 		var b [8]byte
 		for p := range r.Partitions() {
 			b = [8]byte{byte(p), byte(p >> 8), byte(p >> 16), byte(p >> 24)}
-			i, _ := slices.BinarySearch(r.vnodeHash, sum64(b[:], r.seed))
+			i, _ := slices.BinarySearch(hashes, sum64(b[:], r.seed))
 			for ; ; i++ {
-				if i == len(r.vnodeHash) {
+				if i == len(hashes) {
 					i = 0
 				}
-				if m := r.vnodeMember[i]; loads[m]+1 <= capacity {
+				if m := vm[i]; loads[m]+1 <= capacity {
 					loads[m]++
 					if m != r.owners[p] {
 						t.Fatalf("%+v: partition %d: mirror owner %q; library %q", tc.cfg, p, r.members[m], r.Owner(p))
