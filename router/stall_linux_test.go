@@ -1,11 +1,9 @@
 package router
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"runtime"
@@ -63,36 +61,12 @@ func flood(c net.Conn, frame []byte, written *atomic.Int64) {
 }
 
 // stallingBackend accepts WebSocket handshakes on small-buffered sockets,
-// then floods the client with frames and never reads.
+// then floods the client with frames and never reads (deafBackend, in
+// timeouts_linux_test.go, with a flood to send).
 func stallingBackend(t *testing.T, written *atomic.Int64) Backend {
 	t.Helper()
-	lc := net.ListenConfig{Control: smallBuffers}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	frame := ws.MustCompileFrame(ws.NewBinaryFrame(make([]byte, 4000)))
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
-					acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n")
-				flood(c, frame, written)
-			})
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return Backend{ID: "stall", Addr: ln.Addr().String()}
+	return deafBackend(t, func(c net.Conn) { flood(c, frame, written) })
 }
 
 // smallFront serves rt on a listener whose accepted sockets have small
