@@ -115,6 +115,10 @@ func (l *reserveListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
+			// A descriptor was free: if another thread took the
+			// reserve's slot during a shed, this is the moment to retake
+			// it, before the next EMFILE finds none.
+			l.takeSpare()
 			return c, nil
 		}
 		select {
@@ -130,9 +134,15 @@ func (l *reserveListener) Accept() (net.Conn, error) {
 			l.onError(reason)
 		}
 		l.sum.Add(reason, err.Error())
-		if reason == "fd_limit" && l.shed() {
-			backoff = 0
-			continue
+		if reason == "fd_limit" {
+			c, handled := l.shed()
+			if c != nil {
+				return c, nil
+			}
+			if handled {
+				backoff = 0
+				continue
+			}
 		}
 		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 		t := time.NewTimer(backoff)
@@ -145,22 +155,65 @@ func (l *reserveListener) Accept() (net.Conn, error) {
 	}
 }
 
-// shed frees the reserve, accepts one connection on it, answers 503 and
-// closes it, and takes the reserve back. It reports whether it got a
-// connection; without a reserve, or when another thread took the freed
-// descriptor first, the caller backs off.
-func (l *reserveListener) shed() bool {
+// shedAcceptGuard bounds the accept on the freed reserve, in case the
+// queued client is gone by then.
+const shedAcceptGuard = 100 * time.Millisecond
+
+// shed runs after an EMFILE. It waits, holding the reserve, until a
+// client is queued: on Linux accept4 fails with EMFILE before it looks at
+// the queue, so the error alone does not mean anyone waits, and freeing
+// the reserve then would leave its slot free while Accept parks, for a
+// health check, a backend dial or the runtime to take (for good, if that
+// is a session's connection: the next client then got no answer). With a
+// client queued it accepts it normally if a descriptor freed meanwhile,
+// and returns it; otherwise it frees the reserve, accepts on it, answers
+// 503, closes and takes the reserve back. handled reports that the caller
+// may accept again at once; false (no reserve, or another thread took the
+// freed slot first) means back off. The slot is still exposed between the
+// free and accept4, two system calls; a reserve lost there is retaken on
+// the next shed or accept that finds a descriptor free.
+func (l *reserveListener) shed() (c net.Conn, handled bool) {
+	polled := false
+	for {
+		select {
+		case <-l.closed:
+			return nil, true // the caller's Accept reports the close
+		default:
+		}
+		l.takeSpare() // the thread that took its slot may have let go
+		queued, ok := waitQueued(l.Listener)
+		if !ok {
+			break // cannot poll this listener: accept blind
+		}
+		polled = true
+		if queued {
+			break
+		}
+	}
+	if polled {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return c, true
+		}
+		if acceptErrorReason(err) != "fd_limit" {
+			return nil, false
+		}
+	}
 	if !l.releaseSpare() {
-		l.takeSpare() // perhaps a descriptor is free by now
-		return false
+		return nil, false
 	}
 	defer l.takeSpare()
+	dl, canDeadline := l.Listener.(interface{ SetDeadline(time.Time) error })
+	if polled && canDeadline {
+		_ = dl.SetDeadline(time.Now().Add(shedAcceptGuard))
+		defer func() { _ = dl.SetDeadline(time.Time{}) }()
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
-		return false
+		return nil, false
 	}
 	answerNoFD(c)
-	return true
+	return nil, true
 }
 
 // answerNoFD writes the 503 and closes c. It first reads what the client

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package node
+
+import "net"
+
+// waitQueued cannot poll a listener here; shed accepts blind.
+func waitQueued(net.Listener) (queued, ok bool) { return false, false }
