@@ -383,6 +383,10 @@ func testACME(t *testing.T, challenge string, validity time.Duration, more func(
 	if others < 1 || m.queries.Load() < 1 {
 		t.Fatalf("no validation reached a node that did not order (%v answers, %d DNS queries)", others, m.queries.Load())
 	}
+	out, stderr, code := cli(t, "status", "--admin-url", "http://"+m.admin(2))
+	if code != 0 || !strings.Contains(out, "acme "+acmeDomain+": valid, valid until ") || !strings.Contains(out, "ordered by "+acmeName(orderer)) {
+		t.Errorf("meshlb status (%d): %s%s", code, out, stderr)
+	}
 	roots := m.roots()
 	for i := range 3 {
 		got, who, err := m.wssCert(i, roots)
