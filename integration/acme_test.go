@@ -356,6 +356,13 @@ func testACME(t *testing.T, challenge string, validity time.Duration, more func(
 	m := startACMEMesh(t, challenge, validity)
 	serial := m.serving(60*time.Second, []int{0, 1, 2}, "")
 	t.Logf("%s: one certificate from start to every node serving it in %v", challenge, time.Since(began).Round(10*time.Millisecond))
+	for i := range 3 {
+		for _, l := range strings.Split(m.procs[i].output(), "\n") {
+			if strings.Contains(l, "acme order failed") {
+				t.Logf("%s: %s", acmeName(i), l)
+			}
+		}
+	}
 	s, _ := m.status(0)
 	orderer := -1
 	for i := range 3 {
@@ -395,6 +402,9 @@ func testACME(t *testing.T, challenge string, validity time.Duration, more func(
 		}
 		if got != serial || who != "web-1" {
 			t.Errorf("%s: serial %s and backend %q; want %s and web-1", acmeName(i), got, who, serial)
+		}
+		if left := m.metric(i, `meshlb_tls_cert_expiry_seconds{name="`+acmeDomain+`"}`); left <= 0 {
+			t.Errorf("%s: meshlb_tls_cert_expiry_seconds %v for the managed certificate", acmeName(i), left)
 		}
 	}
 	if more != nil {
@@ -524,6 +534,32 @@ const ca = fs.readFileSync(process.argv[1]); const hosts = process.argv.slice(2)
 	for i, g := range got {
 		if !strings.EqualFold(strings.TrimLeft(g.Serial, "0"), strings.TrimLeft(serial, "0")) || g.Who != "web-1" {
 			m.t.Errorf("node ws via %s: serial %s, backend %q; want %s, web-1", acmeName(i), g.Serial, g.Who, serial)
+		}
+	}
+}
+
+// TestACMEBadInputExitTwo: what ACME needs is refused at start with an
+// error naming it, not found out at the first order.
+func TestACMEBadInputExitTwo(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
+	gk := "--gossip-key=" + base64.StdEncoding.EncodeToString(make([]byte, 32))
+	base := []string{"node", "--name", "x", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
+		"--listen-tls", "127.0.0.1:0", "--acme-domain", acmeDomain, "--data-dir", filepath.Join(dir, "data")}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{gk, "--acme-ca-root", filepath.Join(dir, "missing.pem")}, "missing.pem"},
+		{[]string{gk, "--acme-ca-root", garbage}, "no PEM certificate"},
+		{nil, "--gossip-key"},
+		{[]string{gk, "--acme-domain", "Bad_Name"}, "Bad_Name"},
+	} {
+		_, errOut, code := cli(t, append(base, tc.args...)...)
+		if code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 naming %q", tc.args, code, errOut, tc.want)
 		}
 	}
 }

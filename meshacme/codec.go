@@ -136,7 +136,7 @@ func DecodeRecord(key string, v []byte) (Record, error) {
 		return r, fmt.Errorf("acme record: unknown state %q", r.State)
 	}
 	if r.Serial != "" {
-		if _, err := hex.DecodeString(r.Serial); err != nil || len(r.Serial) > 64 {
+		if !validSerial(r.Serial) {
 			return r, errors.New("acme record: bad serial")
 		}
 		if s, err := hex.DecodeString(r.Sum); err != nil || len(s) != sha256.Size {
@@ -147,6 +147,20 @@ func DecodeRecord(key string, v []byte) (Record, error) {
 		}
 	}
 	return r, nil
+}
+
+// validSerial: a serial as big.Int.Text(16) writes it, of any length
+// parity, at most 20 bytes by RFC 5280 (and some slack).
+func validSerial(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // ChunkKey names chunk i of a certificate's bundle.
@@ -163,7 +177,7 @@ func ParseChunkKey(key string) (domain, serial string, i int, err error) {
 	if err := ValidateDomain(parts[0]); err != nil {
 		return "", "", 0, err
 	}
-	if _, err := hex.DecodeString(parts[1]); err != nil || parts[1] == "" || len(parts[1]) > 64 {
+	if !validSerial(parts[1]) {
 		return "", "", 0, fmt.Errorf("acme chunk key %q: bad serial", key)
 	}
 	i, err = strconv.Atoi(parts[2])

@@ -132,6 +132,19 @@ func TestKeyMismatchRefused(t *testing.T) {
 	}
 }
 
+// TestOddSerial: a serial of odd hex length (big.Int.Text(16) drops
+// the leading zero) is as good as any.
+func TestOddSerial(t *testing.T) {
+	if err := ValidateChunk(ChunkKey("ws.example.com", "81db574aaadc846", 0), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "XYZ", "AB", strings.Repeat("a", 65)} {
+		if ValidateChunk("ws.example.com/"+bad+"/0", nil) == nil {
+			t.Errorf("serial %q accepted", bad)
+		}
+	}
+}
+
 func TestValidateDomain(t *testing.T) {
 	for _, d := range []string{"ws.example.com", "a-b.c0.io"} {
 		if err := ValidateDomain(d); err != nil {

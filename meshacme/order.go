@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -25,9 +26,12 @@ import (
 const LetsEncrypt = acme.LetsEncryptURL
 
 // Client orders certificates from one CA with this node's account.
+// Orders of several domains may run at once (acme.Client is safe for
+// concurrent use).
 type Client struct {
 	c     *acme.Client
 	email string
+	mu    sync.Mutex // guards reg
 	reg   bool
 }
 
@@ -102,18 +106,30 @@ type Publisher interface {
 	Withdraw(domain, token string)
 }
 
+// register makes the account once per process (an existing one is
+// found by its key).
+func (c *Client) register(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reg {
+		return nil
+	}
+	acct := &acme.Account{}
+	if c.email != "" {
+		acct.Contact = []string{"mailto:" + c.email}
+	}
+	if _, err := c.c.Register(ctx, acct, acme.AcceptTOS); err != nil && !errors.Is(err, acme.ErrAccountAlreadyExists) {
+		return fmt.Errorf("acme register: %w", err)
+	}
+	c.reg = true
+	return nil
+}
+
 // Obtain orders a certificate for domain, answering with typ through
 // pub, and returns it with a fresh P-256 key.
 func (c *Client) Obtain(ctx context.Context, domain, typ string, pub Publisher) (*Cert, error) {
-	if !c.reg {
-		acct := &acme.Account{}
-		if c.email != "" {
-			acct.Contact = []string{"mailto:" + c.email}
-		}
-		if _, err := c.c.Register(ctx, acct, acme.AcceptTOS); err != nil && !errors.Is(err, acme.ErrAccountAlreadyExists) {
-			return nil, fmt.Errorf("acme register: %w", err)
-		}
-		c.reg = true
+	if err := c.register(ctx); err != nil {
+		return nil, err
 	}
 	o, err := c.c.AuthorizeOrder(ctx, acme.DomainIDs(domain))
 	if err != nil {

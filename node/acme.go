@@ -152,9 +152,13 @@ type acmeManager struct {
 	certs atomic.Pointer[map[string]*meshacme.Cert] // by domain
 	chal  atomic.Pointer[acmeChallenges]
 
-	mu     sync.Mutex // guards client, local
 	client *meshacme.Client
+	mu     sync.Mutex // guards local, members, membersAt
 	local  map[string]*acmeLocal
+	// members are the orderers last seen, membersAt when they changed:
+	// nobody orders until the set has held still a while.
+	members   []string
+	membersAt time.Time
 
 	orders   *prometheus.CounterVec
 	answered *prometheus.CounterVec
@@ -175,11 +179,17 @@ type acmeChallenges struct {
 	keys map[string]string           // domain → key authorization behind alpn
 }
 
-func newACMEManager(cfg ACMEConfig, log zerolog.Logger, reg prometheus.Registerer) *acmeManager {
+func newACMEManager(cfg ACMEConfig, log zerolog.Logger, reg prometheus.Registerer) (*acmeManager, error) {
 	m := &acmeManager{
 		cfg: cfg, dir: filepath.Join(cfg.DataDir, "acme"), started: time.Now(),
 		log:   log.With().Str("component", "acme").Logger(),
 		local: map[string]*acmeLocal{},
+	}
+	// The account key and the CA's roots are read (the key made) now, so
+	// a bad file stops the start rather than every order.
+	var err error
+	if m.client, err = meshacme.NewClient(cfg.CA, cfg.Email, cfg.CARoot, m.dir); err != nil {
+		return nil, fmt.Errorf("acme: %w", err)
 	}
 	m.certs.Store(&map[string]*meshacme.Cert{})
 	m.chal.Store(&acmeChallenges{})
@@ -200,7 +210,7 @@ func newACMEManager(cfg ACMEConfig, log zerolog.Logger, reg prometheus.Registere
 	}
 	reg.MustRegister(m.orders, m.answered, m.installs)
 	m.loadDisk()
-	return m
+	return m, nil
 }
 
 // loadDisk serves what the last run kept, before any gossip: a restarted
@@ -296,14 +306,6 @@ func (n *Node) acmeLoop(ctx context.Context) {
 			m.log.Warn().Str("domain", d).Msg("a certificate file covers an acme domain; the file's certificate is served")
 		}
 	}
-	client, err := meshacme.NewClient(m.cfg.CA, m.cfg.Email, m.cfg.CARoot, m.dir)
-	if err != nil {
-		// The node serves what the mesh gets; it just never orders.
-		m.log.Error().Err(err).Msg("acme client unusable; this node will not order certificates")
-	}
-	m.mu.Lock()
-	m.client = client
-	m.mu.Unlock()
 	changes := n.cluster.Subscribe()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -321,6 +323,7 @@ func (n *Node) acmeLoop(ctx context.Context) {
 func (n *Node) acmeTick(ctx context.Context, now time.Time) {
 	m := n.tls.acme
 	n.acmeChallengesSeen()
+	n.acmeSweep(now)
 	for _, d := range m.cfg.Domains {
 		rec, ok := n.acmeRecord(d)
 		if ok && rec.Serial != "" {
@@ -388,6 +391,29 @@ func (n *Node) acmeChallengesSeen() {
 	}
 }
 
+// acmeStaleAfter is how old a challenge or ack written by a node no
+// longer in the mesh must be before it is swept: far past any order.
+const acmeStaleAfter = 15 * time.Minute
+
+// acmeSweep deletes, on the node ranked first for a domain, the
+// challenges and acks an orderer that died mid-order left behind; a
+// living orderer withdraws its own.
+func (n *Node) acmeSweep(now time.Time) {
+	if !n.cluster.Synced() {
+		return
+	}
+	live := n.acmeOrderers()
+	for _, e := range n.cluster.Entries(kindACMEChallenge) {
+		if e.Deleted || slices.Contains(live, e.Origin) || now.Sub(e.Time()) < acmeStaleAfter {
+			continue
+		}
+		_, d, _, _, err := meshacme.ParseChallengeKey(e.Key)
+		if r := meshacme.Rank(d, live); err == nil && len(r) > 0 && r[0] == n.cfg.Name {
+			n.acmeDelete(kindACMEChallenge, e.Key)
+		}
+	}
+}
+
 // acmeInstall puts the record's certificate in service once every chunk
 // is here and the set checks out, and keeps a copy on disk.
 func (n *Node) acmeInstall(d string, rec meshacme.Record) {
@@ -443,6 +469,15 @@ func (n *Node) acmeOrderers() []string {
 	return out
 }
 
+// acmeSettle is how long the live members must stay the same before a
+// node orders: nodes starting together otherwise each rank first among
+// the few they know yet, and order the same certificate twice.
+const acmeSettle = 2 * time.Second
+
+// acmeOrderTimeout bounds one order; a record still "ordering" by a live
+// member past it is taken as stuck.
+const acmeOrderTimeout = 5 * time.Minute
+
 // acmeMaybeOrder starts an order of d when it is due and this node's
 // turn: the first in rank at the due time, the next a takeover later
 // (the first is stuck, or gone but not yet known to be).
@@ -451,9 +486,23 @@ func (n *Node) acmeMaybeOrder(ctx context.Context, d string, rec meshacme.Record
 	if !n.cluster.Synced() || n.draining.Load() {
 		return // a node that has not seen the mesh must not order what it holds
 	}
-	rank := slices.Index(meshacme.Rank(d, n.acmeOrderers()), n.cfg.Name)
+	live := n.acmeOrderers()
+	m.mu.Lock()
+	if !slices.Equal(live, m.members) {
+		m.members, m.membersAt = live, now
+	}
+	settled := now.Sub(m.membersAt) >= acmeSettle
+	m.mu.Unlock()
+	if !settled {
+		return // a mesh still forming ranks differently on each node
+	}
+	rank := slices.Index(meshacme.Rank(d, live), n.cfg.Name)
 	if rank < 0 {
 		return
+	}
+	if haveRec && (rec.State == meshacme.StateOrdering || rec.State == meshacme.StateRenewing) &&
+		rec.By != n.cfg.Name && slices.Contains(live, rec.By) && now.Sub(rec.At) < acmeOrderTimeout {
+		return // a live member is at it; one past the order timeout is stuck
 	}
 	due := m.started
 	if haveRec && rec.Serial != "" {
@@ -467,14 +516,13 @@ func (n *Node) acmeMaybeOrder(ctx context.Context, d string, rec meshacme.Record
 	}
 	m.mu.Lock()
 	l := m.local[d]
-	if l.ordering || now.Before(l.nextTry) || m.client == nil {
+	if l.ordering || now.Before(l.nextTry) {
 		m.mu.Unlock()
 		return
 	}
 	l.ordering = true
-	client := m.client
 	m.mu.Unlock()
-	n.wg.Go(func() { n.acmeOrder(ctx, client, d) })
+	n.wg.Go(func() { n.acmeOrder(ctx, m.client, d) })
 }
 
 func (n *Node) acmeOrder(ctx context.Context, client *meshacme.Client, d string) {
@@ -486,7 +534,7 @@ func (n *Node) acmeOrder(ctx context.Context, client *meshacme.Client, d string)
 	}
 	n.acmeSetState(d, state, "")
 	m.log.Info().Str("domain", d).Str("state", state).Msg("acme order started")
-	octx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	octx, cancel := context.WithTimeout(ctx, acmeOrderTimeout)
 	c, err := client.Obtain(octx, d, m.cfg.Challenge, acmePublisher{n})
 	cancel()
 	if err == nil {
@@ -603,7 +651,7 @@ func (p acmePublisher) Publish(ctx context.Context, d, token, typ, keyAuth strin
 	defer wait.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for i := 1; ; i++ {
 		var missing []string
 		for _, name := range n.acmeOrderers() {
 			if e, ok := n.cluster.Get(kindACMEChallenge, meshacme.AckKey(d, token, name)); !ok || e.Deleted {
@@ -612,6 +660,13 @@ func (p acmePublisher) Publish(ctx context.Context, d, token, typ, keyAuth strin
 		}
 		if len(missing) == 0 {
 			return nil
+		}
+		if i%20 == 0 {
+			// Gossip is lossy: written again, the answer is sent again
+			// rather than waiting for a full-state exchange.
+			if _, err := n.cluster.Put(kindACMEChallenge, meshacme.ChallengeKey(d, token), meshacme.EncodeChallenge(typ, keyAuth)); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -122,7 +122,9 @@ func newTLSServer(cfg TLSConfig, acme ACMEConfig, log zerolog.Logger, reg promet
 		NextProtos: []string{"http/1.1"},
 	}
 	if len(acme.Domains) > 0 {
-		t.acme = newACMEManager(acme, log, reg)
+		if t.acme, err = newACMEManager(acme, log, reg); err != nil {
+			return nil, err
+		}
 		t.base.GetCertificate = t.getCertificate
 		if acme.Challenge == meshacme.TLSALPN01 {
 			// Offered last: a client choosing http/1.1 never gets it.
@@ -455,6 +457,14 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[name] = true
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, cert.NotAfter.Sub(now).Seconds(), strings.Clone(name))
+		}
+	}
+	if c.t.acme == nil {
+		return
+	}
+	for name, cert := range *c.t.acme.certs.Load() {
+		if !seen[name] { // a file's certificate wins the name
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, cert.Leaf.NotAfter.Sub(now).Seconds(), name)
 		}
 	}
 }
