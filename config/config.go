@@ -398,7 +398,7 @@ func EnvName(option string) string {
 // and the config file they name. flag.ErrHelp is returned after --help has
 // printed the usage to out.
 func ParseNode(args, environ []string, out io.Writer) (Node, error) {
-	opts := append(append(nodeOptions(), tlsOptions()...), securityOptions()...)
+	opts := append(append(append(nodeOptions(), tlsOptions()...), securityOptions()...), acmeOptions()...)
 	fs := flag.NewFlagSet("meshlb node", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() { printUsage(out, opts) }

@@ -60,6 +60,9 @@ type Config struct {
 	// TLS configures the TLS proxy listener beside the plain one
 	// (tls.go); off unless TLS.Addr is set.
 	TLS TLSConfig
+	// ACME gets the TLS listener's certificates from an ACME CA for the
+	// whole mesh (acme.go); off without domains.
+	ACME ACMEConfig
 	// BackendTLS configures TLS to the backends (backendtls.go); off by
 	// default.
 	BackendTLS BackendTLSConfig
@@ -240,6 +243,7 @@ func (c Config) withDefaults() Config {
 	c.Gossip.Name = c.Name
 	c.Ring = c.Ring.WithDefaults()
 	c.TLS = c.TLS.withDefaults()
+	c.ACME = c.ACME.withDefaults()
 	c.HealthCheck = c.HealthCheck.WithDefaults()
 	c.HealthPolicy = c.HealthPolicy.WithDefaults()
 	if c.CoalesceQuiet <= 0 {
@@ -317,6 +321,9 @@ func (c Config) validate() error {
 		errs = append(errs, errors.New("dns names given without a dns listen address"))
 	}
 	if err := c.Ring.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.ACME.validate(c); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.TLS.validate(); err != nil {

@@ -16,7 +16,8 @@ import (
 // Numbers taken: 1 catalog (gossip's), 2 observation, 3 verdict, 4 TLS
 // session-ticket keys (tickets.go), 5 the nodes' load summaries
 // (mesh_summary.go), 6 and 7 the gossip keyring's intents and each node's
-// key status (keys.go).
+// key status (keys.go), 8, 9 and 10 ACME challenges, certificate chunks
+// and domain records (acme.go); 11 affinity and 12 ops are promised.
 const (
 	kindObservation gossip.Kind = 2 // health: one node's view of one backend
 	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
@@ -33,8 +34,8 @@ const observationTTL = time.Hour
 // must add up to no more than gossip.KindsBudget (4 MiB; New refuses
 // more): observations take 2.5 MiB (with 20-byte names, some 24,000, that
 // is nodes × backends), verdicts 512 KiB (some 12,000 backends), load
-// summaries 256 KiB (mesh_summary.go), and 768 KiB is left for the kinds
-// to come.
+// summaries 256 KiB (mesh_summary.go), ACME 160 KiB (acme.go), and what
+// is left for the kinds to come.
 func replicatedKinds() []gossip.KindSpec {
 	backendOf := func(key string) string {
 		id, _, _ := health.SplitObservationKey(key)
@@ -70,5 +71,5 @@ func replicatedKinds() []gossip.KindSpec {
 		},
 		ticketKeySpec(), // 256 KiB of the 1 MiB left (tickets.go)
 		loadSpec(),      // kind 5, 256 KiB (mesh_summary.go)
-	}, keyKinds()...)
+	}, append(keyKinds(), acmeKinds()...)...)
 }

@@ -25,3 +25,29 @@ func TestReplicatedKindsFit(t *testing.T) {
 	}
 	t.Logf("%d of %d bytes", total, gossip.KindsBudget)
 }
+
+// TestACMEKindsBudget: the ACME kinds (8, 9, 10) keep to the 160 KiB of
+// the budget they were given, and a full certificate set of the largest
+// bundle fits the chunk kind twice per domain (one renewing).
+func TestACMEKindsBudget(t *testing.T) {
+	total := 0
+	var chunk gossip.KindSpec
+	for _, k := range acmeKinds() {
+		total += k.MaxBytes
+		if k.Kind == kindACMEChunk {
+			chunk = k
+		}
+	}
+	if total > 160<<10 {
+		t.Fatalf("acme kinds take %d bytes; 160 KiB were given", total)
+	}
+	if !chunk.Secret {
+		t.Fatal("certificate chunks carry private keys: the kind must be Secret")
+	}
+	// A P-256 key and a two-certificate chain, as Let's Encrypt's, is
+	// some 3 kB: 7 chunks of some 560 encoded bytes.
+	const perSet = 7 * 560
+	if need := 2 * perSet * maxACMEDomains; need > chunk.MaxBytes {
+		t.Fatalf("two sets for each of %d domains need %d bytes; the chunk kind holds %d", maxACMEDomains, need, chunk.MaxBytes)
+	}
+}

@@ -156,7 +156,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.metrics = newMetrics(n, reg)
 	if cfg.TLS.Addr != "" {
-		if n.tls, err = newTLSServer(cfg.TLS, log, reg); err != nil {
+		if n.tls, err = newTLSServer(cfg.TLS, cfg.ACME, log, reg); err != nil {
 			return nil, fmt.Errorf("node config: %w", err)
 		}
 	}
@@ -283,7 +283,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if n.tls != nil {
 		n.proxySrv.ConnContext = tlsConnContext
-		n.proxySrv.Handler = withTLSState(n.router)
+		n.proxySrv.Handler = n.acmeHTTP(withTLSState(n.router))
 	}
 	n.wg.Go(func() { n.serve(n.adminSrv, n.adminLn, "admin") })
 	n.wg.Go(acc.run)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/meshlb/meshlb/meshacme"
 	"github.com/meshlb/meshlb/router"
 	"github.com/meshlb/meshlb/tlsconf"
 )
@@ -91,6 +93,7 @@ type tlsServer struct {
 	base  *tls.Config
 	log   zerolog.Logger
 
+	acme  *acmeManager // nil without --acme-domain (acme.go)
 	acc   *acceptor
 	ready chan struct{} // closed once ticket keys are known, or the wait gave up
 	once  sync.Once
@@ -103,8 +106,10 @@ type tlsServer struct {
 	errors     *prometheus.CounterVec
 }
 
-func newTLSServer(cfg TLSConfig, log zerolog.Logger, reg prometheus.Registerer) (*tlsServer, error) {
-	store, err := tlsconf.New(cfg.store())
+func newTLSServer(cfg TLSConfig, acme ACMEConfig, log zerolog.Logger, reg prometheus.Registerer) (*tlsServer, error) {
+	sc := cfg.store()
+	sc.AllowEmpty = len(acme.Domains) > 0
+	store, err := tlsconf.New(sc)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +120,16 @@ func newTLSServer(cfg TLSConfig, log zerolog.Logger, reg prometheus.Registerer) 
 		// WebSockets upgrade over HTTP/1.1; h2 is not offered, so a
 		// browser speaks HTTP/1.1 to this port for plain requests too.
 		NextProtos: []string{"http/1.1"},
+	}
+	if len(acme.Domains) > 0 {
+		if t.acme, err = newACMEManager(acme, log, reg); err != nil {
+			return nil, err
+		}
+		t.base.GetCertificate = t.getCertificate
+		if acme.Challenge == meshacme.TLSALPN01 {
+			// Offered last: a client choosing http/1.1 never gets it.
+			t.base.NextProtos = append(t.base.NextProtos, meshacme.ALPNProto)
+		}
 	}
 	t.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshlb_tls_handshakes_total", Help: "Completed TLS handshakes, by whether the session was resumed.",
@@ -130,6 +145,22 @@ func newTLSServer(cfg TLSConfig, log zerolog.Logger, reg prometheus.Registerer) 
 	return t, nil
 }
 
+// getCertificate, with ACME on: a TLS-ALPN-01 validation gets its
+// challenge certificate; otherwise a certificate file matching the name
+// wins, then the mesh's managed one, then the files' default.
+func (t *tlsServer) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if slices.Contains(hello.SupportedProtos, meshacme.ALPNProto) {
+		return t.acme.alpnCertificate(hello.ServerName)
+	}
+	if c := t.store.Match(hello); c != nil {
+		return c, nil
+	}
+	if c := t.acme.getCertificate(hello.ServerName); c != nil {
+		return c, nil
+	}
+	return t.store.GetCertificate(hello)
+}
+
 // httpOnTLS is Go's own answer to plain HTTP on a TLS port
 // (net/http.Server.serve), kept so that clients see the same thing.
 const httpOnTLS = "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
@@ -142,6 +173,11 @@ func (t *tlsServer) handshake(c net.Conn, deadline time.Time) (net.Conn, bool) {
 	_ = c.SetWriteDeadline(deadline)
 	tc := tls.Server(c, t.base)
 	err := tc.Handshake()
+	if err == nil && tc.ConnectionState().NegotiatedProtocol == meshacme.ALPNProto {
+		// A TLS-ALPN-01 validation is over once the handshake is (RFC 8737).
+		c.Close()
+		return nil, false
+	}
 	if err == nil {
 		_ = c.SetWriteDeadline(time.Time{})
 		resumed := "false"
@@ -315,6 +351,9 @@ func (n *Node) serveTLS(ctx context.Context) {
 	})
 	n.wg.Go(func() { t.watch(ctx) })
 	n.wg.Go(func() { n.ticketLoop(ctx) })
+	if t.acme != nil {
+		n.wg.Go(func() { n.acmeLoop(ctx) })
+	}
 }
 
 type tlsStateKey struct{}
@@ -362,6 +401,8 @@ type TLSStatus struct {
 	// TicketKeys is "mesh" (shared over gossip), "local" (this node's
 	// own: no gossip key, or the mesh's are not known yet).
 	TicketKeys string `json:"ticket_keys"`
+	// ACME lists the managed domains, with --acme-domain.
+	ACME []ACMEDomainStatus `json:"acme,omitempty"`
 }
 
 // CertificateStatus describes one served certificate.
@@ -389,6 +430,9 @@ func (n *Node) tlsStatus() *TLSStatus {
 			Names: c.Names, Issuer: c.Issuer, NotAfter: c.NotAfter.UTC(), Source: c.Source, Default: i == 0,
 		})
 	}
+	if t.acme != nil {
+		s.ACME = n.acmeStatus()
+	}
 	return s
 }
 
@@ -413,6 +457,14 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[name] = true
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, cert.NotAfter.Sub(now).Seconds(), strings.Clone(name))
+		}
+	}
+	if c.t.acme == nil {
+		return
+	}
+	for name, cert := range *c.t.acme.certs.Load() {
+		if !seen[name] { // a file's certificate wins the name
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, cert.Leaf.NotAfter.Sub(now).Seconds(), name)
 		}
 	}
 }

@@ -43,6 +43,9 @@ type Config struct {
 	// StrictSNI fails the handshake of a client whose SNI matches no
 	// certificate, instead of serving the default.
 	StrictSNI bool
+	// AllowEmpty lets the store hold no certificate: another source
+	// (ACME) serves the names, and a handshake no file matches fails.
+	AllowEmpty bool
 }
 
 // Cert is one loaded certificate.
@@ -77,7 +80,7 @@ type Store struct {
 // without a certificate it was told to serve.
 func New(cfg Config) (*Store, error) {
 	cfg.Pairs = slices.Clone(cfg.Pairs)
-	if len(cfg.Pairs) == 0 && cfg.Dir == "" {
+	if len(cfg.Pairs) == 0 && cfg.Dir == "" && !cfg.AllowEmpty {
 		return nil, errors.New("tls: no certificate: give a cert and key pair or a directory")
 	}
 	s := &Store{cfg: cfg}
@@ -284,10 +287,19 @@ func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	if c := sn.lookup(name); c != nil {
 		return c.cert, nil
 	}
-	if s.cfg.StrictSNI {
+	if s.cfg.StrictSNI || len(sn.certs) == 0 {
 		return nil, ErrUnknownName
 	}
 	return sn.certs[0].cert, nil
+}
+
+// Match returns the certificate whose names match the client's SNI, or
+// nil: no default, so that another source may serve the name.
+func (s *Store) Match(hello *tls.ClientHelloInfo) *tls.Certificate {
+	if c := s.cur.Load().lookup(hello.ServerName); c != nil {
+		return c.cert
+	}
+	return nil
 }
 
 // Certificates returns the certificates served now, the default first.
@@ -366,7 +378,7 @@ func (s *Store) Reload() (changed bool, err error) {
 		}
 		certs = append(certs, c)
 	}
-	if len(certs) == 0 {
+	if len(certs) == 0 && (len(old.certs) > 0 || !s.cfg.AllowEmpty) {
 		return false, errors.Join(append(errs, errors.New("tls reload: no certificate would be left; keeping the old ones"))...)
 	}
 	if sameCerts(old.certs, certs) {

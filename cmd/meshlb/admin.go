@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -228,6 +229,9 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 			}
 			fmt.Fprint(tw, "\n")
 		}
+		if s.TLS != nil {
+			printACME(tw, s.TLS.ACME)
+		}
 		fmt.Fprint(tw, "\n")
 		fmt.Fprintln(tw, "NAME\tSTATE\tREADY\tGOSSIP\tPROXY\tADMIN\tRING\tCONFIG")
 		for _, m := range s.Members {
@@ -263,4 +267,19 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		}
 	}
 	return nil
+}
+
+// printACME lists the managed domains of `meshlb status`.
+func printACME(w io.Writer, ds []node.ACMEDomainStatus) {
+	for _, d := range ds {
+		fmt.Fprintf(w, "acme %s: %s", d.Domain, d.State)
+		if !d.ValidUntil.IsZero() {
+			fmt.Fprintf(w, ", valid until %s", d.ValidUntil.Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, ", ordered by %s", cmp.Or(d.Orderer, "(no live node)"))
+		if d.LastError != "" {
+			fmt.Fprintf(w, "; last error (%s): %s", d.LastBy, d.LastError)
+		}
+		fmt.Fprint(w, "\n")
+	}
 }
