@@ -85,6 +85,7 @@ type Ring struct {
 	vnodeHi     []uint32
 	vnodeMember []uint16
 	fp          uint64
+	weights     []int // parallel to members; nil when every weight is 1
 }
 
 // Build returns the ring for cfg and the backend ids, given in any order.
@@ -309,6 +310,7 @@ func (r *Ring) fingerprint() uint64 {
 		binary.LittleEndian.PutUint16(table[2*p:], o)
 	}
 	h.Write(table)
+	r.hashWeights(h)
 	var sum [sha256.Size]byte
 	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
 }
