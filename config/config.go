@@ -118,18 +118,10 @@ func nodeOptions() []option {
 			return nil
 		}},
 		{name: "access-log-keys", flag: true, usage: "write the raw routing key (a session ID is a credential) in access log lines, not only its hash", apply: boolean(func(c *Node, b bool) { c.Node.AccessLogKeys = b })},
-		{name: "backend", list: true, usage: "static backend [id=]host:port; repeat or comma-separate", apply: func(c *Node, v string) error {
-			for s := range strings.SplitSeq(v, ",") {
-				if s = strings.TrimSpace(s); s == "" {
-					continue
-				}
-				b, err := node.ParseBackendSpec(s)
-				if err != nil {
-					return err
-				}
-				c.Node.Backends = append(c.Node.Backends, b)
-			}
-			return nil
+		{name: "backend", list: true, usage: "static backend [id=]host:port[,weight=1-100]; repeat or comma-separate", apply: func(c *Node, v string) error {
+			bs, err := ParseBackends(v)
+			c.Node.Backends = append(c.Node.Backends, bs...)
+			return err
 		}},
 		{name: "backend-networks", usage: "CIDRs backends must be in, comma-separated: the admin API refuses others (400) and no node connects to them (default: any; the node's own listeners are refused always)", apply: func(c *Node, v string) error {
 			for s := range strings.SplitSeq(v, ",") {

@@ -21,8 +21,9 @@ import (
 // BackendSpec is a backend given in the node's own configuration. Static
 // backends are upserted into the mesh-wide catalog at start.
 type BackendSpec struct {
-	ID   string // defaults to Addr
-	Addr string // host:port
+	ID     string // defaults to Addr
+	Addr   string // host:port
+	Weight int    // 1-100 (ring.MaxWeight); 0 means 1
 }
 
 // ParseBackendSpec parses "[id=]host:port".
@@ -347,6 +348,13 @@ func (c Config) validate() error {
 		}
 		if err := validateBackendAddr(b.Addr); err != nil {
 			errs = append(errs, fmt.Errorf("backend %q: %w", b.ID, err))
+		}
+		if b.Weight != 0 && b.Weight != 1 {
+			if err := ring.ValidateWeight(b.Weight); err != nil {
+				errs = append(errs, fmt.Errorf("backend %q: %w", b.ID, err))
+			} else if c.Ring.WithDefaults().Algorithm == ring.AlgorithmV2 {
+				errs = append(errs, fmt.Errorf("backend %q: weight %d: weights other than 1 need --ring-algorithm v1", b.ID, b.Weight))
+			}
 		}
 		if prev, dup := seen[b.ID]; dup && prev != b.Addr {
 			errs = append(errs, fmt.Errorf("backend %q given twice with different addresses (%s, %s)", b.ID, prev, b.Addr))

@@ -356,10 +356,11 @@ func (n *Node) upsertStatic(ctx context.Context) {
 		// removed through the API, it is not brought back by a node that
 		// restarts with an old configuration. Only a new address in the
 		// configuration of a live backend, or an unknown backend, is written.
-		if r, ok := current[b.ID]; ok && (r.State == gossip.StateRemoved || r.Addr == b.Addr) {
+		w := max(b.Weight, 1)
+		if r, ok := current[b.ID]; ok && (r.State == gossip.StateRemoved || r.Addr == b.Addr && r.Weight == w) {
 			continue
 		}
-		if _, err := n.cluster.Upsert(b.ID, b.Addr); err != nil {
+		if _, err := n.cluster.UpsertWeighted(b.ID, b.Addr, w); err != nil {
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("add configured backend failed")
 		}
 	}

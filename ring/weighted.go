@@ -209,3 +209,14 @@ func (r *Ring) hashWeights(h interface{ Write([]byte) (int, error) }) {
 		h.Write(b[:])
 	}
 }
+
+// CheckWeightedCapacity reports whether backends of totalWeight (Σ weight)
+// fit cfg's vnode budget, without building: the admin API refuses a weight
+// that would leave every node unable to rebuild.
+func CheckWeightedCapacity(cfg Config, totalWeight int) error {
+	cfg = cfg.WithDefaults()
+	if v := totalWeight * cfg.ReplicationFactor * weightedVnodes; v > MaxWeightedVnodes {
+		return fmt.Errorf("ring: Σ weight × 4 × vnodes = %d: %w: at most %d; lower weights or the replication factor", v, ErrInvalidBackends, MaxWeightedVnodes)
+	}
+	return nil
+}
