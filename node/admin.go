@@ -199,6 +199,10 @@ type RouteAnswer struct {
 	Addr        string `json:"addr"`
 	Partition   int    `json:"partition"`
 	Fingerprint string `json:"fingerprint"`
+	// ChosenBy is "cookie" when the cookie= given pins the backend, else
+	// "ring"; CookieError says why a cookie given is not honoured.
+	ChosenBy    string `json:"chosen_by"`
+	CookieError string `json:"cookie_error,omitempty"`
 }
 
 func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +225,15 @@ func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, RouteAnswer{Key: key, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(t.Fingerprint)})
+	a := RouteAnswer{Key: key, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(t.Fingerprint), ChosenBy: "ring"}
+	if q.Has("cookie") {
+		if b, why := n.explainAffinity(q.Get("cookie")); why != "" {
+			a.CookieError = why
+		} else {
+			a.Backend, a.Addr, a.ChosenBy = b.ID, b.Addr, "cookie"
+		}
+	}
+	writeJSON(w, http.StatusOK, a)
 }
 
 // BackendStatus is one catalog entry as the admin API shows it.

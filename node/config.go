@@ -123,6 +123,8 @@ type Config struct {
 	// two descriptors; see autoMaxConns), negative means unlimited, a
 	// positive number stands. The value in force is logged at start.
 	Router router.Config
+	// Affinity is the signed affinity cookie (affinity.go); off by default.
+	Affinity AffinityConfig
 
 	// BackendNetworks, if set, restricts backends to these networks: the
 	// admin API refuses (400) an address outside them, and the node
@@ -276,6 +278,9 @@ func (c Config) withDefaults() Config {
 	if c.SyncTimeout <= 0 {
 		c.SyncTimeout = 3 * time.Second
 	}
+	if c.Affinity.MaxAge == 0 {
+		c.Affinity.MaxAge = DefaultAffinityMaxAge
+	}
 	c.Backends = append([]BackendSpec(nil), c.Backends...)
 	c.BackendNetworks = append([]netip.Prefix(nil), c.BackendNetworks...)
 	c.Gossip.Seeds = append([]string(nil), c.Gossip.Seeds...)
@@ -341,6 +346,9 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("drain close code %d: want 1001 (going away) or 1012 (service restart)", c.DrainCloseCode))
 	}
 	errs = append(errs, c.Security.validate(c.AdminAddr, len(c.Gossip.SecretKey) > 0)...)
+	if err := c.Affinity.validate(len(c.Gossip.SecretKey) > 0, c.Router.SessionCookie); err != nil {
+		errs = append(errs, err)
+	}
 	seen := make(map[string]string, len(c.Backends))
 	for _, b := range c.Backends {
 		if err := ring.ValidateID(b.ID); err != nil {

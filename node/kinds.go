@@ -16,7 +16,8 @@ import (
 // Numbers taken: 1 catalog (gossip's), 2 observation, 3 verdict, 4 TLS
 // session-ticket keys (tickets.go), 5 the nodes' load summaries
 // (mesh_summary.go), 6 and 7 the gossip keyring's intents and each node's
-// key status (keys.go).
+// key status (keys.go), 11 the affinity cookie's signing keys (affinity.go,
+// 16 KiB).
 const (
 	kindObservation gossip.Kind = 2 // health: one node's view of one backend
 	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
@@ -68,7 +69,8 @@ func replicatedKinds() []gossip.KindSpec {
 			// Verdicts change rings: every new one is passed on.
 			RelayAll: true,
 		},
-		ticketKeySpec(), // 256 KiB of the 1 MiB left (tickets.go)
-		loadSpec(),      // kind 5, 256 KiB (mesh_summary.go)
+		ticketKeySpec(),   // 256 KiB of the 1 MiB left (tickets.go)
+		loadSpec(),        // kind 5, 256 KiB (mesh_summary.go)
+		affinityKeySpec(), // kind 11, 16 KiB (affinity.go)
 	}, keyKinds()...)
 }

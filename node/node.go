@@ -30,7 +30,8 @@ type Node struct {
 	log      zerolog.Logger
 	reg      *prometheus.Registry
 	metrics  *metrics
-	obs      *observer // traffic metrics, access log, load summary, dashboard (traffic.go)
+	obs      *observer            // traffic metrics, access log, load summary, dashboard (traffic.go)
+	affKeys  *router.AffinityKeys // nil unless the affinity cookie is on (affinity.go)
 	cluster  *gossip.Cluster
 	router   *router.Router
 	checker  *health.Checker
@@ -118,6 +119,7 @@ func New(cfg Config) (*Node, error) {
 	rcfg.MaxConns, _, _ = resolveMaxConns(cfg.Router.MaxConns)
 	rcfg.DialGuard = n.guard.allow
 	rcfg.Picker = picker{n}
+	n.initAffinity(&rcfg)
 	rcfg.Logger = log
 	if rcfg.BackendTLS, err = cfg.BackendTLS.clientConfig(); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
@@ -301,6 +303,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.serveTLS(runCtx)
 	}
 	n.wg.Go(func() { n.keyLoop(runCtx) })
+	n.wg.Go(func() { n.affinityLoop(runCtx) })
 
 	n.log.Info().
 		Str("gossip_addr", n.cluster.GossipAddr()).
