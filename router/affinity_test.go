@@ -2,7 +2,9 @@ package router
 
 import (
 	"errors"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"testing/quick"
 	"time"
@@ -97,4 +99,69 @@ func FuzzDecodeAffinity(f *testing.F) {
 			t.Fatalf("%q verified but was never signed", v)
 		}
 	})
+}
+
+// TestAffinityHTTP: a response carries a cookie naming the backend that
+// served; with it the client stays there although the picker now puts
+// another first; a cookie naming a backend gone, or forged, is counted and
+// the picker decides, with a new cookie.
+func TestAffinityHTTP(t *testing.T) {
+	a := newBackend(t, "a", httpEcho("a"))
+	b := newBackend(t, "b", httpEcho("b"))
+	p := &fixedPicker{backends: []Backend{a, b}}
+	keys := testKeys(1)
+	gone := map[string]bool{}
+	var mu sync.Mutex
+	rt, srv := newFront(t, Config{Picker: p, Affinity: &Affinity{
+		Cookie: "aff", MaxAge: time.Hour, Keys: keys,
+		Lookup: func(id string) (Backend, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, x := range []Backend{a, b} {
+				if x.ID == id && !gone[id] {
+					return x, true
+				}
+			}
+			return Backend{}, false
+		},
+	}})
+	get := func(cookie string) (backend, setCookie string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+"/?session_id=k", nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		for _, c := range res.Cookies() {
+			if c.Name == "aff" {
+				setCookie = c.Name + "=" + c.Value
+				if c.Path != "/" || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.MaxAge != 3600 || c.Secure {
+					t.Errorf("cookie attributes %+v", c)
+				}
+			}
+		}
+		return res.Header.Get("X-Backend"), setCookie
+	}
+	got, c := get("")
+	if got != "a" || c == "" {
+		t.Fatalf("first request: backend %q cookie %q", got, c)
+	}
+	p.backends = []Backend{b, a} // the ring changed: b owns the key now
+	if got, again := get(c); got != "a" || again != "" {
+		t.Fatalf("with cookie: backend %q, set-cookie %q; want a and no new cookie", got, again)
+	}
+	mu.Lock()
+	gone["a"] = true
+	mu.Unlock()
+	got, c2 := get(c)
+	if got != "b" || c2 == "" || rt.AffinityGone() != 1 {
+		t.Fatalf("a gone: backend %q cookie %q gone %d; want b, a new cookie, 1", got, c2, rt.AffinityGone())
+	}
+	if got, _ := get("aff=forged"); got != "b" || rt.AffinityRejected() != 1 {
+		t.Fatalf("forged: backend %q rejected %d", got, rt.AffinityRejected())
+	}
 }
