@@ -179,6 +179,7 @@ func nodeOptions() []option {
 		{name: "ipv6-prefix", def: "64", usage: "IPv6 clients are keyed by this prefix length, 1-128 (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.Router.Key.IPv6Prefix = v })},
 		{name: "affinity-cookie", usage: "pin each client to the backend that served it with this signed cookie, honoured by every node (mesh-wide; needs --gossip-key)", apply: func(c *Node, v string) error { c.Node.Affinity.Cookie = v; return nil }},
 		{name: "affinity-max-age", def: "24h", usage: "lifetime of the affinity cookie (mesh-wide)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Affinity.MaxAge = d })},
+		{name: "slow-start", usage: "ramp a backend added to the catalog onto its keys over this time (mesh-wide; default off)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.SlowStart = d })},
 		{name: "session-cookie", usage: "issue a random session ID in this cookie to a client without a key, and route by it", apply: func(c *Node, v string) error {
 			c.Node.Router.SessionCookie = v
 			return nil

@@ -226,6 +226,10 @@ func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := RouteAnswer{Key: key, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(t.Fingerprint), ChosenBy: "ring"}
+	if ids, ramped := t.rampOrder([]byte(key), t.Ring.Candidates([]byte(key), 1+rampExtra), n.cfg.SlowStart, time.Now()); ramped {
+		a.Backend, a.ChosenBy = ids[0], "slow_start"
+		a.Addr, _ = t.Addr(ids[0])
+	}
 	if q.Has("cookie") {
 		if b, why := n.explainAffinity(q.Get("cookie")); why != "" {
 			a.CookieError = why

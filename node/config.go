@@ -125,6 +125,9 @@ type Config struct {
 	Router router.Config
 	// Affinity is the signed affinity cookie (affinity.go); off by default.
 	Affinity AffinityConfig
+	// SlowStart is the mesh-wide ramp of a backend added (slowstart.go);
+	// 0 is off.
+	SlowStart time.Duration
 
 	// BackendNetworks, if set, restricts backends to these networks: the
 	// admin API refuses (400) an address outside them, and the node

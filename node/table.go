@@ -26,6 +26,7 @@ type Table struct {
 
 	addrs []string // parallel to Ring.Members()
 	index map[string]int
+	since map[string]time.Time // each member's record time, for slow start
 }
 
 // Route is where one key goes.
@@ -65,7 +66,10 @@ func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]heal
 		return nil, skipped, err
 	}
 	members := r.Members()
-	t = &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members))}
+	t = &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members)), since: map[string]time.Time{}}
+	for _, rec := range records {
+		t.since[rec.ID] = rec.Updated()
+	}
 	for i, id := range members {
 		t.index[id] = i
 		t.addrs[i] = addrs[id]
