@@ -34,7 +34,8 @@ const observationTTL = time.Hour
 // must add up to no more than gossip.KindsBudget (4 MiB; New refuses
 // more): observations take 2.5 MiB (with 20-byte names, some 24,000, that
 // is nodes × backends), verdicts 512 KiB (some 12,000 backends), load
-// summaries 256 KiB (mesh_summary.go), and 768 KiB is left for the kinds
+// summaries 256 KiB (mesh_summary.go), affinity keys 16 KiB (affinity.go),
+// and the rest (224 KiB, TestReplicatedKindsFit logs it) is left for the kinds
 // to come.
 func replicatedKinds() []gossip.KindSpec {
 	backendOf := func(key string) string {
