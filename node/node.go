@@ -194,6 +194,13 @@ func configFingerprint(cfg Config) (uint64, error) {
 	// the checks themselves are each node's own.
 	p := cfg.HealthPolicy
 	fmt.Fprintf(d, "\x00health/%d/%d/%d/%d/%d/%d", p.Quorum, p.MaxEjectPercent, p.FlapThreshold, p.FlapWindow, p.HoldBase, p.HoldMax)
+	// Only when set, so that meshes without them keep their fingerprint.
+	if a := cfg.Affinity; a.Cookie != "" {
+		fmt.Fprintf(d, "\x00affinity/%s/%d", a.Cookie, a.MaxAge)
+	}
+	if cfg.SlowStart > 0 {
+		fmt.Fprintf(d, "\x00slowstart/%d", cfg.SlowStart)
+	}
 	return d.Sum64(), nil
 }
 
