@@ -29,7 +29,7 @@ func (r Record) Updated() time.Time { return time.UnixMilli(int64(r.Version >> 1
 const (
 	maxRecords    = 10_000
 	maxAddrLen    = 255
-	maxRecordSize = 784
+	maxRecordSize = 786 // 2 more since records carry a weight
 )
 
 // MaxWeight is the largest backend weight (ring.MaxWeight).
