@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,4 +92,37 @@ func TestSlowStart(t *testing.T) {
 		t.Errorf("%d answers differed between nodes", disagree)
 	}
 	t.Logf("%d answers of %d differed between nodes", disagree, len(shares)*keys*2)
+}
+
+// TestSlowStartBench: `meshlb bench` through a mesh with --slow-start
+// while a backend is added and then a node is killed (its sessions
+// reconnect through the others, mid-ramp): no misroute.
+func TestSlowStartBench(t *testing.T) {
+	m := startMesh(t, 3, 3, "--slow-start", "4s")
+	waitFor(t, 20*time.Second, "the first backends' ramp over", func() (bool, string) {
+		for i := range 50 {
+			var r struct {
+				ChosenBy string `json:"chosen_by"`
+			}
+			getJSON(t, "http://"+m.admins[0]+"/v1/route?key="+url.QueryEscape(fmt.Sprintf("k-%d", i)), &r)
+			if r.ChosenBy != "ring" {
+				return false, fmt.Sprintf("key %d chosen by %s", i, r.ChosenBy)
+			}
+		}
+		return true, ""
+	})
+	_, addr := startEcho(t, "web-4")
+	r, code := bench(t, 2*time.Second, func() {
+		if out, errOut, code := cli(t, "backends", "add", "web-4="+addr, "--admin-url", "http://"+m.admins[0]); code != 0 {
+			t.Errorf("backends add: exit %d: %s%s", code, out, errOut)
+		}
+		time.Sleep(time.Second)
+		m.nodes[1].cmd.Process.Kill()
+	}, "--nodes", strings.Join(m.proxies, ","), "--admin", m.admins[0]+","+m.admins[2],
+		"--sessions", "60", "--duration", "10s", "--whoami-interval", "250ms", "--move-window", "6s",
+		"--connect-timeout", "10s", "--request-timeout", "10s")
+	if r.Misroutes != 0 || r.SessionsAnswered != 60 {
+		t.Fatalf("exit %d, verdict %s %v: %d misroutes, %d answered; want 0 misroutes", code, r.Verdict, r.Reasons, r.Misroutes, r.SessionsAnswered)
+	}
+	t.Logf("exit %d, verdict %s: %d reconnects, %d moved with the set change, 0 misroutes", code, r.Verdict, r.Reconnects, r.MovedSetChanged)
 }
