@@ -94,6 +94,28 @@ type Ring struct {
 // panic on first and returns an error instead; zero ids give a valid empty
 // ring whose lookups return ErrEmpty.
 func Build(cfg Config, ids []string) (*Ring, error) {
+	r, err := newRing(cfg, ids)
+	if err != nil || len(r.members) == 0 {
+		return r, err
+	}
+	if err := checkRoom(r.cfg, len(r.members)); err != nil {
+		return nil, err
+	}
+	if r.cfg.Algorithm == AlgorithmV2 {
+		err = r.buildV2()
+	} else {
+		err = r.buildV1()
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.fp = r.fingerprint()
+	return r, nil
+}
+
+// newRing checks cfg and ids and returns a ring with its members but no
+// table yet, except for zero ids: a finished empty ring.
+func newRing(cfg Config, ids []string) (*Ring, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -122,21 +144,7 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 	}
 	if n == 0 {
 		r.fp = r.fingerprint()
-		return r, nil
 	}
-	if err := checkRoom(cfg, n); err != nil {
-		return nil, err
-	}
-	var err error
-	if cfg.Algorithm == AlgorithmV2 {
-		err = r.buildV2()
-	} else {
-		err = r.buildV1()
-	}
-	if err != nil {
-		return nil, err
-	}
-	r.fp = r.fingerprint()
 	return r, nil
 }
 

@@ -60,13 +60,16 @@ func BuildWeighted(cfg Config, ids []string, weights map[string]int) (*Ring, err
 	if cfg.Algorithm == AlgorithmV2 {
 		return nil, fmt.Errorf("ring: %w: weights other than 1 need --ring-algorithm v1 (v2's group rings bound every backend of a group alike)", ErrInvalidBackends)
 	}
-	// Build validates config, ids and room, and builds the unweighted ring
-	// we then replace: the checks stay in one place.
-	base, err := Build(cfg, ids)
+	r, err := newRing(cfg, ids)
 	if err != nil {
 		return nil, err
 	}
-	r := &Ring{cfg: base.cfg, seed: base.seed, parts: base.parts, members: base.members}
+	// The library's room and build-cost checks don't apply to the
+	// weighted walk, whose bounds always hold every partition; a
+	// partition per backend at least still must.
+	if n := len(r.members); n > cfg.Partitions {
+		return nil, fmt.Errorf("ring: %d backends exceed %d partitions: %w", n, cfg.Partitions, ErrInvalidBackends)
+	}
 	r.weights = make([]int, len(r.members))
 	total := 0
 	for i, id := range r.members {

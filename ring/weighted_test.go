@@ -199,3 +199,19 @@ func FuzzWeightedDeterminism(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkBuildWeighted: 100 backends weighted 1-4 at the defaults, the
+// weighted walk replacing the library's.
+func BenchmarkBuildWeighted(b *testing.B) {
+	ids := make([]string, 100)
+	weights := map[string]int{}
+	for i := range ids {
+		ids[i] = "web-" + strconv.Itoa(i)
+		weights[ids[i]] = 1 + i%4
+	}
+	for b.Loop() {
+		if _, err := BuildWeighted(Config{}, ids, weights); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
