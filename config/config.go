@@ -118,18 +118,10 @@ func nodeOptions() []option {
 			return nil
 		}},
 		{name: "access-log-keys", flag: true, usage: "write the raw routing key (a session ID is a credential) in access log lines, not only its hash", apply: boolean(func(c *Node, b bool) { c.Node.AccessLogKeys = b })},
-		{name: "backend", list: true, usage: "static backend [id=]host:port; repeat or comma-separate", apply: func(c *Node, v string) error {
-			for s := range strings.SplitSeq(v, ",") {
-				if s = strings.TrimSpace(s); s == "" {
-					continue
-				}
-				b, err := node.ParseBackendSpec(s)
-				if err != nil {
-					return err
-				}
-				c.Node.Backends = append(c.Node.Backends, b)
-			}
-			return nil
+		{name: "backend", list: true, usage: "static backend [id=]host:port[,weight=1-100]; repeat or comma-separate", apply: func(c *Node, v string) error {
+			bs, err := ParseBackends(v)
+			c.Node.Backends = append(c.Node.Backends, bs...)
+			return err
 		}},
 		{name: "backend-networks", usage: "CIDRs backends must be in, comma-separated: the admin API refuses others (400) and no node connects to them (default: any; the node's own listeners are refused always)", apply: func(c *Node, v string) error {
 			for s := range strings.SplitSeq(v, ",") {
@@ -185,6 +177,9 @@ func nodeOptions() []option {
 		}},
 		{name: "proxy-protocol", flag: true, usage: "expect a PROXY protocol v1/v2 header from --trusted-proxies", apply: boolean(func(c *Node, b bool) { c.Node.ProxyProtocol = b })},
 		{name: "ipv6-prefix", def: "64", usage: "IPv6 clients are keyed by this prefix length, 1-128 (mesh-wide)", apply: posInt(func(c *Node, v int) { c.Node.Router.Key.IPv6Prefix = v })},
+		{name: "affinity-cookie", usage: "pin each client to the backend that served it with this signed cookie, honoured by every node (mesh-wide; needs --gossip-key)", apply: func(c *Node, v string) error { c.Node.Affinity.Cookie = v; return nil }},
+		{name: "affinity-max-age", def: "24h", usage: "lifetime of the affinity cookie (mesh-wide)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Affinity.MaxAge = d })},
+		{name: "slow-start", usage: "ramp a backend added to the catalog onto its keys over this time (mesh-wide; default off)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.SlowStart = d })},
 		{name: "session-cookie", usage: "issue a random session ID in this cookie to a client without a key, and route by it", apply: func(c *Node, v string) error {
 			c.Node.Router.SessionCookie = v
 			return nil

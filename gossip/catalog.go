@@ -18,6 +18,7 @@ type Record struct {
 	State   State
 	Version uint64 // the entry's hybrid logical clock
 	Origin  string // name of the node that wrote it
+	Weight  int    // 1-MaxWeight; 1 when the record carries none
 }
 
 // Updated is when the record was written, by its writer's clock.
@@ -28,48 +29,67 @@ func (r Record) Updated() time.Time { return time.UnixMilli(int64(r.Version >> 1
 const (
 	maxRecords    = 10_000
 	maxAddrLen    = 255
-	maxRecordSize = 784
+	maxRecordSize = 786 // 2 more since records carry a weight
 )
 
+// MaxWeight is the largest backend weight (ring.MaxWeight).
+const MaxWeight = 100
+
 // catalogValue is a record's value: state(1 byte: active or draining)
-// followed by the address. A removed record keeps the state it had.
-func catalogValue(s State, addr string) []byte {
-	return append([]byte{byte(s)}, addr...)
+// followed by the address, then, for a weight other than 1 only, a NUL
+// and the weight (1 byte). A weight of 1 writes exactly what nodes wrote
+// before weights existed, so old and new nodes agree on such records; an
+// old node refuses a weighted one (NUL is not printable) rather than
+// route it with a wrong weight. A removed record keeps the value it had.
+func catalogValue(s State, addr string, weight int) []byte {
+	v := append([]byte{byte(s)}, addr...)
+	if weight > 1 {
+		v = append(v, 0, byte(weight))
+	}
+	return v
 }
 
-func decodeCatalogValue(v []byte) (State, string, error) {
+func decodeCatalogValue(v []byte) (State, string, int, error) {
 	if len(v) < 1 {
-		return 0, "", errors.New("empty catalog value")
+		return 0, "", 0, errors.New("empty catalog value")
 	}
 	s := State(v[0])
 	if s != StateActive && s != StateDraining {
-		return 0, "", fmt.Errorf("catalog value: unknown state %d", v[0])
+		return 0, "", 0, fmt.Errorf("catalog value: unknown state %d", v[0])
 	}
-	addr := string(v[1:])
+	rest, weight := v[1:], 1
+	if n := len(rest); n >= 2 && rest[n-2] == 0 {
+		weight = int(rest[n-1])
+		if weight < 2 || weight > MaxWeight {
+			return 0, "", 0, fmt.Errorf("catalog value: weight %d: want 2 to %d (1 is written as none)", weight, MaxWeight)
+		}
+		rest = rest[:n-2]
+	}
+	addr := string(rest)
 	if err := validateAddr(addr); err != nil {
-		return 0, "", err
+		return 0, "", 0, err
 	}
-	return s, addr, nil
+	return s, addr, weight, nil
 }
 
 func recordOf(e Entry) Record {
-	s, addr, _ := decodeCatalogValue(e.Value) // checked when merged
+	s, addr, w, _ := decodeCatalogValue(e.Value) // checked when merged
 	if e.Deleted {
 		s = StateRemoved
 	}
-	return Record{ID: e.Key, Addr: addr, State: s, Version: e.Version, Origin: e.Origin}
+	return Record{ID: e.Key, Addr: addr, State: s, Version: e.Version, Origin: e.Origin, Weight: w}
 }
 
 // catalogSpec is the catalog's kind, with validID as its rule for IDs.
 func catalogSpec(validID func(string) error) KindSpec {
 	return KindSpec{
 		Kind: KindBackend, Name: "record",
-		MaxValue: 1 + maxAddrLen, MaxEntries: maxRecords, MaxBytes: maxRecords * maxRecordSize,
+		MaxValue: 1 + maxAddrLen + 2, MaxEntries: maxRecords, MaxBytes: maxRecords * maxRecordSize,
 		Validate: func(key string, value []byte) error {
 			if err := validID(key); err != nil {
 				return err
 			}
-			_, _, err := decodeCatalogValue(value)
+			_, _, _, err := decodeCatalogValue(value)
 			return err
 		},
 	}
@@ -147,18 +167,24 @@ func (c *Cluster) Records() []Record {
 // mean equal catalogs. It is Digest(KindBackend).
 func (c *Cluster) CatalogDigest() uint64 { return c.Digest(KindBackend) }
 
-// Upsert writes backend id at addr in state active, with a new version,
-// and broadcasts it. Upserting an active backend at the same address
-// changes nothing and returns the record held.
-func (c *Cluster) Upsert(id, addr string) (Record, error) {
+// Upsert writes backend id at addr in state active with weight 1, with a
+// new version, and broadcasts it. Upserting an active backend at the same
+// address and weight changes nothing and returns the record held.
+func (c *Cluster) Upsert(id, addr string) (Record, error) { return c.UpsertWeighted(id, addr, 1) }
+
+// UpsertWeighted is Upsert with a weight, 1 to MaxWeight.
+func (c *Cluster) UpsertWeighted(id, addr string, weight int) (Record, error) {
 	if err := validateAddr(addr); err != nil {
 		return Record{}, fmt.Errorf("upsert %s: %w", id, err)
 	}
+	if weight < 1 || weight > MaxWeight {
+		return Record{}, fmt.Errorf("upsert %s: weight %d: want 1 to %d", id, weight, MaxWeight)
+	}
 	e, err := c.Update(KindBackend, id, func(cur Entry, ok bool) (Entry, bool, error) {
-		if ok && !cur.Deleted && recordOf(cur).State == StateActive && recordOf(cur).Addr == addr {
+		if r := recordOf(cur); ok && !cur.Deleted && r.State == StateActive && r.Addr == addr && r.Weight == weight {
 			return cur, false, nil
 		}
-		return Entry{Value: catalogValue(StateActive, addr)}, true, nil
+		return Entry{Value: catalogValue(StateActive, addr, weight)}, true, nil
 	})
 	if err != nil {
 		return Record{}, fmt.Errorf("upsert %s: %w", id, err)
@@ -184,7 +210,7 @@ func (c *Cluster) SetState(id string, s State) (Record, error) {
 		if s == StateRemoved {
 			return Entry{Deleted: true, Value: cur.Value}, true, nil
 		}
-		return Entry{Value: catalogValue(s, r.Addr)}, true, nil
+		return Entry{Value: catalogValue(s, r.Addr, r.Weight)}, true, nil
 	})
 	if err != nil {
 		return Record{}, fmt.Errorf("set state of %s: %w", id, err)

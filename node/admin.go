@@ -199,6 +199,10 @@ type RouteAnswer struct {
 	Addr        string `json:"addr"`
 	Partition   int    `json:"partition"`
 	Fingerprint string `json:"fingerprint"`
+	// ChosenBy is "cookie" when the cookie= given pins the backend, else
+	// "ring"; CookieError says why a cookie given is not honoured.
+	ChosenBy    string `json:"chosen_by"`
+	CookieError string `json:"cookie_error,omitempty"`
 }
 
 func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
@@ -221,13 +225,26 @@ func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, RouteAnswer{Key: key, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(t.Fingerprint)})
+	a := RouteAnswer{Key: key, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(t.Fingerprint), ChosenBy: "ring"}
+	if ids, ramped := t.rampOrder([]byte(key), t.Ring.Candidates([]byte(key), 1+rampExtra), n.cfg.SlowStart, time.Now()); ramped {
+		a.Backend, a.ChosenBy = ids[0], "slow_start"
+		a.Addr, _ = t.Addr(ids[0])
+	}
+	if q.Has("cookie") {
+		if b, why := n.explainAffinity(q.Get("cookie")); why != "" {
+			a.CookieError = why
+		} else {
+			a.Backend, a.Addr, a.ChosenBy = b.ID, b.Addr, "cookie"
+		}
+	}
+	writeJSON(w, http.StatusOK, a)
 }
 
 // BackendStatus is one catalog entry as the admin API shows it.
 type BackendStatus struct {
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
+	ID     string `json:"id"`
+	Addr   string `json:"addr"`
+	Weight int    `json:"weight"`
 	// State is the admin state (active, draining, removed); EffectiveState
 	// is what the mesh does with the backend: active (on the ring),
 	// draining, unhealthy (out for health) or removed; Reason says why.
@@ -248,7 +265,7 @@ type BackendStatus struct {
 }
 
 func (n *Node) backendStatus(rec gossip.Record, hv healthView) BackendStatus {
-	b := BackendStatus{ID: rec.ID, Addr: rec.Addr, State: rec.State.String(), Version: rec.Version, Origin: rec.Origin,
+	b := BackendStatus{ID: rec.ID, Addr: rec.Addr, Weight: rec.Weight, State: rec.State.String(), Version: rec.Version, Origin: rec.Origin,
 		Updated: time.UnixMilli(int64(rec.Version >> 16)).UTC()}
 	if t := n.table.Load(); t != nil {
 		a, ok := t.Addr(rec.ID)
@@ -277,8 +294,9 @@ func (n *Node) handleListBackends(w http.ResponseWriter, _ *http.Request) {
 }
 
 type addBackendRequest struct {
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
+	ID     string `json:"id"`
+	Addr   string `json:"addr"`
+	Weight *int   `json:"weight"` // absent means 1
 }
 
 func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
@@ -311,11 +329,19 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "id: "+err.Error())
 		return
 	}
+	weight := 1
+	if req.Weight != nil {
+		weight = *req.Weight
+	}
+	if err := n.checkWeight(req.ID, weight); err != nil {
+		writeError(w, http.StatusBadRequest, "weight: "+err.Error())
+		return
+	}
 	if err := n.checkCapacity(req.ID); err != nil {
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	}
-	rec, err := n.cluster.Upsert(req.ID, req.Addr)
+	rec, err := n.cluster.UpsertWeighted(req.ID, req.Addr, weight)
 	if errors.Is(err, gossip.ErrClosed) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -323,8 +349,29 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	n.log.Info().Str("backend", rec.ID).Str("addr", rec.Addr).Msg("backend added")
+	n.log.Info().Str("backend", rec.ID).Str("addr", rec.Addr).Int("weight", rec.Weight).Msg("backend added")
 	writeJSON(w, http.StatusOK, n.backendStatus(rec, n.healthView()))
+}
+
+// checkWeight refuses a weight the ring can't build with: out of range,
+// or other than 1 on --ring-algorithm v2.
+func (n *Node) checkWeight(id string, w int) error {
+	if err := ring.ValidateWeight(w); err != nil {
+		return err
+	}
+	if w == 1 {
+		return nil
+	}
+	if n.cfg.Ring.WithDefaults().Algorithm == ring.AlgorithmV2 {
+		return errors.New("weights other than 1 need --ring-algorithm v1")
+	}
+	total := w
+	for _, r := range n.cluster.Records() {
+		if r.State == gossip.StateActive && r.ID != id {
+			total += r.Weight
+		}
+	}
+	return ring.CheckWeightedCapacity(n.cfg.Ring, total)
 }
 
 // checkCapacity refuses an addition that no node could build a ring for:

@@ -21,8 +21,9 @@ import (
 // BackendSpec is a backend given in the node's own configuration. Static
 // backends are upserted into the mesh-wide catalog at start.
 type BackendSpec struct {
-	ID   string // defaults to Addr
-	Addr string // host:port
+	ID     string // defaults to Addr
+	Addr   string // host:port
+	Weight int    // 1-100 (ring.MaxWeight); 0 means 1
 }
 
 // ParseBackendSpec parses "[id=]host:port".
@@ -125,6 +126,11 @@ type Config struct {
 	// two descriptors; see autoMaxConns), negative means unlimited, a
 	// positive number stands. The value in force is logged at start.
 	Router router.Config
+	// Affinity is the signed affinity cookie (affinity.go); off by default.
+	Affinity AffinityConfig
+	// SlowStart is the mesh-wide ramp of a backend added (slowstart.go);
+	// 0 is off.
+	SlowStart time.Duration
 
 	// BackendNetworks, if set, restricts backends to these networks: the
 	// admin API refuses (400) an address outside them, and the node
@@ -279,6 +285,9 @@ func (c Config) withDefaults() Config {
 	if c.SyncTimeout <= 0 {
 		c.SyncTimeout = 3 * time.Second
 	}
+	if c.Affinity.MaxAge == 0 {
+		c.Affinity.MaxAge = DefaultAffinityMaxAge
+	}
 	c.Backends = append([]BackendSpec(nil), c.Backends...)
 	c.BackendNetworks = append([]netip.Prefix(nil), c.BackendNetworks...)
 	c.Gossip.Seeds = append([]string(nil), c.Gossip.Seeds...)
@@ -347,6 +356,9 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("drain close code %d: want 1001 (going away) or 1012 (service restart)", c.DrainCloseCode))
 	}
 	errs = append(errs, c.Security.validate(c.AdminAddr, len(c.Gossip.SecretKey) > 0)...)
+	if err := c.Affinity.validate(len(c.Gossip.SecretKey) > 0, c.Router.SessionCookie); err != nil {
+		errs = append(errs, err)
+	}
 	seen := make(map[string]string, len(c.Backends))
 	for _, b := range c.Backends {
 		if err := ring.ValidateID(b.ID); err != nil {
@@ -354,6 +366,13 @@ func (c Config) validate() error {
 		}
 		if err := validateBackendAddr(b.Addr); err != nil {
 			errs = append(errs, fmt.Errorf("backend %q: %w", b.ID, err))
+		}
+		if b.Weight != 0 && b.Weight != 1 {
+			if err := ring.ValidateWeight(b.Weight); err != nil {
+				errs = append(errs, fmt.Errorf("backend %q: %w", b.ID, err))
+			} else if c.Ring.WithDefaults().Algorithm == ring.AlgorithmV2 {
+				errs = append(errs, fmt.Errorf("backend %q: weight %d: weights other than 1 need --ring-algorithm v1", b.ID, b.Weight))
+			}
 		}
 		if prev, dup := seen[b.ID]; dup && prev != b.Addr {
 			errs = append(errs, fmt.Errorf("backend %q given twice with different addresses (%s, %s)", b.ID, prev, b.Addr))

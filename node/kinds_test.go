@@ -19,6 +19,12 @@ func TestReplicatedKindsFit(t *testing.T) {
 		seen[k.Kind] = k.Name
 		total += k.MaxBytes
 		t.Logf("kind %d %-12s %7d bytes", k.Kind, k.Name, k.MaxBytes)
+		if k.Kind == kindAffinityKey && (k.MaxBytes > 16<<10 || !k.Secret) {
+			t.Errorf("affinity keys: %d bytes, secret %v; their budget is 16 KiB, and they never travel in clear", k.MaxBytes, k.Secret)
+		}
+	}
+	if seen[kindAffinityKey] == "" {
+		t.Error("affinity keys (kind 11) not registered")
 	}
 	if total > gossip.KindsBudget {
 		t.Fatalf("the kinds may hold %d bytes together; the budget is %d", total, gossip.KindsBudget)

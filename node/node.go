@@ -30,7 +30,8 @@ type Node struct {
 	log      zerolog.Logger
 	reg      *prometheus.Registry
 	metrics  *metrics
-	obs      *observer // traffic metrics, access log, load summary, dashboard (traffic.go)
+	obs      *observer            // traffic metrics, access log, load summary, dashboard (traffic.go)
+	affKeys  *router.AffinityKeys // nil unless the affinity cookie is on (affinity.go)
 	cluster  *gossip.Cluster
 	router   *router.Router
 	checker  *health.Checker
@@ -118,6 +119,7 @@ func New(cfg Config) (*Node, error) {
 	rcfg.MaxConns, _, _ = resolveMaxConns(cfg.Router.MaxConns)
 	rcfg.DialGuard = n.guard.allow
 	rcfg.Picker = picker{n}
+	n.initAffinity(&rcfg)
 	rcfg.Logger = log
 	if rcfg.BackendTLS, err = cfg.BackendTLS.clientConfig(); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
@@ -192,6 +194,13 @@ func configFingerprint(cfg Config) (uint64, error) {
 	// the checks themselves are each node's own.
 	p := cfg.HealthPolicy
 	fmt.Fprintf(d, "\x00health/%d/%d/%d/%d/%d/%d", p.Quorum, p.MaxEjectPercent, p.FlapThreshold, p.FlapWindow, p.HoldBase, p.HoldMax)
+	// Only when set, so that meshes without them keep their fingerprint.
+	if a := cfg.Affinity; a.Cookie != "" {
+		fmt.Fprintf(d, "\x00affinity/%s/%d", a.Cookie, a.MaxAge)
+	}
+	if cfg.SlowStart > 0 {
+		fmt.Fprintf(d, "\x00slowstart/%d", cfg.SlowStart)
+	}
 	return d.Sum64(), nil
 }
 
@@ -301,6 +310,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.serveTLS(runCtx)
 	}
 	n.wg.Go(func() { n.keyLoop(runCtx) })
+	n.wg.Go(func() { n.affinityLoop(runCtx) })
 
 	n.log.Info().
 		Str("gossip_addr", n.cluster.GossipAddr()).
@@ -356,10 +366,11 @@ func (n *Node) upsertStatic(ctx context.Context) {
 		// removed through the API, it is not brought back by a node that
 		// restarts with an old configuration. Only a new address in the
 		// configuration of a live backend, or an unknown backend, is written.
-		if r, ok := current[b.ID]; ok && (r.State == gossip.StateRemoved || r.Addr == b.Addr) {
+		w := max(b.Weight, 1)
+		if r, ok := current[b.ID]; ok && (r.State == gossip.StateRemoved || r.Addr == b.Addr && r.Weight == w) {
 			continue
 		}
-		if _, err := n.cluster.Upsert(b.ID, b.Addr); err != nil {
+		if _, err := n.cluster.UpsertWeighted(b.ID, b.Addr, w); err != nil {
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("add configured backend failed")
 		}
 	}

@@ -25,7 +25,9 @@ func (p picker) Pick(key []byte, k int) ([]router.Backend, error) {
 	if t == nil || t.Ring.Len() == 0 {
 		return nil, router.ErrNoBackends
 	}
-	ids := t.Ring.Candidates(key, k)
+	ids := t.Ring.Candidates(key, k+rampExtra)
+	ids, _ = t.rampOrder(key, ids, p.n.cfg.SlowStart, time.Now())
+	ids = ids[:min(k, len(ids))]
 	out := make([]router.Backend, 0, len(ids))
 	var down []router.Backend
 	for _, id := range ids {

@@ -26,6 +26,7 @@ type Table struct {
 
 	addrs []string // parallel to Ring.Members()
 	index map[string]int
+	since map[string]time.Time // each member's record time, for slow start
 }
 
 // Route is where one key goes.
@@ -60,12 +61,15 @@ func (t *Table) Addr(id string) (string, bool) {
 // they stay out rather than freeze every node's ring.
 func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]health.Verdict) (t *Table, skipped []string, err error) {
 	ids, addrs, skipped := effective(records, verdicts)
-	r, err := ring.Build(cfg, ids)
+	r, err := ring.BuildWeighted(cfg, ids, weightsOf(records))
 	if err != nil {
 		return nil, skipped, err
 	}
 	members := r.Members()
-	t = &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members))}
+	t = &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members)), since: map[string]time.Time{}}
+	for _, rec := range records {
+		t.since[rec.ID] = rec.Updated()
+	}
 	for i, id := range members {
 		t.index[id] = i
 		t.addrs[i] = addrs[id]
@@ -100,12 +104,22 @@ func (t *Table) sameInputs(records []gossip.Record, verdicts map[string]health.V
 	if len(ids) != len(t.addrs) {
 		return false
 	}
+	weights := weightsOf(records)
 	for _, id := range ids {
-		if a, ok := t.Addr(id); !ok || a != addrs[id] {
+		if a, ok := t.Addr(id); !ok || a != addrs[id] || t.Ring.Weight(id) != weights[id] {
 			return false
 		}
 	}
 	return true
+}
+
+// weightsOf maps each record's ID to its weight.
+func weightsOf(records []gossip.Record) map[string]int {
+	w := make(map[string]int, len(records))
+	for _, rec := range records {
+		w[rec.ID] = max(rec.Weight, 1)
+	}
+	return w
 }
 
 func tableFingerprint(ringFP uint64, ids, addrs []string) uint64 {

@@ -85,6 +85,7 @@ type Ring struct {
 	vnodeHi     []uint32
 	vnodeMember []uint16
 	fp          uint64
+	weights     []int // parallel to members; nil when every weight is 1
 }
 
 // Build returns the ring for cfg and the backend ids, given in any order.
@@ -93,6 +94,28 @@ type Ring struct {
 // panic on first and returns an error instead; zero ids give a valid empty
 // ring whose lookups return ErrEmpty.
 func Build(cfg Config, ids []string) (*Ring, error) {
+	r, err := newRing(cfg, ids)
+	if err != nil || len(r.members) == 0 {
+		return r, err
+	}
+	if err := checkRoom(r.cfg, len(r.members)); err != nil {
+		return nil, err
+	}
+	if r.cfg.Algorithm == AlgorithmV2 {
+		err = r.buildV2()
+	} else {
+		err = r.buildV1()
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.fp = r.fingerprint()
+	return r, nil
+}
+
+// newRing checks cfg and ids and returns a ring with its members but no
+// table yet, except for zero ids: a finished empty ring.
+func newRing(cfg Config, ids []string) (*Ring, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -121,21 +144,7 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 	}
 	if n == 0 {
 		r.fp = r.fingerprint()
-		return r, nil
 	}
-	if err := checkRoom(cfg, n); err != nil {
-		return nil, err
-	}
-	var err error
-	if cfg.Algorithm == AlgorithmV2 {
-		err = r.buildV2()
-	} else {
-		err = r.buildV1()
-	}
-	if err != nil {
-		return nil, err
-	}
-	r.fp = r.fingerprint()
 	return r, nil
 }
 
@@ -309,6 +318,7 @@ func (r *Ring) fingerprint() uint64 {
 		binary.LittleEndian.PutUint16(table[2*p:], o)
 	}
 	h.Write(table)
+	r.hashWeights(h)
 	var sum [sha256.Size]byte
 	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
 }

@@ -19,6 +19,7 @@ type route struct {
 	cands     []Backend
 	served    atomic.Pointer[Backend]
 	failovers atomic.Int32 // candidates that failed before one answered
+	pin       affinityPin  // the client's affinity cookie (affinity.go)
 }
 
 func routeFrom(ctx context.Context) *route {
@@ -50,6 +51,13 @@ func (rt *Router) rewrite(pr *httputil.ProxyRequest) {
 func (rt *Router) modifyResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return errors.New("backend switched protocols unasked")
+	}
+	if st := routeFrom(res.Request.Context()); st != nil {
+		if b := st.served.Load(); b != nil {
+			if c := rt.affinityCookie(res.Request, st.pin, b.ID); c != nil {
+				res.Header.Add("Set-Cookie", c.String())
+			}
+		}
 	}
 	if e := rt.log.Debug(); e.Enabled() {
 		if b := routeFrom(res.Request.Context()).served.Load(); b != nil {

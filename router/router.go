@@ -185,6 +185,9 @@ type Config struct {
 	// Logger receives debug lines per connection and rate-limited warnings
 	// for failovers and overflows. Default: zerolog.Nop().
 	Logger zerolog.Logger
+
+	// Affinity, when set, pins clients with a signed cookie (affinity.go).
+	Affinity *Affinity
 }
 
 // Router is an http.Handler that routes each request by its key to a
@@ -210,6 +213,8 @@ type Router struct {
 	// wsWriteTimeouts and clientFrameErrors count WebSockets closed for
 	// the write timeout and for a refused client frame.
 	wsWriteTimeouts   atomic.Int64
+	affinityRejected  atomic.Int64 // affinity.go
+	affinityGone      atomic.Int64
 	clientFrameErrors atomic.Int64
 	// dialHookForTest, if set, runs in the backend dialer's Control
 	// before the guard; tests shrink socket buffers with it.
@@ -432,6 +437,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// The server flushes what is left once ServeHTTP returns.
 	defer pw.extend()
 	w = pw
+	pin := rt.affinityOf(req)
 	cands, err := rt.pick(key)
 	if err != nil {
 		rt.writeError(w, req, err)
@@ -440,7 +446,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if cookie != nil {
 		w.Header().Add("Set-Cookie", cookie.String())
 	}
-	st = &route{cands: cands}
+	st = &route{cands: pinned(pin, cands, 1+rt.cfg.Retries), pin: pin}
 	rt.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), routeKey{}, st)))
 }
 

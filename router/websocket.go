@@ -130,11 +130,13 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key, 
 		rt.writeError(w, req, errDraining)
 		return false
 	}
+	pin := rt.affinityOf(req)
 	cands, err := rt.pick(key)
 	if err != nil {
 		rt.writeError(w, req, err)
 		return false
 	}
+	cands = pinned(pin, cands, 1+rt.cfg.Retries)
 	buf := headBuffers.Get().(*bytes.Buffer)
 	defer putHeadBuffer(buf)
 	handshake, err := rt.buildHandshake(buf, req)
@@ -249,6 +251,9 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key, 
 	head.WriteString("\r\n")
 	if cookie != nil {
 		res.Header.Add("Set-Cookie", cookie.String())
+	}
+	if ac := rt.affinityCookie(req, pin, b.ID); ac != nil {
+		res.Header.Add("Set-Cookie", ac.String())
 	}
 	_ = res.Header.Write(head)
 	head.WriteString("\r\n")

@@ -43,6 +43,10 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	asJSON := fs.Bool("json", false, "print the raw JSON answer")
 	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
 	tf := addTLSFlags(fs, environ)
+	var weight *int
+	if cmd == "backends" {
+		weight = fs.Int("weight", 1, "weight of the backend added (1-100): its share of keys is proportional to it")
+	}
 	fs.Usage = func() {
 		fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
 		fs.PrintDefaults()
@@ -103,7 +107,7 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 			if err != nil {
 				return usageErr(stderr, cmd, err.Error())
 			}
-			method, path, body = "POST", "/v1/backends", map[string]string{"id": spec.ID, "addr": spec.Addr}
+			method, path, body = "POST", "/v1/backends", map[string]any{"id": spec.ID, "addr": spec.Addr, "weight": *weight}
 		case sub == "drain" && len(pos) == 2:
 			method, path = "POST", "/v1/backends/"+url.PathEscape(pos[1])+"/drain"
 		case sub == "remove" && len(pos) == 2:

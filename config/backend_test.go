@@ -1,0 +1,78 @@
+package config
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/meshlb/meshlb/node"
+)
+
+func TestParseBackends(t *testing.T) {
+	got, err := ParseBackends("web-1=10.0.0.5:9000,weight=3, web-2=10.0.0.6:9000 ,10.0.0.7:80,weight=100,weight=10.0.0.8:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []node.BackendSpec{
+		{ID: "web-1", Addr: "10.0.0.5:9000", Weight: 3},
+		{ID: "web-2", Addr: "10.0.0.6:9000"},
+		{ID: "10.0.0.7:80", Addr: "10.0.0.7:80", Weight: 100},
+		{ID: "weight", Addr: "10.0.0.8:80"}, // an address: a backend named weight
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("backend %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"a=1.2.3.4:80,pool=x", `unknown; allowed: weight`},
+		{"weight=3", "before any"},
+		{"a=1.2.3.4:80,weight=0", "want 1 to 100"},
+		{"a=1.2.3.4:80,weight=101", "want 1 to 100"},
+		{"a=1.2.3.4:80,weight=x", "want an integer"},
+		{"a=1.2.3.4:80,weight=2,weight=3", "given twice"},
+		{"a=nohostport", "a"},
+	} {
+		if _, err := ParseBackends(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+// TestBackendWeightFlagAndYAML: the flag and a YAML list item take the same
+// options.
+func TestBackendWeightFlagAndYAML(t *testing.T) {
+	file := writeFile(t, "name: n\nbackend:\n  - web-1=10.0.1.1:80,weight=4\n  - 10.0.1.2:80\n")
+	ws := map[string]int{}
+	for _, args := range [][]string{{"--config", file}, {"--name=n", "--backend", "x=10.0.1.3:80,weight=2"}} {
+		c, err := ParseNode(args, nil, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range c.Node.Backends {
+			ws[b.ID] = b.Weight
+		}
+	}
+	if ws["x"] != 2 || ws["web-1"] != 4 || ws["10.0.1.2:80"] != 0 || len(ws) != 3 {
+		t.Fatalf("backends %v", ws)
+	}
+}
+
+func FuzzParseBackends(f *testing.F) {
+	f.Add("web-1=10.0.0.5:9000,weight=3,web-2=[::1]:80")
+	f.Add("weight=,=,,=:")
+	f.Fuzz(func(t *testing.T, s string) {
+		bs, err := ParseBackends(s)
+		if err != nil {
+			return
+		}
+		for _, b := range bs {
+			if b.Addr == "" || b.Weight < 0 || b.Weight > 100 {
+				t.Fatalf("%q gave %+v", s, b)
+			}
+		}
+	})
+}
