@@ -223,8 +223,14 @@ func nodeOptions() []option {
 			}
 			return nil
 		}},
-		{name: "ws-idle-timeout", def: "0", usage: "close a WebSocket idle this long with 1001 (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
-		{name: "ws-ping-interval", def: "0", usage: "ping WebSocket clients this often (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSPingInterval = d })},
+		{name: "backend-connect-timeout", def: "3s", usage: "time a TCP connect to a backend may take before the next candidate is tried", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.DialTimeout = d })},
+		{name: "backend-response-timeout", def: "60s", usage: "time an HTTP backend has to send its response headers; later gets 504", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.ResponseHeaderTimeout = d })},
+		{name: "ws-handshake-backend-timeout", def: "10s", usage: "time the WebSocket handshake with the backends may take, failover included; later gets 504", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.HandshakeTimeout = d })},
+		{name: "tunnel-idle-timeout", def: "1h", usage: "close a WebSocket with no frame either way for this long with 1001 (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
+		// Kept for scripts written before --tunnel-idle-timeout; no default
+		// of its own so that it overrides only when given.
+		{name: "ws-idle-timeout", usage: "alias of --tunnel-idle-timeout", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
+		{name: "ws-ping-interval", def: "30s", usage: "ping WebSocket clients this often, so half-open connections are found (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSPingInterval = d })},
 		{name: "ws-write-timeout", def: "30s", usage: "close a WebSocket whose client or backend takes no byte for this long (a live client gets 1008)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.WSWriteTimeout = d })},
 		{name: "ws-max-frame-size", def: "67108864", usage: "largest client frame payload, in bytes; a larger one closes the WebSocket with 1009", apply: func(c *Node, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -130,6 +131,13 @@ func New(cfg Config) (*Node, error) {
 		n.checker.Passive(b.ID, err)
 		if onFailure != nil {
 			onFailure(b, err)
+		}
+	}
+	onProxyError := rcfg.OnProxyError
+	rcfg.OnProxyError = func(status int, reason string) {
+		n.metrics.proxyErrors.WithLabelValues(strconv.Itoa(status), reason).Inc()
+		if onProxyError != nil {
+			onProxyError(status, reason)
 		}
 	}
 	if n.router, err = router.New(rcfg); err != nil {
