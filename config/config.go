@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,10 @@ type Node struct {
 	Node      node.Config
 	LogLevel  zerolog.Level
 	LogFormat string // auto, json or console
+	// Raw holds each option's effective values, by option name, as
+	// resolved from flag, environment, file or default: what a reload
+	// compares (Changed). It may hold secrets and must not be logged.
+	Raw map[string][]string
 }
 
 type option struct {
@@ -469,7 +474,7 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 		}
 	}
 
-	c := Node{}
+	c := Node{Raw: map[string][]string{}}
 	host, _ := os.Hostname()
 	c.Node.Name = host
 	for _, o := range opts {
@@ -487,6 +492,7 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 		} else if o.def != "" {
 			vals, src = []string{o.def}, "default of --"+o.name
 		}
+		c.Raw[o.name] = vals
 		for _, v := range vals {
 			if err := o.apply(&c, v); err != nil {
 				return Node{}, usageErrorf("%s: %w", src, err)
@@ -518,6 +524,18 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 		return Node{}, usageErrorf("--health-hold, --health-max-hold, --health-quorum, --max-eject-percent: %w", err)
 	}
 	return c, nil
+}
+
+// Changed names the options whose effective values differ between old and
+// new, in the order of --help.
+func Changed(old, new Node) []string {
+	var out []string
+	for _, o := range append(append(nodeOptions(), tlsOptions()...), securityOptions()...) {
+		if !slices.Equal(old.Raw[o.name], new.Raw[o.name]) {
+			out = append(out, o.name)
+		}
+	}
+	return out
 }
 
 func readLimited(path string) ([]byte, error) {
