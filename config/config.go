@@ -411,8 +411,10 @@ func EnvName(option string) string {
 func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	opts := append(append(nodeOptions(), tlsOptions()...), securityOptions()...)
 	fs := flag.NewFlagSet("meshlb node", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() { printUsage(out, opts) }
+	// A mistyped flag gets one line and a hint (the caller prints the
+	// UsageError), not the whole help: the flag package would print both.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fromFlags := map[string][]string{}
 	for _, o := range opts {
 		if o.flag {
@@ -433,9 +435,10 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(out, opts)
 			return Node{}, err
 		}
-		return Node{}, &UsageError{err}
+		return Node{}, usageErrorf("%w (see meshlb node --help)", err)
 	}
 	if fs.NArg() > 0 {
 		return Node{}, usageErrorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))

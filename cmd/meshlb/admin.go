@@ -42,17 +42,21 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	asJSON := fs.Bool("json", false, "print the raw JSON answer")
 	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
 	tf := addTLSFlags(fs, environ)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	// A mistyped flag gets one line and a hint, not the whole help: the
+	// flag package would print both.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	// Accept flags before and after the positional arguments.
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(stderr)
+				fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
+				fs.PrintDefaults()
 				return 0
 			}
+			fmt.Fprintf(stderr, "meshlb %s: %v (see meshlb %s --help)\n", cmd, err, cmd)
 			return 2
 		}
 		if fs.NArg() == 0 {
