@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,10 @@ type Node struct {
 	Node      node.Config
 	LogLevel  zerolog.Level
 	LogFormat string // auto, json or console
+	// Raw holds each option's effective values, by option name, as
+	// resolved from flag, environment, file or default: what a reload
+	// compares (Changed). It may hold secrets and must not be logged.
+	Raw map[string][]string
 }
 
 type option struct {
@@ -218,8 +223,14 @@ func nodeOptions() []option {
 			}
 			return nil
 		}},
-		{name: "ws-idle-timeout", def: "0", usage: "close a WebSocket idle this long with 1001 (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
-		{name: "ws-ping-interval", def: "0", usage: "ping WebSocket clients this often (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSPingInterval = d })},
+		{name: "backend-connect-timeout", def: "3s", usage: "time a TCP connect to a backend may take before the next candidate is tried", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.DialTimeout = d })},
+		{name: "backend-response-timeout", def: "60s", usage: "time an HTTP backend has to send its response headers; later gets 504", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.ResponseHeaderTimeout = d })},
+		{name: "ws-handshake-backend-timeout", def: "10s", usage: "time the WebSocket handshake with the backends may take, failover included; later gets 504", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.HandshakeTimeout = d })},
+		{name: "tunnel-idle-timeout", def: "1h", usage: "close a WebSocket with no frame either way for this long with 1001 (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
+		// Kept for scripts written before --tunnel-idle-timeout; no default
+		// of its own so that it overrides only when given.
+		{name: "ws-idle-timeout", usage: "alias of --tunnel-idle-timeout", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSIdleTimeout = d })},
+		{name: "ws-ping-interval", def: "30s", usage: "ping WebSocket clients this often, so half-open connections are found (0: off)", apply: duration(func(c *Node, d time.Duration) { c.Node.Router.WSPingInterval = d })},
 		{name: "ws-write-timeout", def: "30s", usage: "close a WebSocket whose client or backend takes no byte for this long (a live client gets 1008)", apply: posDuration(func(c *Node, d time.Duration) { c.Node.Router.WSWriteTimeout = d })},
 		{name: "ws-max-frame-size", def: "67108864", usage: "largest client frame payload, in bytes; a larger one closes the WebSocket with 1009", apply: func(c *Node, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
@@ -395,8 +406,10 @@ func EnvName(option string) string {
 func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	opts := append(append(append(nodeOptions(), tlsOptions()...), securityOptions()...), acmeOptions()...)
 	fs := flag.NewFlagSet("meshlb node", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() { printUsage(out, opts) }
+	// A mistyped flag gets one line and a hint (the caller prints the
+	// UsageError), not the whole help: the flag package would print both.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fromFlags := map[string][]string{}
 	for _, o := range opts {
 		if o.flag {
@@ -417,9 +430,10 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(out, opts)
 			return Node{}, err
 		}
-		return Node{}, &UsageError{err}
+		return Node{}, usageErrorf("%w (see meshlb node --help)", err)
 	}
 	if fs.NArg() > 0 {
 		return Node{}, usageErrorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
@@ -458,7 +472,7 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 		}
 	}
 
-	c := Node{}
+	c := Node{Raw: map[string][]string{}}
 	host, _ := os.Hostname()
 	c.Node.Name = host
 	for _, o := range opts {
@@ -476,6 +490,7 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 		} else if o.def != "" {
 			vals, src = []string{o.def}, "default of --"+o.name
 		}
+		c.Raw[o.name] = vals
 		for _, v := range vals {
 			if err := o.apply(&c, v); err != nil {
 				return Node{}, usageErrorf("%s: %w", src, err)
@@ -507,6 +522,18 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 		return Node{}, usageErrorf("--health-hold, --health-max-hold, --health-quorum, --max-eject-percent: %w", err)
 	}
 	return c, nil
+}
+
+// Changed names the options whose effective values differ between old and
+// new, in the order of --help.
+func Changed(old, new Node) []string {
+	var out []string
+	for _, o := range append(append(nodeOptions(), tlsOptions()...), securityOptions()...) {
+		if !slices.Equal(old.Raw[o.name], new.Raw[o.name]) {
+			out = append(out, o.name)
+		}
+	}
+	return out
 }
 
 func readLimited(path string) ([]byte, error) {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +267,29 @@ func TestMaxConnsAndBackendNetworks(t *testing.T) {
 		if _, err := ParseNode([]string{"--name=a", "--backend-networks", bad}, nil, &bytes.Buffer{}); err == nil {
 			t.Errorf("--backend-networks %q accepted", bad)
 		}
+	}
+}
+
+// TestChanged names the options whose effective values differ, whatever
+// their source, and nothing else.
+func TestChanged(t *testing.T) {
+	old, err := ParseNode([]string{"--name", "a", "--log-level", "info", "--backend", "b1=127.0.0.1:1"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := ParseNode([]string{"--name", "a", "--backend", "b1=127.0.0.1:1"}, []string{"MESHLB_LOG_LEVEL=info"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Changed(old, same); len(got) != 0 {
+		t.Errorf("same values from other sources: changed %v; want none", got)
+	}
+	next, err := ParseNode([]string{"--name", "a", "--log-level", "debug", "--backend", "b1=127.0.0.1:1", "--backend", "b2=127.0.0.1:2", "--ring-partitions", "271"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Changed(old, next); !slices.Equal(got, []string{"backend", "ring-partitions", "log-level"}) &&
+		!slices.Equal(got, []string{"ring-partitions", "backend", "log-level"}) {
+		t.Errorf("changed %v; want backend, ring-partitions, log-level", got)
 	}
 }

@@ -15,6 +15,9 @@ type metrics struct {
 	// acceptErrors counts failed accepts by listener and reason (see
 	// acceptErrorReason).
 	acceptErrors *prometheus.CounterVec
+	// proxyErrors counts the 502/503/504 the router answered itself, by
+	// status and reason: what a backend answered is not in it.
+	proxyErrors *prometheus.CounterVec
 }
 
 // convergenceBuckets span what a mesh can take to converge, from a quick
@@ -38,9 +41,12 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshlb_accept_errors_total", Help: "Failed accepts on the proxy and admin listeners, by reason (fd_limit: answered 503 on the reserve descriptor).",
 		}, []string{"listener", "reason"}),
+		proxyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlb_proxy_errors_total", Help: "502, 503 and 504 answered by the node itself (not relayed from a backend), by status and reason.",
+		}, []string{"status", "reason"}),
 	}
 	reg.MustRegister(
-		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures, m.acceptErrors,
+		m.rebuilds, m.rebuildSeconds, m.changeToRing, m.backendFailures, m.acceptErrors, m.proxyErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_websockets", Help: "Proxied WebSockets open now."},
 			func() float64 { return float64(n.router.ActiveWebSockets()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshlb_affinity_cookies_ignored_total", Help: "Affinity cookies not honoured, by reason: invalid (forged, expired, foreign) or backend_gone (no longer on the ring).", ConstLabels: prometheus.Labels{"reason": "invalid"}},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -132,6 +133,13 @@ func New(cfg Config) (*Node, error) {
 		n.checker.Passive(b.ID, err)
 		if onFailure != nil {
 			onFailure(b, err)
+		}
+	}
+	onProxyError := rcfg.OnProxyError
+	rcfg.OnProxyError = func(status int, reason string) {
+		n.metrics.proxyErrors.WithLabelValues(strconv.Itoa(status), reason).Inc()
+		if onProxyError != nil {
+			onProxyError(status, reason)
 		}
 	}
 	if n.router, err = router.New(rcfg); err != nil {
@@ -591,4 +599,47 @@ func (n *Node) Reload() {
 	}
 	n.ReloadTLS()
 	n.ReopenAccessLog()
+}
+
+// ApplyStaticBackends applies a reloaded configuration's static backends:
+// a backend new to the list, or with a new address, is written to the
+// catalog (after the checks the admin API makes); one dropped from the list
+// is removed. A backend in both lists at the same address is left as the
+// mesh has it, so a reload does not undo a drain made through the API.
+// Each change is logged; a refused one is logged and skipped.
+func (n *Node) ApplyStaticBackends(ctx context.Context, old, new []BackendSpec) {
+	was := make(map[string]string, len(old))
+	for _, b := range old {
+		was[b.ID] = b.Addr
+	}
+	keep := make(map[string]bool, len(new))
+	for _, b := range new {
+		keep[b.ID] = true
+		if a, ok := was[b.ID]; ok && a == b.Addr {
+			continue
+		}
+		if err := n.guard.checkAddr(ctx, b.Addr); err != nil {
+			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: configured backend refused")
+			continue
+		}
+		if err := n.checkCapacity(b.ID); err != nil {
+			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: configured backend refused")
+			continue
+		}
+		if _, err := n.cluster.Upsert(b.ID, b.Addr); err != nil {
+			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: add configured backend failed")
+			continue
+		}
+		n.log.Info().Str("backend", b.ID).Str("addr", b.Addr).Msg("reload: backend added")
+	}
+	for _, b := range old {
+		if keep[b.ID] {
+			continue
+		}
+		if _, err := n.cluster.SetState(b.ID, gossip.StateRemoved); err != nil {
+			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: remove configured backend failed")
+			continue
+		}
+		n.log.Info().Str("backend", b.ID).Msg("reload: backend removed")
+	}
 }

@@ -80,9 +80,9 @@ func (e *clientGoneError) Unwrap() error { return e.err }
 const (
 	DefaultRetries               = 2
 	DefaultSessionCookieMaxAge   = 24 * time.Hour
-	DefaultDialTimeout           = 5 * time.Second
+	DefaultDialTimeout           = 3 * time.Second
 	DefaultHandshakeTimeout      = 10 * time.Second
-	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultWSWriteTimeout        = 30 * time.Second
 	DefaultWSMaxFrameSize        = 64 << 20
 	DefaultHTTPWriteTimeout      = 60 * time.Second
@@ -108,13 +108,13 @@ type Config struct {
 	// SessionCookieMaxAge is the cookie's Max-Age. Default 24h; negative
 	// issues a browser-session cookie (no Max-Age).
 	SessionCookieMaxAge time.Duration
-	// DialTimeout bounds a TCP connect to a backend. Default 5s.
+	// DialTimeout bounds a TCP connect to a backend. Default 3s.
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds the whole WebSocket handshake with the
 	// backends, failover included; expiry answers 504. Default 10s.
 	HandshakeTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for an HTTP backend's response
-	// headers; expiry answers 504. Default 30s.
+	// headers; expiry answers 504. Default 60s.
 	ResponseHeaderTimeout time.Duration
 	// MaxConns caps concurrent proxied requests plus WebSockets; the
 	// overflow gets 503. 0 means unlimited.
@@ -182,6 +182,11 @@ type Config struct {
 	OnHandshake  func(backend, result string, d time.Duration)
 	OnSessionEnd func(*SessionEnd)
 	OnRequestEnd func(*RequestEnd)
+	// OnProxyError, if set, observes each 502, 503 or 504 the router
+	// answers itself, with the reason the client reads (a short constant
+	// string, fit for a metric label). It runs on the request path and
+	// must not block.
+	OnProxyError func(status int, reason string)
 	// Logger receives debug lines per connection and rate-limited warnings
 	// for failovers and overflows. Default: zerolog.Nop().
 	Logger zerolog.Logger
@@ -224,6 +229,9 @@ type Router struct {
 	refusedLog      logx.Limiter
 
 	limitLog logx.Limiter // refusals of the per-client limits
+	// proxyErrLog limits the warning for each 502/503/504 we answer: a
+	// dead backend under load would otherwise write a line per request.
+	proxyErrLog logx.Limiter
 
 	mu       sync.Mutex // guards the fields below
 	conns    map[uint64]*wsConn
@@ -613,11 +621,31 @@ func statusError(err error) (int, string) {
 	}
 }
 
+// proxyError counts a 502/503/504 the router answers itself and logs it
+// at warn, one line a second at most, saying how many it stands for: the
+// operator learns why clients see it without a line per request.
+func (rt *Router) proxyError(req *http.Request, code int, msg string, err error) {
+	reason := msg
+	if errors.As(err, new(*UnavailableError)) {
+		reason = "node not routing" // the detail varies; a label must not
+	}
+	if rt.cfg.OnProxyError != nil {
+		rt.cfg.OnProxyError(code, reason)
+	}
+	if ok, dropped := rt.proxyErrLog.Allow(); ok {
+		rt.log.Warn().Err(err).Int("status", code).Str("reason", msg).
+			Str("remote_addr", req.RemoteAddr).Str("path", req.URL.Path).
+			Int64("suppressed", dropped).Msg("proxy error")
+	}
+}
+
 // writeError answers req with the status statusError gives err and a JSON
 // body {"error": "..."}.
 func (rt *Router) writeError(w http.ResponseWriter, req *http.Request, err error) {
 	code, msg := statusError(err)
-	if e := rt.log.Debug(); e.Enabled() {
+	if code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout {
+		rt.proxyError(req, code, msg, err)
+	} else if e := rt.log.Debug(); e.Enabled() {
 		e.Err(err).Int("status", code).Str("remote_addr", req.RemoteAddr).
 			Str("path", req.URL.Path).Msg("request failed")
 	}

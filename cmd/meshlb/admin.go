@@ -47,17 +47,21 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	if cmd == "backends" {
 		weight = fs.Int("weight", 1, "weight of the backend added (1-100): its share of keys is proportional to it")
 	}
-	fs.Usage = func() {
-		fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	// A mistyped flag gets one line and a hint, not the whole help: the
+	// flag package would print both.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	// Accept flags before and after the positional arguments.
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(stderr)
+				fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
+				fs.PrintDefaults()
 				return 0
 			}
+			fmt.Fprintf(stderr, "meshlb %s: %v (see meshlb %s --help)\n", cmd, err, cmd)
 			return 2
 		}
 		if fs.NArg() == 0 {

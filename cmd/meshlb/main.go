@@ -100,7 +100,7 @@ func runNode(args, environ []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	defer reloadOnHUP(n)()
+	defer reloadOnHUP(&reloader{n: n, log: log, args: args, environ: environ, cur: c})()
 	if err := n.Start(ctx); err != nil {
 		log.Error().Err(err).Msg("start failed")
 		fmt.Fprintf(stderr, "meshlb node: %v\n", err)
@@ -129,7 +129,10 @@ func newLogger(w io.Writer, level zerolog.Level, format string) zerolog.Logger {
 	if format == "console" || (format == "auto" && isTerminal(w)) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+	// The level is the global one so that a reload can change it for
+	// every logger derived from this one.
+	zerolog.SetGlobalLevel(level)
+	return zerolog.New(w).With().Timestamp().Logger()
 }
 
 func isTerminal(w io.Writer) bool {

@@ -1,36 +1,88 @@
 package main
 
 import (
+	"context"
+	"io"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 
+	"github.com/rs/zerolog"
+
+	"github.com/meshlb/meshlb/config"
 	"github.com/meshlb/meshlb/node"
 )
 
-// reloadOnHUP makes SIGHUP reload what a running node can take again
-// (node.Reload: tokens, certificates, the access log) instead of killing
-// it, which is SIGHUP's default action. The returned function stops it and
-// waits for the goroutine.
-func reloadOnHUP(n *node.Node) (stop func()) {
+// liveOptions are the options a SIGHUP applies to a running node; a change
+// to any other is named in the log and waits for a restart. Files named by
+// the TLS and token options are re-read by node.Reload whatever the file
+// says.
+var liveOptions = map[string]bool{"log-level": true, "backend": true}
+
+// reloader re-reads the configuration (flags, environment and --config
+// file, as at start) and applies what can change live.
+type reloader struct {
+	n       *node.Node
+	log     zerolog.Logger
+	args    []string
+	environ []string
+	cur     config.Node // what is running
+}
+
+func (r *reloader) reload(ctx context.Context) {
+	r.n.Reload()
+	next, err := config.ParseNode(r.args, r.environ, io.Discard)
+	if err != nil {
+		r.log.Error().Err(err).Msg("config reload failed; keeping the running config")
+		return
+	}
+	changed := config.Changed(r.cur, next)
+	if len(changed) == 0 {
+		r.log.Info().Msg("config reloaded; no option changed")
+		return
+	}
+	for _, name := range changed {
+		if !liveOptions[name] {
+			// The value is not logged: it may be a secret (--gossip-key).
+			r.log.Warn().Str("option", name).Msg("config change needs a restart; not applied")
+			continue
+		}
+		switch name {
+		case "log-level":
+			zerolog.SetGlobalLevel(next.LogLevel)
+			r.cur.LogLevel = next.LogLevel
+			r.log.WithLevel(zerolog.NoLevel).Str("option", name).Str("log_level", next.LogLevel.String()).Msg("config change applied")
+		case "backend":
+			r.n.ApplyStaticBackends(ctx, r.cur.Node.Backends, next.Node.Backends)
+			r.cur.Node.Backends = next.Node.Backends
+			r.log.Info().Str("option", name).Int("backends", len(next.Node.Backends)).Msg("config change applied")
+		}
+		r.cur.Raw[name] = next.Raw[name]
+	}
+}
+
+// reloadOnHUP makes SIGHUP reload the configuration (reloader) instead of
+// killing the node, which is SIGHUP's default action. The returned function
+// stops it and waits for the goroutine.
+func reloadOnHUP(r *reloader) (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
-	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
 			select {
-			case <-done:
+			case <-ctx.Done():
 				return
 			case <-ch:
-				n.Reload()
+				r.reload(ctx)
 			}
 		}
 	})
 	return func() {
 		signal.Stop(ch)
-		close(done)
+		cancel()
 		wg.Wait()
 	}
 }

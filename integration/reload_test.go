@@ -1,0 +1,85 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// SIGHUP re-reads the --config file: the log level and the static backends
+// change live, a ring setting is named and refused, and the node keeps
+// serving: a WebSocket open across the reload still answers, and the
+// process does not exit.
+func TestSIGHUPAppliesTheChangedConfigFile(t *testing.T) {
+	t.Parallel()
+	_, addr1 := startEcho(t, "web-1")
+	_, addr2 := startEcho(t, "web-2")
+	file := filepath.Join(t.TempDir(), "meshlb.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("log-level: info\nbackend:\n  - web-1=" + addr1 + "\n")
+	p, s := startNode(t, "reload", "--config", file)
+	waitFor(t, 10*time.Second, "one backend", oneRing([]string{s.AdminAddr}, 1, 1))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+s.ProxyAddr+"/ws?session_id=held", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if got := ask(ctx, t, c); got != "web-1" {
+		t.Fatalf("session reached %q; want web-1", got)
+	}
+
+	write("log-level: debug\nring-partitions: 271\nbackend:\n  - web-1=" + addr1 + "\n  - web-2=" + addr2 + "\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "two backends after SIGHUP", oneRing([]string{s.AdminAddr}, 1, 2))
+	waitFor(t, 5*time.Second, "a log line per change", func() (bool, string) {
+		out := p.output()
+		for _, want := range []string{
+			`"option":"log-level","log_level":"debug"`,
+			`"option":"backend","backends":2,`,
+			`"backend":"web-2","addr":"` + addr2 + `",`,
+			`"level":"warn","option":"ring-partitions",`,
+			`"message":"config change needs a restart; not applied"`,
+		} {
+			if !strings.Contains(out, want) {
+				return false, "no " + want
+			}
+		}
+		return true, ""
+	})
+	if got := ask(ctx, t, c); got != "web-1" {
+		t.Fatalf("session open across the reload answered %q; want web-1", got)
+	}
+	select {
+	case <-p.exited:
+		t.Fatalf("node exited on SIGHUP: %v", p.err)
+	default:
+	}
+
+	// A broken file is refused whole; the node keeps running.
+	write("log-level: loud\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the refusal", func() (bool, string) {
+		return strings.Contains(p.output(), `"message":"config reload failed; keeping the running config"`), "no refusal line"
+	})
+	if got := ask(ctx, t, c); got != "web-1" {
+		t.Fatalf("session answered %q after a bad reload; want web-1", got)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
