@@ -602,20 +602,25 @@ func (n *Node) Reload() {
 }
 
 // ApplyStaticBackends applies a reloaded configuration's static backends:
-// a backend new to the list, or with a new address, is written to the
+// a backend new to the list, or with a new address or weight, is written to the
 // catalog (after the checks the admin API makes); one dropped from the list
 // is removed. A backend in both lists at the same address is left as the
 // mesh has it, so a reload does not undo a drain made through the API.
 // Each change is logged; a refused one is logged and skipped.
 func (n *Node) ApplyStaticBackends(ctx context.Context, old, new []BackendSpec) {
-	was := make(map[string]string, len(old))
+	was := make(map[string]BackendSpec, len(old))
 	for _, b := range old {
-		was[b.ID] = b.Addr
+		was[b.ID] = b
 	}
 	keep := make(map[string]bool, len(new))
 	for _, b := range new {
 		keep[b.ID] = true
-		if a, ok := was[b.ID]; ok && a == b.Addr {
+		w := max(b.Weight, 1)
+		if o, ok := was[b.ID]; ok && o.Addr == b.Addr && max(o.Weight, 1) == w {
+			continue
+		}
+		if err := n.checkWeight(b.ID, w); err != nil {
+			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: configured backend refused")
 			continue
 		}
 		if err := n.guard.checkAddr(ctx, b.Addr); err != nil {
@@ -626,11 +631,11 @@ func (n *Node) ApplyStaticBackends(ctx context.Context, old, new []BackendSpec) 
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: configured backend refused")
 			continue
 		}
-		if _, err := n.cluster.Upsert(b.ID, b.Addr); err != nil {
+		if _, err := n.cluster.UpsertWeighted(b.ID, b.Addr, w); err != nil {
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: add configured backend failed")
 			continue
 		}
-		n.log.Info().Str("backend", b.ID).Str("addr", b.Addr).Msg("reload: backend added")
+		n.log.Info().Str("backend", b.ID).Str("addr", b.Addr).Int("weight", w).Msg("reload: backend added")
 	}
 	for _, b := range old {
 		if keep[b.ID] {
