@@ -233,12 +233,7 @@ func (p *poller) close() {
 	p.wg.Wait()
 }
 
-// loop waits for readiness and serves it. The events are handled inside
-// the RawConn's Read callback, and the callback asks to wait as soon as a
-// wait returned fewer events than it could hold (the set was empty then):
-// events that come meanwhile mark the epoll fd ready in Go's netpoller,
-// so nothing is missed, and the empty epoll_wait that a return to Read
-// would cost after every batch is saved.
+// loop waits for readiness and hands each to a worker.
 func (p *poller) loop() {
 	defer close(p.loopDone)
 	rc, err := p.file.SyscallConn()
@@ -247,54 +242,43 @@ func (p *poller) loop() {
 	}
 	events := make([]unix.EpollEvent, 128)
 	conns := make([]*wsConn, len(events))
-	// Read returns when the epoll fd is closed (close), or when a wait
-	// fails, which only a closed set makes it do.
-	_ = rc.Read(func(fd uintptr) bool {
-		for {
-			n, err := unix.EpollWait(int(fd), events, 0)
-			switch {
-			case err == unix.EINTR:
+	for {
+		var n int
+		var werr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			// Nothing ready: park until the epoll fd is readable.
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		if err != nil || werr != nil {
+			return // closed
+		}
+		// One lock for the batch, not one per event: under load a wait
+		// returns dozens of events, and the sweep contends for p.mu.
+		p.mu.Lock()
+		for i, ev := range events[:n] {
+			slot, tag := uint32(ev.Fd), uint32(ev.Pad)
+			if int(slot) < len(p.slots) && p.gens[slot] == tag>>1 {
+				conns[i] = p.slots[slot]
+			}
+		}
+		p.mu.Unlock()
+		for i, ev := range events[:n] {
+			c := conns[i]
+			conns[i] = nil // no session is kept alive by the loop
+			if c == nil {
 				continue
-			case err != nil:
-				return true
-			case n == 0:
-				return false // park until the epoll fd is readable
 			}
-			p.handle(events[:n], conns)
-			if n < len(events) {
-				return false
+			tag := uint32(ev.Pad)
+			client := tag&1 == 1
+			// Room on a socket is for the direction that writes to it;
+			// an error or hang-up wakes that writer too, to see it.
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.writable(!client)
 			}
-		}
-	})
-}
-
-// handle serves a batch of events; conns is scratch space as long.
-func (p *poller) handle(events []unix.EpollEvent, conns []*wsConn) {
-	// One lock for the batch, not one per event: under load a wait
-	// returns dozens of events, and the sweep contends for p.mu.
-	p.mu.Lock()
-	for i, ev := range events {
-		slot, tag := uint32(ev.Fd), uint32(ev.Pad)
-		if int(slot) < len(p.slots) && p.gens[slot] == tag>>1 {
-			conns[i] = p.slots[slot]
-		}
-	}
-	p.mu.Unlock()
-	for i, ev := range events {
-		c := conns[i]
-		conns[i] = nil // no session is kept alive by the loop
-		if c == nil {
-			continue
-		}
-		tag := uint32(ev.Pad)
-		client := tag&1 == 1
-		// Room on a socket is for the direction that writes to it;
-		// an error or hang-up wakes that writer too, to see it.
-		if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-			c.writable(!client)
-		}
-		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-			c.ready(client, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.ready(client, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
+			}
 		}
 	}
 }
