@@ -46,11 +46,11 @@ bench: build bench-tools
 bench-convergence:
 	$(GO) test -run '^$$' -bench 'Convergence/ring=v2/N=100/backends=300' -benchtime 5x -timeout 30m ./node/
 
-# Install haproxy and nginx for the proxy comparison when they are missing (apt-get).
+# Install haproxy, nginx (the proxy comparison) and strace (system calls per handshake) when missing (apt-get).
 bench-tools:
-	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null; then \
+	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || ! command -v strace >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y haproxy nginx; \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y haproxy nginx strace; \
 	fi
 
 # Go benchmarks of the hot paths (key, ring lookup, handshake, relay); compare runs with benchstat.

@@ -241,6 +241,7 @@ func (p *poller) loop() {
 		return
 	}
 	events := make([]unix.EpollEvent, 128)
+	conns := make([]*wsConn, len(events))
 	for {
 		var n int
 		var werr error
@@ -252,17 +253,23 @@ func (p *poller) loop() {
 		if err != nil || werr != nil {
 			return // closed
 		}
-		for _, ev := range events[:n] {
+		// One lock for the batch, not one per event: under load a wait
+		// returns dozens of events, and the sweep contends for p.mu.
+		p.mu.Lock()
+		for i, ev := range events[:n] {
 			slot, tag := uint32(ev.Fd), uint32(ev.Pad)
-			p.mu.Lock()
-			var c *wsConn
 			if int(slot) < len(p.slots) && p.gens[slot] == tag>>1 {
-				c = p.slots[slot]
+				conns[i] = p.slots[slot]
 			}
-			p.mu.Unlock()
+		}
+		p.mu.Unlock()
+		for i, ev := range events[:n] {
+			c := conns[i]
+			conns[i] = nil // no session is kept alive by the loop
 			if c == nil {
 				continue
 			}
+			tag := uint32(ev.Pad)
 			client := tag&1 == 1
 			// Room on a socket is for the direction that writes to it;
 			// an error or hang-up wakes that writer too, to see it.
@@ -1014,20 +1021,25 @@ func (c *wsConn) endDirection(up bool, err error) {
 	}
 	both, clientOpen := c.upDone && c.downDone, !c.upDone
 	c.mu.Unlock()
-	if up {
-		c.shutdownWrite(c.bfd)
-	} else {
+	if !up {
 		if clientOpen {
 			c.inject(CloseBadGateway, "backend connection lost")
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			c.rt.log.Debug().Uint64("ws", c.id).Err(err).Msg("websocket backend read")
 		}
-		c.shutdownWrite(c.cfd)
 	}
 	if both {
+		// The close sends the FIN a shutdown would: one system call
+		// less on every session's end, the common one of a handshake
+		// storm.
 		c.hardClose()
 		return
+	}
+	if up {
+		c.shutdownWrite(c.bfd)
+	} else {
+		c.shutdownWrite(c.cfd)
 	}
 	c.startLinger()
 }

@@ -22,6 +22,11 @@
 //     backends' CPU per round trip.
 //   - Stickiness: one session_id reaches one backend on every proxy, and
 //     on all three meshlb nodes.
+//   - System calls per handshake: after the runs, --strace handshakes
+//     with strace -f -c attached to each proxy (strace.go); a count, not
+//     a rate, since strace slows the proxy down.
+//
+// Each figure also gets meshlb's ratio to the best of HAProxy and NGINX.
 //
 // Targets run interleaved (direct, haproxy, nginx, meshlb, then rotated)
 // --runs times; medians are printed. Client sockets come from
@@ -76,6 +81,9 @@ type options struct {
 	// runs them alone, "off" leaves them out.
 	tls           string
 	tlsHandshakes int
+	// straceHS is the number of handshakes counted under strace -f -c
+	// after the runs (0: none).
+	straceHS int
 }
 
 func main() {
@@ -95,6 +103,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "comma-separated targets to run besides direct (haproxy,nginx,meshlb); default all")
 	flag.StringVar(&o.tls, "tls", "on", "TLS rows beside HAProxy: on (after the others), only, or off")
 	flag.IntVar(&o.tlsHandshakes, "tls-handshakes", 1000, "handshakes per TLS handshake run (full, and resumed)")
+	flag.IntVar(&o.straceHS, "strace", 500, "handshakes whose system calls strace -c counts per proxy after the runs (0: none)")
 	flag.Parse()
 	if o.runs < 1 || o.idle < 1 || o.conns < 1 || o.inflight < 1 || o.handshakes < 1 || o.hsConc < 1 || o.latConns < 1 {
 		fmt.Fprintln(os.Stderr, "proxybench: counts must be >= 1")
@@ -134,6 +143,7 @@ type target struct {
 	owned []*wsload.Proc // every process started for it, stopped on restart
 	extra []string       // other nodes of the mesh, for the stickiness check
 	res   []result       // one per run
+	sys   *syscallCount  // system calls per handshake, if counted
 }
 
 // result is one run's figures of one target.
@@ -249,6 +259,16 @@ func (b *bench) run() error {
 				return fmt.Errorf("%s run %d: %w", t.name, r+1, err)
 			}
 			t.res = append(t.res, res)
+		}
+	}
+	if b.o.straceHS > 0 {
+		for _, t := range b.targets[1:] {
+			sc, err := b.straceHandshakes(t, b.o.straceHS)
+			if err != nil {
+				logf("%s: no system call count: %v", t.name, err)
+				continue
+			}
+			t.sys = &sc
 		}
 	}
 	b.print(sticky)
@@ -798,24 +818,26 @@ func (b *bench) print(sticky string) {
 		// per, if set, is the same run's figure the proxy's is divided
 		// by; otherwise the ratio is to direct.
 		per func(result) float64
+		// higher: more is better (rates); otherwise less is.
+		higher bool
 	}{
-		{"RSS per idle WebSocket (KiB)", func(r result) float64 { return r.idleKiB }, nil},
-		{"echo throughput (msg/s)", func(r result) float64 { return r.msgs }, nil},
-		{"proxy CPU per message (µs)", func(r result) float64 { return r.proxyCPU }, func(r result) float64 { return r.backendCPU }},
-		{"backends' CPU per message (µs)", func(r result) float64 { return r.backendCPU }, nil},
-		{"handshakes/s", func(r result) float64 { return r.hsRate }, nil},
-		{"proxy CPU per handshake (µs)", func(r result) float64 { return r.hsProxyCPU }, func(r result) float64 { return r.hsBackendCPU }},
-		{"backends' CPU per handshake (µs)", func(r result) float64 { return r.hsBackendCPU }, nil},
-		{"echo p50 at 100 conns (µs)", func(r result) float64 { return r.p50 }, nil},
-		{"echo p99 at 100 conns (µs)", func(r result) float64 { return r.p99 }, nil},
-		{"proxy CPU per round trip (µs)", func(r result) float64 { return r.rtProxyCPU }, func(r result) float64 { return r.rtBackendCPU }},
-		{"backends' CPU per round trip (µs)", func(r result) float64 { return r.rtBackendCPU }, nil},
+		{"RSS per idle WebSocket (KiB)", func(r result) float64 { return r.idleKiB }, nil, false},
+		{"echo throughput (msg/s)", func(r result) float64 { return r.msgs }, nil, true},
+		{"proxy CPU per message (µs)", func(r result) float64 { return r.proxyCPU }, func(r result) float64 { return r.backendCPU }, false},
+		{"backends' CPU per message (µs)", func(r result) float64 { return r.backendCPU }, nil, false},
+		{"handshakes/s", func(r result) float64 { return r.hsRate }, nil, true},
+		{"proxy CPU per handshake (µs)", func(r result) float64 { return r.hsProxyCPU }, func(r result) float64 { return r.hsBackendCPU }, false},
+		{"backends' CPU per handshake (µs)", func(r result) float64 { return r.hsBackendCPU }, nil, false},
+		{"echo p50 at 100 conns (µs)", func(r result) float64 { return r.p50 }, nil, false},
+		{"echo p99 at 100 conns (µs)", func(r result) float64 { return r.p99 }, nil, false},
+		{"proxy CPU per round trip (µs)", func(r result) float64 { return r.rtProxyCPU }, func(r result) float64 { return r.rtBackendCPU }, false},
+		{"backends' CPU per round trip (µs)", func(r result) float64 { return r.rtBackendCPU }, nil, false},
 	}
 	fmt.Printf("%-34s", "figure")
 	for _, t := range b.targets {
 		fmt.Printf(" %16s", t.name)
 	}
-	fmt.Println()
+	fmt.Printf(" %16s\n", "meshlb/best peer")
 	for _, row := range rows {
 		fmt.Printf("%-34s", row.name)
 		d := med(direct, row.f)
@@ -833,8 +855,9 @@ func (b *bench) print(sticky string) {
 			}
 			fmt.Printf(" %16s", cell)
 		}
-		fmt.Println()
+		fmt.Printf(" %16s\n", b.toBestPeer(func(t *target) float64 { return med(t, row.f) }, row.higher))
 	}
+	b.printSyscalls()
 	fmt.Println("\n(x): to direct; for proxy CPU, to the backends' CPU per message, handshake or round trip in the same run.")
 	fmt.Println("RSS per idle WebSocket, direct: what one echo backend holds per WebSocket.")
 	fmt.Println("\nper run:")
