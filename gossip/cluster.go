@@ -360,6 +360,48 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
+// FailedMember is a member that went away without leaving: memberlist
+// declared it dead, and the rejoin loop keeps trying it for a while.
+type FailedMember struct {
+	Name  string
+	Addr  string // gossip host:port
+	Since time.Time
+}
+
+// Failed returns the members that failed and have not come back, sorted
+// by name; they are forgotten after failedPeerTTL, as the rejoin loop
+// forgets them (Serf's failed members, reaped likewise).
+func (c *Cluster) Failed() []FailedMember {
+	c.mu.Lock()
+	out := make([]FailedMember, 0, len(c.failed))
+	for name, f := range c.failed {
+		out = append(out, FailedMember{Name: name, Addr: f.addr, Since: f.since})
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b FailedMember) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Suspects returns the names of the members memberlist suspects now: still
+// listed as live, but a probe went unanswered and the mesh is waiting for
+// a refutation before it declares them dead.
+func (c *Cluster) Suspects() map[string]bool {
+	ml := c.ml.Load()
+	if ml == nil {
+		return nil
+	}
+	var out map[string]bool
+	for _, m := range ml.Members() {
+		if m.State == memberlist.StateSuspect {
+			if out == nil {
+				out = make(map[string]bool)
+			}
+			out[m.Name] = true
+		}
+	}
+	return out
+}
+
 // SetMeta replaces this node's meta and announces it (memberlist UpdateNode,
 // waiting up to a second for the broadcast to go out). It is a no-op when m
 // is unchanged. A zero Role or State keeps the current one.

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,6 +33,14 @@ func TestChaosKillNodeUnder1000Sessions(t *testing.T) {
 		t.Fatalf("%d reconnects; want the killed node's ~333 sessions back", r.Reconnects)
 	}
 	t.Logf("1000 sessions, %d reconnects after kill -9, 0 moved, 0 misroutes", r.Reconnects)
+	// The survivors list the killed node as failed, not just fewer members.
+	out, errOut, code := cli(t, "status", "--admin-url", "http://"+m.admins[0])
+	if code != 0 {
+		t.Fatalf("meshlb status exit %d: %s", code, errOut)
+	}
+	if !regexp.MustCompile(`(?m)^n2\s+failed \d`).MatchString(out) {
+		t.Fatalf("meshlb status does not list n2 as failed:\n%s", out)
+	}
 }
 
 // A rolling restart (SIGTERM, wait for exit 0, start again on the same

@@ -109,6 +109,16 @@ type MemberStatus struct {
 	RingFingerprint   string `json:"ring_fingerprint"`
 	ConfigFingerprint string `json:"config_fingerprint"`
 	Error             string `json:"error,omitempty"`
+	// Suspect: a probe of it went unanswered and the mesh waits for it to
+	// refute the suspicion before declaring it failed.
+	Suspect bool `json:"suspect,omitempty"`
+}
+
+// FailedMemberStatus is a member in Status.FailedMembers.
+type FailedMemberStatus struct {
+	Name       string    `json:"name"`
+	GossipAddr string    `json:"gossip_addr"`
+	Since      time.Time `json:"since"`
 }
 
 // RingStatus describes the ring this node routes with.
@@ -127,7 +137,10 @@ type Status struct {
 	Reason            string         `json:"reason,omitempty"`
 	ConfigFingerprint string         `json:"config_fingerprint"`
 	Members           []MemberStatus `json:"members"`
-	Ring              RingStatus     `json:"ring"`
+	// FailedMembers went away without leaving (a crash or a partition) and
+	// have not come back; they are tried again, and forgotten after a day.
+	FailedMembers []FailedMemberStatus `json:"failed_members"`
+	Ring          RingStatus           `json:"ring"`
 	// RingAgreed: every live, non-leaving member reports this node's ring
 	// fingerprint. ConfigAgreed: the same for the config fingerprint.
 	RingAgreed   bool         `json:"ring_agreed"`
@@ -157,8 +170,13 @@ func (n *Node) Status() Status {
 	if err := n.lastBuildErr(); err != nil {
 		s.Ring.Error = err.Error()
 	}
+	suspects := n.cluster.Suspects()
+	s.FailedMembers = []FailedMemberStatus{}
+	for _, f := range n.cluster.Failed() {
+		s.FailedMembers = append(s.FailedMembers, FailedMemberStatus{Name: f.Name, GossipAddr: f.Addr, Since: f.Since.UTC()})
+	}
 	for _, m := range n.cluster.Members() {
-		ms := MemberStatus{Name: m.Name, GossipAddr: m.Addr}
+		ms := MemberStatus{Name: m.Name, GossipAddr: m.Addr, Suspect: suspects[m.Name]}
 		if m.MetaErr != nil {
 			ms.State = "unknown"
 			ms.Error = m.MetaErr.Error()

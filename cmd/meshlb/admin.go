@@ -243,7 +243,14 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		fmt.Fprint(tw, "\n")
 		fmt.Fprintln(tw, "NAME\tSTATE\tREADY\tGOSSIP\tPROXY\tADMIN\tRING\tCONFIG")
 		for _, m := range s.Members {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, yesNo(m.Ready), m.GossipAddr, m.ProxyAddr, m.AdminAddr, m.RingFingerprint, m.ConfigFingerprint)
+			state := m.State
+			if m.Suspect {
+				state += " (suspect)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, state, yesNo(m.Ready), m.GossipAddr, m.ProxyAddr, m.AdminAddr, m.RingFingerprint, m.ConfigFingerprint)
+		}
+		for _, f := range s.FailedMembers {
+			fmt.Fprintf(tw, "%s\tfailed %s ago\t-\t%s\t-\t-\t-\t-\n", f.Name, time.Since(f.Since).Round(time.Second), f.GossipAddr)
 		}
 	case cmd == "route":
 		var r node.RouteAnswer
