@@ -66,7 +66,7 @@ bench-ws: build
 # Short fuzzing of every parser of untrusted bytes (FUZZTIME per target).
 FUZZTIME ?= 20s
 fuzz:
-	@for pkg in ./ring/ ./gossip/ ./health/ ./config/ ./router/ ./node/ ./meshdns/ ./tlsconf/; do \
+	@for pkg in ./ring/ ./gossip/ ./health/ ./config/ ./router/ ./node/ ./meshdns/ ./tlsconf/ ./meshacme/; do \
 	  for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \

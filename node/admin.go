@@ -277,7 +277,11 @@ type BackendStatus struct {
 	Origin    string    `json:"origin"`
 	Updated   time.Time `json:"updated"`
 	// LastChange is the last change of the effective state.
-	LastChange   time.Time           `json:"last_change"`
+	LastChange time.Time `json:"last_change"`
+	// Sessions is the backend's open WebSockets summed over the live
+	// nodes, from their load summaries (a few seconds old at most); only
+	// in the list.
+	Sessions     int64               `json:"sessions"`
 	Health       *BackendHealth      `json:"health,omitempty"`
 	Observations []ObservationStatus `json:"observations"`
 }
@@ -304,9 +308,12 @@ func (n *Node) backendStatus(rec gossip.Record, hv healthView) BackendStatus {
 func (n *Node) handleListBackends(w http.ResponseWriter, _ *http.Request) {
 	recs := n.cluster.Records()
 	hv := n.healthView()
+	open := n.MeshView().Backends
 	out := make([]BackendStatus, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, n.backendStatus(rec, hv))
+		b := n.backendStatus(rec, hv)
+		b.Sessions = open[rec.ID]
+		out = append(out, b)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"backends": out})
 }
@@ -408,14 +415,45 @@ func (n *Node) checkCapacity(id string) error {
 }
 
 func (n *Node) handleDrainBackend(w http.ResponseWriter, r *http.Request) {
-	n.setBackendState(w, r.PathValue("id"), gossip.StateDraining)
+	n.setBackendState(w, r, gossip.StateDraining)
 }
 
 func (n *Node) handleRemoveBackend(w http.ResponseWriter, r *http.Request) {
-	n.setBackendState(w, r.PathValue("id"), gossip.StateRemoved)
+	n.setBackendState(w, r, gossip.StateRemoved)
 }
 
-func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State) {
+// closeSessionsParams reads drain's and remove's close_sessions=true and
+// spread=DURATION (default 0: at once).
+func closeSessionsParams(r *http.Request) (close bool, spread time.Duration, err error) {
+	q := r.URL.Query()
+	switch v := q.Get("close_sessions"); v {
+	case "", "false", "0":
+	case "true", "1":
+		close = true
+	default:
+		return false, 0, fmt.Errorf("close_sessions %q: want true or false", v)
+	}
+	if v := q.Get("spread"); v != "" {
+		if !close {
+			return false, 0, errors.New("spread: only with close_sessions=true")
+		}
+		if spread, err = time.ParseDuration(v); err != nil || spread < 0 || spread > MaxCloseSpread {
+			return false, 0, fmt.Errorf("spread %q: want a duration from 0s to %v", v, MaxCloseSpread)
+		}
+	}
+	return close, spread, nil
+}
+
+func (n *Node) setBackendState(w http.ResponseWriter, r *http.Request, st gossip.State) {
+	id := r.PathValue("id")
+	closeAll, spread, err := closeSessionsParams(r)
+	if err == nil && closeAll && st == gossip.StateActive {
+		err = errors.New("close_sessions: only with drain or remove")
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	rec, err := n.cluster.SetState(id, st)
 	switch {
 	case errors.Is(err, gossip.ErrUnknownBackend):
@@ -428,7 +466,14 @@ func (n *Node) setBackendState(w http.ResponseWriter, id string, st gossip.State
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	n.log.Info().Str("backend", rec.ID).Str("state", rec.State.String()).Msg("backend state changed")
+	n.log.Info().Str("backend", rec.ID).Str("state", rec.State.String()).Bool("close_sessions", closeAll).Msg("backend state changed")
+	if closeAll {
+		// After the state change, so no node routes a reconnect back to it.
+		if err := n.requestCloseSessions(rec.ID, spread); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "backend "+rec.State.String()+", but its sessions were not closed: "+err.Error())
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, n.backendStatus(rec, n.healthView()))
 }
 

@@ -18,7 +18,8 @@ import (
 // (mesh_summary.go), 6 and 7 the gossip keyring's intents and each node's
 // key status (keys.go), 8, 9 and 10 ACME challenges, certificate chunks
 // and domain records (acme.go), 11 the affinity cookie's signing keys
-// (affinity.go); 12 is promised to session control.
+// (affinity.go), 12 requests to close a backend's sessions
+// (closesessions.go).
 const (
 	kindObservation gossip.Kind = 2 // health: one node's view of one backend
 	kindVerdict     gossip.Kind = 3 // health: the mesh's decision on one backend
@@ -36,7 +37,7 @@ const observationTTL = time.Hour
 // more): observations take 2.5 MiB (with 20-byte names, some 24,000, that
 // is nodes × backends), verdicts 512 KiB (some 12,000 backends), load
 // summaries 256 KiB (mesh_summary.go), ACME 160 KiB (acme.go), affinity
-// keys 16 KiB (affinity.go), and the rest (TestReplicatedKindsFit logs it)
+// keys 16 KiB (affinity.go), close requests 32 KiB (closesessions.go), and the rest (TestReplicatedKindsFit logs it)
 // is left for the kinds to come.
 func replicatedKinds() []gossip.KindSpec {
 	backendOf := func(key string) string {
@@ -71,8 +72,9 @@ func replicatedKinds() []gossip.KindSpec {
 			// Verdicts change rings: every new one is passed on.
 			RelayAll: true,
 		},
-		ticketKeySpec(),   // 256 KiB of the 1 MiB left (tickets.go)
-		loadSpec(),        // kind 5, 256 KiB (mesh_summary.go)
-		affinityKeySpec(), // kind 11, 16 KiB (affinity.go)
+		ticketKeySpec(),     // 256 KiB of the 1 MiB left (tickets.go)
+		loadSpec(),          // kind 5, 256 KiB (mesh_summary.go)
+		affinityKeySpec(),   // kind 11, 16 KiB (affinity.go)
+		closeSessionsSpec(), // kind 12, 32 KiB (closesessions.go)
 	}, append(keyKinds(), acmeKinds()...)...)
 }

@@ -319,6 +319,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.wg.Go(func() { n.keyLoop(runCtx) })
 	n.wg.Go(func() { n.affinityLoop(runCtx) })
+	n.wg.Go(func() { n.closeSessionsLoop(runCtx) })
 
 	n.log.Info().
 		Str("gossip_addr", n.cluster.GossipAddr()).

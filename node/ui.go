@@ -148,7 +148,7 @@ func (n *Node) handleUndrainBackend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "backend "+id+" is removed; add it again with POST /v1/backends")
 		return
 	}
-	n.setBackendState(w, id, gossip.StateActive)
+	n.setBackendState(w, r, gossip.StateActive)
 }
 
 func (n *Node) record(id string) (gossip.Record, bool) {

@@ -28,6 +28,33 @@ func (rt *Router) Drain(ctx context.Context, code uint16, spread time.Duration) 
 	rt.mu.Unlock()
 	rt.log.Debug().Int("websockets", len(conns)).Uint16("code", code).Dur("spread", spread).Msg("draining websockets")
 
+	return rt.closeSpread(ctx, conns, code, spread)
+}
+
+// CloseSessions closes the WebSockets proxied to backend with a close
+// frame carrying code, spread as Drain spreads them, and reports how many
+// it asked to close; unlike Drain it leaves new WebSockets alone (the
+// backend is out of the ring by then, so they go elsewhere). It returns
+// when the sessions have closed, or closes the rest hard when ctx ends.
+func (rt *Router) CloseSessions(ctx context.Context, backend string, code uint16, spread time.Duration) (int, error) {
+	if !validCloseCode(code) {
+		return 0, fmt.Errorf("close sessions: invalid close code %d", code)
+	}
+	rt.mu.Lock()
+	var conns []*wsConn
+	for _, c := range rt.conns {
+		if c.backendID == backend {
+			conns = append(conns, c)
+		}
+	}
+	rt.mu.Unlock()
+	rt.log.Debug().Str("backend", backend).Int("websockets", len(conns)).Uint16("code", code).Dur("spread", spread).Msg("closing a backend's websockets")
+	return len(conns), rt.closeSpread(ctx, conns, code, spread)
+}
+
+// closeSpread asks each of conns to close with code, at a random moment
+// of its own slice of spread, and waits for them to end.
+func (rt *Router) closeSpread(ctx context.Context, conns []*wsConn, code uint16, spread time.Duration) error {
 	// Session i of n closes at a random moment of the i-th slice of
 	// spread: uniform over the window, never bunched.
 	rand.Shuffle(len(conns), func(i, j int) { conns[i], conns[j] = conns[j], conns[i] })

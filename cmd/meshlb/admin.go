@@ -20,7 +20,7 @@ import (
 var adminUsage = map[string]string{
 	"status":   "Usage: meshlb status [--admin-url URL] [--json]\n\nShow the node's view of the mesh: members, ring, and whether every node agrees.\n",
 	"route":    "Usage: meshlb route KEY [--admin-url URL] [--json]\n\nShow which backend KEY (a session ID or client IP) is routed to.\n",
-	"backends": "Usage: meshlb backends [list | add [id=]host:port | drain ID | remove ID] [--admin-url URL] [--json]\n\nList or change the mesh-wide backend catalog through any node.\n",
+	"backends": "Usage: meshlb backends [list | add [id=]host:port [--weight N] | drain ID [--close-sessions [--spread 30s]] | undrain ID | remove ID [--close-sessions [--spread 30s]]] [--admin-url URL] [--json]\n\nList or change the mesh-wide backend catalog through any node.\n",
 	"keys":     keysUsage,
 }
 
@@ -44,8 +44,12 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
 	tf := addTLSFlags(fs, environ)
 	var weight *int
+	var closeSessions *bool
+	var spread *time.Duration
 	if cmd == "backends" {
 		weight = fs.Int("weight", 1, "weight of the backend added (1-100): its share of keys is proportional to it")
+		closeSessions = fs.Bool("close-sessions", false, "drain or remove: also close the backend's WebSockets on every node (close code 1012), so they reconnect to their new owners")
+		spread = fs.Duration("spread", 0, "with --close-sessions: spread the closes over this window, jittered (0: at once)")
 	}
 	// A mistyped flag gets one line and a hint, not the whole help: the
 	// flag package would print both.
@@ -114,10 +118,20 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 			method, path, body = "POST", "/v1/backends", map[string]any{"id": spec.ID, "addr": spec.Addr, "weight": *weight}
 		case sub == "drain" && len(pos) == 2:
 			method, path = "POST", "/v1/backends/"+url.PathEscape(pos[1])+"/drain"
+		case sub == "undrain" && len(pos) == 2:
+			method, path = "POST", "/v1/backends/"+url.PathEscape(pos[1])+"/undrain"
 		case sub == "remove" && len(pos) == 2:
 			method, path = "DELETE", "/v1/backends/"+url.PathEscape(pos[1])
 		default:
-			return usageErr(stderr, cmd, "expected list, add [id=]host:port, drain ID or remove ID")
+			return usageErr(stderr, cmd, "expected list, add [id=]host:port, drain ID, undrain ID or remove ID")
+		}
+		switch {
+		case *closeSessions && sub != "drain" && sub != "remove":
+			return usageErr(stderr, cmd, "--close-sessions goes with drain or remove")
+		case *spread != 0 && !*closeSessions:
+			return usageErr(stderr, cmd, "--spread goes with --close-sessions")
+		case *closeSessions:
+			path += "?close_sessions=true&spread=" + url.QueryEscape(spread.String())
 		}
 	case "keys":
 		var msg string
@@ -271,13 +285,13 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return err
 		}
-		fmt.Fprintln(tw, "ID\tADDR\tSTATE\tIN RING\tDOWN VOTES\tHERE\tCHANGED\tREASON")
+		fmt.Fprintln(tw, "ID\tADDR\tSTATE\tIN RING\tSESSIONS\tDOWN VOTES\tHERE\tCHANGED\tREASON")
 		for _, b := range l.Backends {
 			votes := "-"
 			if b.Health != nil && b.Health.Voters > 0 {
 				votes = fmt.Sprintf("%d/%d", b.Health.DownVotes, b.Health.Voters)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.EffectiveState, yesNo(b.InRing), votes, b.LocalView,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.EffectiveState, yesNo(b.InRing), b.Sessions, votes, b.LocalView,
 				b.LastChange.Format(time.RFC3339), b.Reason)
 		}
 	}

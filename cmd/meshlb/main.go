@@ -39,7 +39,7 @@ Commands:
   node       run a node                      (meshlb node --help)
   status     a node's view of the mesh       (meshlb status --help)
   route KEY  which backend a key goes to
-  backends   list | add [id=]host:port | drain ID | remove ID
+  backends   list | add [id=]host:port | drain ID | undrain ID | remove ID
   keys       list | install KEY | use KEY | remove KEY: rotate the gossip
              key on every node (meshlb keys --help)
   echo       a demo backend that answers with its name (meshlb echo --help)
