@@ -670,11 +670,13 @@ func (c *wsConn) inject(code uint16, reason string) {
 		c.hardClose()
 		return
 	}
+	// Noted before the write: the client's echo of this close can reach
+	// the up relay before writeClient returns, and must not claim it.
+	c.noteClose(closerNode, code)
 	if err := c.writeClient(frame); err != nil {
 		c.hardClose()
 		return
 	}
-	c.noteClose(closerNode, code)
 	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Uint16("code", code).Str("reason", reason).Msg("websocket close sent")
 }
 
