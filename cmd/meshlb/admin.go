@@ -60,9 +60,8 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(stderr)
 				fmt.Fprint(stderr, adminUsage[cmd], "\nFlags:\n")
-				fs.PrintDefaults()
+				printFlags(stderr, fs)
 				return 0
 			}
 			fmt.Fprintf(stderr, "meshlb %s: %v (see meshlb %s --help)\n", cmd, err, cmd)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,7 +50,6 @@ func (l *listFlag) Set(s string) error {
 
 func runBench(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshlb bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var nodes, admins listFlag
 	fs.Var(&nodes, "nodes", "node proxy addresses host:port, comma-separated or repeated")
 	target := fs.String("target", "", "a DNS `name:port` whose addresses are the nodes (re-resolved every second)")
@@ -77,22 +75,12 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	waitMembers := fs.Int("wait-members", 1, "with --wait-ready: the mesh must have at least this many nodes")
 	asJSON := fs.Bool("json", false, "print the report as JSON on stdout")
 	level := fs.String("log-level", "warn", "log level (debug logs every connection)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if done, code := parseFlags(fs, args, stderr, benchUsage); done {
+		return code
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "meshlb bench: "+format+"\n", a...)
 		return 2
-	}
-	if fs.NArg() > 0 {
-		return usageErr("unexpected argument %q", fs.Arg(0))
 	}
 	lvl, err := zerolog.ParseLevel(*level)
 	if err != nil || *level == "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,13 +17,11 @@ import (
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshlb demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	base := fs.Int("base-port", 18000, "first port: nodes' proxies on base+i, admin APIs on base+100+i, gossip on base+200+i, backends on base+300+j, the page on base+400")
 	nodes := fs.Int("nodes", 3, "number of meshlb nodes")
 	backends := fs.Int("backends", 3, "number of echo backends")
 	level := fs.String("log-level", "warn", "log level of the nodes and backends")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshlb demo [flags]
+	const head = `Usage: meshlb demo [flags]
 
 Runs a meshlb mesh on loopback in one process: nodes that join through a seed
 and echo backends that answer with their name, plus a page where you open
@@ -32,14 +29,9 @@ WebSocket sessions and stop and start nodes and backends to watch sessions stick
 Ctrl-C stops everything.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+`
+	if done, code := parseFlags(fs, args, stderr, head); done {
+		return code
 	}
 	lvl, err := zerolog.ParseLevel(*level)
 	if err != nil || *level == "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,29 +16,18 @@ import (
 
 func runEcho(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshlb echo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:9001", "host:port to serve on")
 	id := fs.String("id", "", "name this backend answers with (default: the listen address)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshlb echo [--listen host:port] [--id NAME]
+	const head = `Usage: meshlb echo [--listen host:port] [--id NAME]
 
 A demo backend: WebSocket echo on any path (the text message "whoami" is
 answered with its id, so you see which backend a session reached) and HTTP
 GET answered with its id.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meshlb echo: unexpected argument %q\n", fs.Arg(0))
-		return 2
+`
+	if done, code := parseFlags(fs, args, stderr, head); done {
+		return code
 	}
 	log := newLogger(stderr, zerolog.InfoLevel, "auto")
 	e := &demo.Echo{ID: *id, Logger: log}
