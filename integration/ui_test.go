@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 )
@@ -318,4 +320,103 @@ func shot(t *testing.T, ctx context.Context, dir, name string, width, height int
 		}
 	}
 	t.Logf("screenshot: %s", strings.Join(paths, ", "))
+}
+
+// TestDashboardWithTokensInChromium opens the dashboard of a node that
+// has an admin token file, in headless Chromium: the page loads without a
+// token, asks for one (a prompt) when the API refuses it, shows the mesh
+// with the read token it was given, asks again when a drain is refused
+// for want of the write role, and drains with the write token; the
+// tokens never reach a cookie or the URL.
+func TestDashboardWithTokensInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node and a browser; skipped with -short")
+	}
+	chromium := findChromium()
+	if chromium == "" {
+		t.Skip("no chromium on PATH (apt-get install chromium): the dashboard test needs a real browser")
+	}
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte(integReadTok+" read\n"+integWriteTok+" write\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, b1 := startEcho(t, "web-1")
+	_, b2 := startEcho(t, "web-2")
+	_, s := startNode(t, "n0", "--admin-token-file", tokens, "--backend", "web-1="+b1, "--backend", "web-2="+b2)
+	base := "http://" + s.AdminAddr
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(1366, 768))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+
+	// The operator answers each prompt with the next token: read first,
+	// write when a button is refused.
+	answers := make(chan string, 2)
+	answers <- integReadTok
+	answers <- integWriteTok
+	var mu sync.Mutex
+	var prompts []string
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	go func() {
+		for ev, err := range dialogs {
+			if err != nil {
+				return
+			}
+			var text string
+			select {
+			case text = <-answers:
+			default: // a third prompt: dismissed, and the test sees it below
+			}
+			mu.Lock()
+			prompts = append(prompts, ev.Message)
+			mu.Unlock()
+			go func() {
+				_, err := chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: text != "", PromptText: text})
+				if err != nil && ctx.Err() == nil {
+					t.Errorf("answer the prompt: %v", err)
+				}
+			}()
+		}
+	}()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/ui/")); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	pageWait(t, ctx, 15*time.Second, "the page shows the mesh with the read token",
+		`(() => { const m = document.querySelectorAll('#members tbody tr').length,
+		            b = document.querySelectorAll('#backends tbody tr[data-state="active"]').length;
+		          return m === 1 && b === 2 ? "" : m + " members, " + b + " active backends"; })()`)
+	mu.Lock()
+	if len(prompts) != 1 {
+		t.Fatalf("prompts before the mesh showed: %q; want one asking for a read token", prompts)
+	}
+	mu.Unlock()
+
+	// Drain web-1 from its button: refused for the read token, asked
+	// again, done with the write token.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#backends tr[data-backend="web-1"] button`))); err != nil {
+		t.Fatalf("click drain: %v", err)
+	}
+	pageWait(t, ctx, 15*time.Second, "web-1 shows draining",
+		`(() => { const r = document.querySelector('#backends tr[data-backend="web-1"]');
+		          return r && r.dataset.state === "draining" ? "" : "row state " + (r && r.dataset.state) + "; " + document.querySelector('#action-result').textContent; })()`)
+	code, body := adminDo(t, "GET", base+"/v1/backends", integReadTok, "")
+	if code != 200 || !strings.Contains(body, `"draining"`) {
+		t.Errorf("/v1/backends after the drain button: %d %s", code, body)
+	}
+	mu.Lock()
+	if len(prompts) != 2 || !strings.Contains(prompts[1], "403") {
+		t.Errorf("prompts: %q; want a second one naming the refused drain's 403", prompts)
+	}
+	mu.Unlock()
+	leak := pageString(t, ctx, `(() => document.cookie + " " + location.href + " " + document.documentElement.innerHTML.includes(`+strconv.Quote(integWriteTok)+`))()`)
+	if strings.Contains(leak, integReadTok) || strings.Contains(leak, integWriteTok) || strings.HasSuffix(leak, "true") {
+		t.Errorf("a token shows in the cookie, the URL or the page: %q", leak)
+	}
+	shot(t, ctx, dir, "tokens-drained-1366x768.png", 1366, 768)
 }
