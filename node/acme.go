@@ -448,14 +448,17 @@ func (n *Node) acmeInstall(d string, rec meshacme.Record) {
 	}
 }
 
+// acmePutInService saves c to disk first, then serves it: a certificate
+// in service is one a restart finds on disk (a node killed between the two
+// came back with the previous one, seen in CI).
 func (n *Node) acmePutInService(d string, c *meshacme.Cert, source string) {
 	m := n.tls.acme
-	m.install(d, c)
-	m.installs.WithLabelValues(source).Inc()
-	m.log.Info().Str("domain", d).Str("serial", c.Serial).Str("source", source).Time("not_after", c.Leaf.NotAfter).Msg("acme certificate in service")
 	if err := meshacme.Save(meshacme.Path(m.dir, d), c); err != nil {
 		m.log.Error().Err(err).Str("domain", d).Msg("acme certificate not saved to disk; a restart waits for the mesh")
 	}
+	m.install(d, c)
+	m.installs.WithLabelValues(source).Inc()
+	m.log.Info().Str("domain", d).Str("serial", c.Serial).Str("source", source).Time("not_after", c.Leaf.NotAfter).Msg("acme certificate in service")
 }
 
 // acmeOrderers are the live members that may order, by name.
