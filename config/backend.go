@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/node"
 	"github.com/meshlb/meshlb/ring"
 )
@@ -24,11 +25,18 @@ var backendOptions = map[string]func(b *node.BackendSpec, v string) error{
 		b.Weight = w
 		return nil
 	},
+	"pool": func(b *node.BackendSpec, v string) error {
+		if err := gossip.ValidatePool(v); err != nil {
+			return err
+		}
+		b.Pool = v
+		return nil
+	},
 }
 
 // ParseBackends parses a --backend value: comma-separated backends, each
-// "[id=]host:port" followed by its own ",key=value" options, as in
-// "web-1=10.0.0.5:9000,weight=3,web-2=10.0.0.6:9000". An element is an
+// "[id=]host:port" followed by its own ",key=value" options (weight, pool),
+// as in "web-1=10.0.0.5:9000,weight=3,pool=rides,web-2=10.0.0.6:9000". An element is an
 // option when its value holds no colon: an address always has one (its
 // port), so "weight=10.0.0.7:80" is still a backend named weight.
 func ParseBackends(v string) ([]node.BackendSpec, error) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshlb/meshlb/node"
+	"github.com/meshlb/meshlb/router"
 )
 
 func TestParseBackends(t *testing.T) {
@@ -28,7 +29,7 @@ func TestParseBackends(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct{ in, want string }{
-		{"a=1.2.3.4:80,pool=x", `unknown; allowed: weight`},
+		{"a=1.2.3.4:80,colour=x", `unknown; allowed: pool, weight`},
 		{"weight=3", "before any"},
 		{"a=1.2.3.4:80,weight=0", "want 1 to 100"},
 		{"a=1.2.3.4:80,weight=101", "want 1 to 100"},
@@ -75,4 +76,47 @@ func FuzzParseBackends(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPoolsAndRoutesFlagsAndYAML: backends name their pool with ,pool= in
+// the flag and in YAML; routes come as repeated --route flags, one value
+// with ;, or a YAML route: list, all the same strings; bad ones name the
+// option.
+func TestPoolsAndRoutesFlagsAndYAML(t *testing.T) {
+	file := writeFile(t, "name: n\nbackend:\n  - rides-1=10.0.1.1:80,pool=rides,weight=2\n  - 10.0.1.2:80\nroute:\n  - host=rides.example.com,path=/ws,pool=rides\n  - path=/chat,pool=chat\n")
+	for _, args := range [][]string{
+		{"--config", file},
+		{"--name=n", "--backend", "rides-1=10.0.1.1:80,weight=2,pool=rides,10.0.1.2:80",
+			"--route", "host=rides.example.com,path=/ws,pool=rides", "--route", "path=/chat,pool=chat"},
+		{"--name=n", "--backend", "rides-1=10.0.1.1:80,weight=2,pool=rides,10.0.1.2:80",
+			"--route", "host=rides.example.com,path=/ws,pool=rides; path=/chat,pool=chat"},
+	} {
+		c, err := ParseNode(args, nil, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		bs := c.Node.Backends
+		if len(bs) != 2 || bs[0].Pool != "rides" || bs[0].Weight != 2 || bs[1].Pool != "" {
+			t.Errorf("%v: backends %+v", args, bs)
+		}
+		rs := c.Node.Router.Routes
+		if len(rs) != 2 || rs[0] != (router.Route{Host: "rides.example.com", Path: "/ws", Pool: "rides"}) || rs[1] != (router.Route{Path: "/chat", Pool: "chat"}) {
+			t.Errorf("%v: routes %+v", args, rs)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--backend", "a=1.2.3.4:80,pool=Rides"}, "pool \"Rides\""},
+		{[]string{"--backend", "a=1.2.3.4:80,pool=a,pool=b"}, "given twice"},
+		{[]string{"--route", "path=/ws"}, "--route"},
+		{[]string{"--route", "path=/ws,pool=Bad"}, "pool \"Bad\""},
+		{[]string{"--route", "host=a:80,pool=x"}, "host"},
+	} {
+		_, err := ParseNode(append([]string{"--name=n"}, tc.args...), nil, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
 }

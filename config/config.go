@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshlb/meshlb/gossip"
 	"github.com/meshlb/meshlb/health"
 	"github.com/meshlb/meshlb/meshdns"
 	"github.com/meshlb/meshlb/node"
@@ -123,7 +124,7 @@ func nodeOptions() []option {
 			return nil
 		}},
 		{name: "access-log-keys", flag: true, usage: "write the raw routing key (a session ID is a credential) in access log lines, not only its hash", apply: boolean(func(c *Node, b bool) { c.Node.AccessLogKeys = b })},
-		{name: "backend", list: true, usage: "static backend [id=]host:port[,weight=1-100]; repeat or comma-separate", apply: func(c *Node, v string) error {
+		{name: "backend", list: true, usage: "static backend [id=]host:port[,weight=1-100][,pool=NAME]; repeat or comma-separate", apply: func(c *Node, v string) error {
 			bs, err := ParseBackends(v)
 			c.Node.Backends = append(c.Node.Backends, bs...)
 			return err
@@ -166,6 +167,22 @@ func nodeOptions() []option {
 		{name: "ring-algorithm", def: ring.DefaultAlgorithm, usage: "v1 (one library ring) or v2 (grouped: builds in ms at hundreds of backends); mesh-wide, see ring/DEFAULTS.md before changing it", apply: func(c *Node, v string) error { c.Node.Ring.Algorithm = v; return nil }},
 		{name: "ring-seed", usage: "secret keying the ring's hash so outsiders can't aim keys at one backend (mesh-wide)", apply: func(c *Node, v string) error {
 			c.Node.Ring.Seed = v
+			return nil
+		}},
+		{name: "route", list: true, usage: "send requests to a pool by host and path prefix: 'host=NAME,path=/PREFIX,pool=NAME' (host exact or *.suffix, both optional; the most specific host, then the longest path wins; no match: pool default); repeat, or separate with ; (mesh-wide)", apply: func(c *Node, v string) error {
+			for s := range strings.SplitSeq(v, ";") {
+				if strings.TrimSpace(s) == "" {
+					continue
+				}
+				r, err := router.ParseRoute(s)
+				if err != nil {
+					return err
+				}
+				if err := gossip.ValidatePool(r.Pool); err != nil {
+					return fmt.Errorf("route %q: %w", s, err)
+				}
+				c.Node.Router.Routes = append(c.Node.Router.Routes, r)
+			}
 			return nil
 		}},
 		{name: "route-key", def: router.DefaultKeySources, usage: "ordered routing-key sources: query:NAME, cookie:NAME, header:NAME, protocol:PREFIX (a Sec-WebSocket-Protocol token), ip (mesh-wide)", apply: func(c *Node, v string) error {

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,7 @@ type Record struct {
 	Version uint64 // the entry's hybrid logical clock
 	Origin  string // name of the node that wrote it
 	Weight  int    // 1-MaxWeight; 1 when the record carries none
+	Pool    string // DefaultPool when the record carries none
 }
 
 // Updated is when the record was written, by its writer's clock.
@@ -29,67 +31,109 @@ func (r Record) Updated() time.Time { return time.UnixMilli(int64(r.Version >> 1
 const (
 	maxRecords    = 10_000
 	maxAddrLen    = 255
-	maxRecordSize = 786 // 2 more since records carry a weight
+	maxRecordSize = 820 // 2 more since records carry a weight, 34 a pool
 )
+
+// DefaultPool is the pool of a backend that names none: the pool of every
+// backend written before pools existed.
+const DefaultPool = "default"
+
+// MaxPoolLen bounds a pool name.
+const MaxPoolLen = 32
+
+// ValidatePool checks a pool name: 1 to MaxPoolLen of [a-z0-9_-], starting
+// with a letter or digit, so it is safe in a URL, a metric label and a log.
+func ValidatePool(name string) error {
+	ok := name != "" && len(name) <= MaxPoolLen && name[0] != '-' && name[0] != '_'
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("pool %q: want 1 to %d of a-z, 0-9, - and _, starting with a letter or digit", name, MaxPoolLen)
+	}
+	return nil
+}
 
 // MaxWeight is the largest backend weight (ring.MaxWeight).
 const MaxWeight = 100
 
 // catalogValue is a record's value: state(1 byte: active or draining)
-// followed by the address, then, for a weight other than 1 only, a NUL
-// and the weight (1 byte). A weight of 1 writes exactly what nodes wrote
-// before weights existed, so old and new nodes agree on such records; an
-// old node refuses a weighted one (NUL is not printable) rather than
-// route it with a wrong weight. A removed record keeps the value it had.
-func catalogValue(s State, addr string, weight int) []byte {
+// followed by the address, then two optional fields, each after a NUL and
+// in this order: for a weight other than 1, the weight (1 byte, 2-100);
+// for a pool other than the default, 'p' and the pool's name. A record of
+// weight 1 in the default pool writes exactly what nodes wrote before
+// weights and pools existed, so old and new nodes agree on such records;
+// an old node refuses the others (NUL is not printable in an address)
+// rather than route them with a wrong weight or in a wrong pool. Exactly
+// one encoding is accepted for each record, so digests agree. A removed
+// record keeps the value it had.
+func catalogValue(s State, addr string, weight int, pool string) []byte {
 	v := append([]byte{byte(s)}, addr...)
 	if weight > 1 {
 		v = append(v, 0, byte(weight))
 	}
+	if pool != "" && pool != DefaultPool {
+		v = append(append(v, 0, 'p'), pool...)
+	}
 	return v
 }
 
-func decodeCatalogValue(v []byte) (State, string, int, error) {
+func decodeCatalogValue(v []byte) (s State, addr string, weight int, pool string, err error) {
 	if len(v) < 1 {
-		return 0, "", 0, errors.New("empty catalog value")
+		return 0, "", 0, "", errors.New("empty catalog value")
 	}
-	s := State(v[0])
+	s = State(v[0])
 	if s != StateActive && s != StateDraining {
-		return 0, "", 0, fmt.Errorf("catalog value: unknown state %d", v[0])
+		return 0, "", 0, "", fmt.Errorf("catalog value: unknown state %d", v[0])
 	}
-	rest, weight := v[1:], 1
-	if n := len(rest); n >= 2 && rest[n-2] == 0 {
-		weight = int(rest[n-1])
+	rest, weight, pool := v[1:], 1, DefaultPool
+	fields := bytes.Split(rest, []byte{0})
+	rest, fields = fields[0], fields[1:]
+	if len(fields) > 0 && len(fields[0]) == 1 && fields[0][0] != 'p' {
+		weight, fields = int(fields[0][0]), fields[1:]
 		if weight < 2 || weight > MaxWeight {
-			return 0, "", 0, fmt.Errorf("catalog value: weight %d: want 2 to %d (1 is written as none)", weight, MaxWeight)
+			return 0, "", 0, "", fmt.Errorf("catalog value: weight %d: want 2 to %d (1 is written as none)", weight, MaxWeight)
 		}
-		rest = rest[:n-2]
 	}
-	addr := string(rest)
+	if len(fields) > 0 && len(fields[0]) > 1 && fields[0][0] == 'p' {
+		pool, fields = string(fields[0][1:]), fields[1:]
+		if pool == DefaultPool {
+			return 0, "", 0, "", errors.New("catalog value: the default pool is written as none")
+		}
+		if err := ValidatePool(pool); err != nil {
+			return 0, "", 0, "", fmt.Errorf("catalog value: %w", err)
+		}
+	}
+	if len(fields) > 0 {
+		return 0, "", 0, "", fmt.Errorf("catalog value: %d unknown or misplaced fields after the address", len(fields))
+	}
+	addr = string(rest)
 	if err := validateAddr(addr); err != nil {
-		return 0, "", 0, err
+		return 0, "", 0, "", err
 	}
-	return s, addr, weight, nil
+	return s, addr, weight, pool, nil
 }
 
 func recordOf(e Entry) Record {
-	s, addr, w, _ := decodeCatalogValue(e.Value) // checked when merged
+	s, addr, w, pool, _ := decodeCatalogValue(e.Value) // checked when merged
 	if e.Deleted {
 		s = StateRemoved
 	}
-	return Record{ID: e.Key, Addr: addr, State: s, Version: e.Version, Origin: e.Origin, Weight: w}
+	return Record{ID: e.Key, Addr: addr, State: s, Version: e.Version, Origin: e.Origin, Weight: w, Pool: pool}
 }
 
 // catalogSpec is the catalog's kind, with validID as its rule for IDs.
 func catalogSpec(validID func(string) error) KindSpec {
 	return KindSpec{
 		Kind: KindBackend, Name: "record",
-		MaxValue: 1 + maxAddrLen + 2, MaxEntries: maxRecords, MaxBytes: maxRecords * maxRecordSize,
+		MaxValue: 1 + maxAddrLen + 2 + 2 + MaxPoolLen, MaxEntries: maxRecords, MaxBytes: maxRecords * maxRecordSize,
 		Validate: func(key string, value []byte) error {
 			if err := validID(key); err != nil {
 				return err
 			}
-			_, _, _, err := decodeCatalogValue(value)
+			_, _, _, _, err := decodeCatalogValue(value)
 			return err
 		},
 	}
@@ -167,24 +211,36 @@ func (c *Cluster) Records() []Record {
 // mean equal catalogs. It is Digest(KindBackend).
 func (c *Cluster) CatalogDigest() uint64 { return c.Digest(KindBackend) }
 
-// Upsert writes backend id at addr in state active with weight 1, with a
-// new version, and broadcasts it. Upserting an active backend at the same
-// address and weight changes nothing and returns the record held.
+// Upsert writes backend id at addr in state active with weight 1 in the
+// default pool, with a new version, and broadcasts it. Upserting an active
+// backend with the same address, weight and pool changes nothing and
+// returns the record held.
 func (c *Cluster) Upsert(id, addr string) (Record, error) { return c.UpsertWeighted(id, addr, 1) }
 
 // UpsertWeighted is Upsert with a weight, 1 to MaxWeight.
 func (c *Cluster) UpsertWeighted(id, addr string, weight int) (Record, error) {
+	return c.UpsertBackend(id, addr, weight, DefaultPool)
+}
+
+// UpsertBackend is Upsert with a weight and a pool ("" is the default).
+func (c *Cluster) UpsertBackend(id, addr string, weight int, pool string) (Record, error) {
 	if err := validateAddr(addr); err != nil {
 		return Record{}, fmt.Errorf("upsert %s: %w", id, err)
 	}
 	if weight < 1 || weight > MaxWeight {
 		return Record{}, fmt.Errorf("upsert %s: weight %d: want 1 to %d", id, weight, MaxWeight)
 	}
+	if pool == "" {
+		pool = DefaultPool
+	}
+	if err := ValidatePool(pool); err != nil {
+		return Record{}, fmt.Errorf("upsert %s: %w", id, err)
+	}
 	e, err := c.Update(KindBackend, id, func(cur Entry, ok bool) (Entry, bool, error) {
-		if r := recordOf(cur); ok && !cur.Deleted && r.State == StateActive && r.Addr == addr && r.Weight == weight {
+		if r := recordOf(cur); ok && !cur.Deleted && r.State == StateActive && r.Addr == addr && r.Weight == weight && r.Pool == pool {
 			return cur, false, nil
 		}
-		return Entry{Value: catalogValue(StateActive, addr, weight)}, true, nil
+		return Entry{Value: catalogValue(StateActive, addr, weight, pool)}, true, nil
 	})
 	if err != nil {
 		return Record{}, fmt.Errorf("upsert %s: %w", id, err)
@@ -210,7 +266,7 @@ func (c *Cluster) SetState(id string, s State) (Record, error) {
 		if s == StateRemoved {
 			return Entry{Deleted: true, Value: cur.Value}, true, nil
 		}
-		return Entry{Value: catalogValue(s, r.Addr, r.Weight)}, true, nil
+		return Entry{Value: catalogValue(s, r.Addr, r.Weight, r.Pool)}, true, nil
 	})
 	if err != nil {
 		return Record{}, fmt.Errorf("set state of %s: %w", id, err)

@@ -38,7 +38,7 @@ func recordEntry(r Record) Entry {
 	if s == StateRemoved {
 		e.Deleted, s = true, StateActive
 	}
-	e.Value = catalogValue(s, r.Addr, max(r.Weight, 1))
+	e.Value = catalogValue(s, r.Addr, max(r.Weight, 1), r.Pool)
 	return e
 }
 

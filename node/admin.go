@@ -121,13 +121,24 @@ type FailedMemberStatus struct {
 	Since      time.Time `json:"since"`
 }
 
-// RingStatus describes the ring this node routes with.
+// RingStatus describes the rings this node routes with, one a pool.
+// Fingerprint covers them all (it is what members compare); Backends
+// counts the backends of every pool.
 type RingStatus struct {
-	Fingerprint string    `json:"fingerprint"`
-	Backends    int       `json:"backends"`
-	Partitions  int       `json:"partitions"`
-	BuiltAt     time.Time `json:"built_at"`
-	Error       string    `json:"error,omitempty"`
+	Fingerprint string       `json:"fingerprint"`
+	Backends    int          `json:"backends"`
+	Partitions  int          `json:"partitions"`
+	BuiltAt     time.Time    `json:"built_at"`
+	Error       string       `json:"error,omitempty"`
+	Pools       []PoolStatus `json:"pools"`
+}
+
+// PoolStatus is one pool's ring: the default pool always, and every pool
+// with backends on its ring.
+type PoolStatus struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint"`
+	Backends    int    `json:"backends"`
 }
 
 // Status is the answer of GET /v1/status.
@@ -165,7 +176,10 @@ func (n *Node) Status() Status {
 	var ringFP uint64
 	if t != nil {
 		ringFP = t.Fingerprint
-		s.Ring = RingStatus{Fingerprint: fp(t.Fingerprint), Backends: t.Ring.Len(), Partitions: t.Ring.Partitions(), BuiltAt: t.Built.UTC()}
+		s.Ring = RingStatus{Fingerprint: fp(t.Fingerprint), Backends: t.Backends(), Partitions: t.Ring.Partitions(), BuiltAt: t.Built.UTC()}
+		for _, p := range t.Pools() {
+			s.Ring.Pools = append(s.Ring.Pools, PoolStatus{Name: p.Name, Fingerprint: fp(p.Fingerprint), Backends: p.Ring.Len()})
+		}
 	}
 	if err := n.lastBuildErr(); err != nil {
 		s.Ring.Error = err.Error()
@@ -212,7 +226,10 @@ func (n *Node) handleStatus(w http.ResponseWriter, _ *http.Request) {
 
 // RouteAnswer is the answer of GET /v1/route.
 type RouteAnswer struct {
-	Key         string `json:"key"`
+	Key string `json:"key"`
+	// Pool is the pool asked (pool=), or the one the node's routes pick
+	// for host= and path=; the default pool without any of them.
+	Pool        string `json:"pool"`
 	Backend     string `json:"backend"`
 	Addr        string `json:"addr"`
 	Partition   int    `json:"partition"`
@@ -230,26 +247,47 @@ func (n *Node) handleRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := q.Get("key")
-	t := n.table.Load()
-	if t == nil {
+	pool := q.Get("pool")
+	switch {
+	case pool != "" && (q.Has("host") || q.Has("path")):
+		writeError(w, http.StatusBadRequest, "give pool, or host and path for the routes to pick one, not both")
+		return
+	case pool != "":
+		if err := gossip.ValidatePool(pool); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	case n.router != nil:
+		pool = n.router.Pool(q.Get("host"), q.Get("path"))
+	default:
+		pool = gossip.DefaultPool
+	}
+	tt := n.table.Load()
+	if tt == nil {
 		writeError(w, http.StatusServiceUnavailable, "no ring yet")
 		return
 	}
-	rt, err := t.Locate([]byte(key))
-	if errors.Is(err, ring.ErrEmpty) {
-		writeError(w, http.StatusServiceUnavailable, "no backends")
+	t := tt.Pool(pool)
+	if t == nil {
+		msg := "no backends"
+		if pool != gossip.DefaultPool {
+			msg = "no backends in pool " + pool
+		}
+		writeError(w, http.StatusServiceUnavailable, msg)
 		return
-	} else if err != nil {
+	}
+	rt, err := t.Locate([]byte(key))
+	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	a := RouteAnswer{Key: key, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(t.Fingerprint), ChosenBy: "ring"}
+	a := RouteAnswer{Key: key, Pool: pool, Backend: rt.Backend, Addr: rt.Addr, Partition: rt.Partition, Fingerprint: fp(tt.Fingerprint), ChosenBy: "ring"}
 	if ids, ramped := t.rampOrder([]byte(key), t.Ring.Candidates([]byte(key), 1+rampExtra), n.cfg.SlowStart, time.Now()); ramped {
 		a.Backend, a.ChosenBy = ids[0], "slow_start"
 		a.Addr, _ = t.Addr(ids[0])
 	}
 	if q.Has("cookie") {
-		if b, why := n.explainAffinity(q.Get("cookie")); why != "" {
+		if b, why := n.explainAffinity(pool, q.Get("cookie")); why != "" {
 			a.CookieError = why
 		} else {
 			a.Backend, a.Addr, a.ChosenBy = b.ID, b.Addr, "cookie"
@@ -263,6 +301,7 @@ type BackendStatus struct {
 	ID     string `json:"id"`
 	Addr   string `json:"addr"`
 	Weight int    `json:"weight"`
+	Pool   string `json:"pool"`
 	// State is the admin state (active, draining, removed); EffectiveState
 	// is what the mesh does with the backend: active (on the ring),
 	// draining, unhealthy (out for health) or removed; Reason says why.
@@ -287,11 +326,13 @@ type BackendStatus struct {
 }
 
 func (n *Node) backendStatus(rec gossip.Record, hv healthView) BackendStatus {
-	b := BackendStatus{ID: rec.ID, Addr: rec.Addr, Weight: rec.Weight, State: rec.State.String(), Version: rec.Version, Origin: rec.Origin,
+	b := BackendStatus{ID: rec.ID, Addr: rec.Addr, Weight: rec.Weight, Pool: poolOf(rec), State: rec.State.String(), Version: rec.Version, Origin: rec.Origin,
 		Updated: time.UnixMilli(int64(rec.Version >> 16)).UTC()}
 	if t := n.table.Load(); t != nil {
-		a, ok := t.Addr(rec.ID)
-		b.InRing = ok && a == rec.Addr
+		if p := t.Pool(poolOf(rec)); p != nil {
+			a, ok := p.Addr(rec.ID)
+			b.InRing = ok && a == rec.Addr
+		}
 	}
 	switch v := n.checker.View(rec.ID); {
 	case !v.Checked:
@@ -322,6 +363,7 @@ type addBackendRequest struct {
 	ID     string `json:"id"`
 	Addr   string `json:"addr"`
 	Weight *int   `json:"weight"` // absent means 1
+	Pool   string `json:"pool"`   // absent means the default pool
 }
 
 func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
@@ -358,15 +400,23 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 	if req.Weight != nil {
 		weight = *req.Weight
 	}
-	if err := n.checkWeight(req.ID, weight); err != nil {
+	req.Pool = strings.TrimSpace(req.Pool)
+	if req.Pool == "" {
+		req.Pool = gossip.DefaultPool
+	}
+	if err := gossip.ValidatePool(req.Pool); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := n.checkWeight(req.ID, req.Pool, weight); err != nil {
 		writeError(w, http.StatusBadRequest, "weight: "+err.Error())
 		return
 	}
-	if err := n.checkCapacity(req.ID); err != nil {
+	if err := n.checkCapacity(req.ID, req.Pool); err != nil {
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	}
-	rec, err := n.cluster.UpsertWeighted(req.ID, req.Addr, weight)
+	rec, err := n.cluster.UpsertBackend(req.ID, req.Addr, weight, req.Pool)
 	if errors.Is(err, gossip.ErrClosed) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -374,13 +424,13 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	n.log.Info().Str("backend", rec.ID).Str("addr", rec.Addr).Int("weight", rec.Weight).Msg("backend added")
+	n.log.Info().Str("backend", rec.ID).Str("addr", rec.Addr).Int("weight", rec.Weight).Str("pool", rec.Pool).Msg("backend added")
 	writeJSON(w, http.StatusOK, n.backendStatus(rec, n.healthView()))
 }
 
 // checkWeight refuses a weight the ring can't build with: out of range,
 // or other than 1 on --ring-algorithm v2.
-func (n *Node) checkWeight(id string, w int) error {
+func (n *Node) checkWeight(id, pool string, w int) error {
 	if err := ring.ValidateWeight(w); err != nil {
 		return err
 	}
@@ -392,24 +442,24 @@ func (n *Node) checkWeight(id string, w int) error {
 	}
 	total := w
 	for _, r := range n.cluster.Records() {
-		if r.State == gossip.StateActive && r.ID != id {
+		if r.State == gossip.StateActive && r.ID != id && poolOf(r) == pool {
 			total += r.Weight
 		}
 	}
 	return ring.CheckWeightedCapacity(n.cfg.Ring, total)
 }
 
-// checkCapacity refuses an addition that no node could build a ring for:
-// accepted, it would freeze every node on its previous ring.
-func (n *Node) checkCapacity(id string) error {
+// checkCapacity refuses an addition that no node could build pool's ring
+// for: accepted, it would freeze every node on its previous rings.
+func (n *Node) checkCapacity(id, pool string) error {
 	active := 0
 	for _, r := range n.cluster.Records() {
-		if r.State == gossip.StateActive && r.ID != id {
+		if r.State == gossip.StateActive && r.ID != id && poolOf(r) == pool {
 			active++
 		}
 	}
 	if err := ring.CheckCapacity(n.cfg.Ring, active+1); err != nil {
-		return fmt.Errorf("the ring can't take another backend: %w", err)
+		return fmt.Errorf("the ring of pool %s can't take another backend: %w", pool, err)
 	}
 	return nil
 }

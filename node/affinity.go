@@ -83,13 +83,14 @@ func (n *Node) initAffinity(rcfg *router.Config) {
 }
 
 // affinityLookup is the backend a valid cookie names while it is on the
-// ring: in the catalog, active, and not taken out by health.
-func (n *Node) affinityLookup(id string) (router.Backend, bool) {
+// ring of the request's pool: in the catalog, of that pool, active, and
+// not taken out by health.
+func (n *Node) affinityLookup(pool, id string) (router.Backend, bool) {
 	t := n.table.Load()
-	if t == nil {
+	if t == nil || t.Pool(pool) == nil {
 		return router.Backend{}, false
 	}
-	addr, ok := t.Addr(id)
+	addr, ok := t.Pool(pool).Addr(id)
 	return router.Backend{ID: id, Addr: addr}, ok
 }
 
@@ -165,7 +166,7 @@ func (n *Node) affinityKeys() []router.AffinityKey {
 
 // explainAffinity is /v1/route's reading of a cookie value: the backend it
 // pins, or why it is not honoured.
-func (n *Node) explainAffinity(value string) (router.Backend, string) {
+func (n *Node) explainAffinity(pool, value string) (router.Backend, string) {
 	if n.affKeys == nil {
 		return router.Backend{}, "affinity cookie is off on this node"
 	}
@@ -173,9 +174,9 @@ func (n *Node) explainAffinity(value string) (router.Backend, string) {
 	if err != nil {
 		return router.Backend{}, err.Error()
 	}
-	b, ok := n.affinityLookup(id)
+	b, ok := n.affinityLookup(pool, id)
 	if !ok {
-		return router.Backend{}, fmt.Sprintf("backend %q is not on the ring (removed, draining or unhealthy)", id)
+		return router.Backend{}, fmt.Sprintf("backend %q is not on the ring of pool %s (removed, draining, unhealthy or of another pool)", id, pool)
 	}
 	return b, ""
 }

@@ -24,6 +24,14 @@ type BackendSpec struct {
 	ID     string // defaults to Addr
 	Addr   string // host:port
 	Weight int    // 1-100 (ring.MaxWeight); 0 means 1
+	Pool   string // "" means gossip.DefaultPool
+}
+
+func (b BackendSpec) pool() string {
+	if b.Pool == "" {
+		return gossip.DefaultPool
+	}
+	return b.Pool
 }
 
 // ParseBackendSpec parses "[id=]host:port".
@@ -332,6 +340,11 @@ func (c Config) validate() error {
 	if err := c.Ring.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	for _, r := range c.Router.Routes {
+		if err := gossip.ValidatePool(r.Pool); err != nil {
+			errs = append(errs, fmt.Errorf("route %s: %w", r, err))
+		}
+	}
 	if err := c.ACME.validate(c); err != nil {
 		errs = append(errs, err)
 	}
@@ -360,6 +373,7 @@ func (c Config) validate() error {
 		errs = append(errs, err)
 	}
 	seen := make(map[string]string, len(c.Backends))
+	pools := make(map[string]string, len(c.Backends))
 	for _, b := range c.Backends {
 		if err := ring.ValidateID(b.ID); err != nil {
 			errs = append(errs, fmt.Errorf("backend %q: %w", b.ID, err))
@@ -374,10 +388,18 @@ func (c Config) validate() error {
 				errs = append(errs, fmt.Errorf("backend %q: weight %d: weights other than 1 need --ring-algorithm v1", b.ID, b.Weight))
 			}
 		}
+		if b.Pool != "" {
+			if err := gossip.ValidatePool(b.Pool); err != nil {
+				errs = append(errs, fmt.Errorf("backend %q: %w", b.ID, err))
+			}
+		}
 		if prev, dup := seen[b.ID]; dup && prev != b.Addr {
 			errs = append(errs, fmt.Errorf("backend %q given twice with different addresses (%s, %s)", b.ID, prev, b.Addr))
 		}
-		seen[b.ID] = b.Addr
+		if prev, dup := pools[b.ID]; dup && prev != b.pool() {
+			errs = append(errs, fmt.Errorf("backend %q given twice in different pools (%s, %s)", b.ID, prev, b.pool()))
+		}
+		seen[b.ID], pools[b.ID] = b.Addr, b.pool()
 	}
 	return errors.Join(errs...)
 }

@@ -85,7 +85,7 @@ func TestConfigDriftRefusesTraffic(t *testing.T) {
 			t.Fatalf("%s answered %d %s; want 200", nodes[i].Name(), code, body)
 		}
 	}
-	_, err := picker{nodes[2]}.Pick([]byte("x"), 1)
+	_, err := picker{nodes[2]}.Pick("", []byte("x"), 1)
 	if !errors.As(err, new(*router.UnavailableError)) {
 		t.Fatalf("n2's picker: %v; want an UnavailableError", err)
 	}

@@ -76,7 +76,7 @@ func (n *Node) meshState() meshState {
 		s.backends[rec.ID] = effectiveState(rec, verdicts[rec.ID])
 	}
 	if t := n.table.Load(); t != nil {
-		s.ringFP, s.ringN = t.Fingerprint, t.Ring.Len()
+		s.ringFP, s.ringN = t.Fingerprint, t.Backends()
 	}
 	return s
 }

@@ -229,8 +229,8 @@ func TestOneNodeCannotReachBackend(t *testing.T) {
 			continue
 		}
 		owned++
-		c3, _ := picker{nodes[3]}.Pick(key, 3)
-		c0, _ := picker{nodes[0]}.Pick(key, 3)
+		c3, _ := picker{nodes[3]}.Pick("", key, 3)
+		c0, _ := picker{nodes[0]}.Pick("", key, 3)
 		if c3[0].ID == "b1" || c3[len(c3)-1].ID != "b1" || c0[0].ID != "b1" {
 			t.Fatalf("key %s: n3 picks %v, n0 picks %v; want n3 to try b1 last, n0 first", key, c3, c0)
 		}

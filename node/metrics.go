@@ -57,10 +57,10 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			func() float64 { return float64(n.router.WSWriteTimeouts()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshlb_ws_client_frame_errors_total", Help: "WebSockets closed for a client frame that was unmasked (1002) or over --ws-max-frame-size (1009)."},
 			func() float64 { return float64(n.router.WSClientFrameErrors()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_ring_backends", Help: "Backends on the ring in use."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshlb_ring_backends", Help: "Backends on the rings in use, every pool's."},
 			func() float64 {
 				if t := n.table.Load(); t != nil {
-					return float64(t.Ring.Len())
+					return float64(t.Backends())
 				}
 				return 0
 			}),

@@ -209,6 +209,12 @@ func configFingerprint(cfg Config) (uint64, error) {
 	if cfg.SlowStart > 0 {
 		fmt.Fprintf(d, "\x00slowstart/%d", cfg.SlowStart)
 	}
+	// Routes pick the pool, so nodes must agree on them as on the ring; in
+	// the order the router tries them, so that an order of no consequence
+	// in the config file does not split a mesh.
+	for _, r := range router.SortedRoutes(cfg.Router.Routes) {
+		fmt.Fprintf(d, "\x00route/%d:%s/%d:%s/%s", len(r.Host), r.Host, len(r.Path), r.Path, r.Pool)
+	}
 	return d.Sum64(), nil
 }
 
@@ -375,11 +381,11 @@ func (n *Node) upsertStatic(ctx context.Context) {
 		// removed through the API, it is not brought back by a node that
 		// restarts with an old configuration. Only a new address in the
 		// configuration of a live backend, or an unknown backend, is written.
-		w := max(b.Weight, 1)
-		if r, ok := current[b.ID]; ok && (r.State == gossip.StateRemoved || r.Addr == b.Addr && r.Weight == w) {
+		w, pool := max(b.Weight, 1), b.pool()
+		if r, ok := current[b.ID]; ok && (r.State == gossip.StateRemoved || r.Addr == b.Addr && r.Weight == w && r.Pool == pool) {
 			continue
 		}
-		if _, err := n.cluster.UpsertWeighted(b.ID, b.Addr, w); err != nil {
+		if _, err := n.cluster.UpsertBackend(b.ID, b.Addr, w, pool); err != nil {
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("add configured backend failed")
 		}
 	}
@@ -579,7 +585,7 @@ func (n *Node) Ready() (bool, string) {
 	switch {
 	case t == nil:
 		return false, "no ring yet"
-	case t.Ring.Len() == 0:
+	case t.Backends() == 0:
 		return false, "no backends"
 	}
 	return true, ""
@@ -616,11 +622,11 @@ func (n *Node) ApplyStaticBackends(ctx context.Context, old, new []BackendSpec) 
 	keep := make(map[string]bool, len(new))
 	for _, b := range new {
 		keep[b.ID] = true
-		w := max(b.Weight, 1)
-		if o, ok := was[b.ID]; ok && o.Addr == b.Addr && max(o.Weight, 1) == w {
+		w, pool := max(b.Weight, 1), b.pool()
+		if o, ok := was[b.ID]; ok && o.Addr == b.Addr && max(o.Weight, 1) == w && o.pool() == pool {
 			continue
 		}
-		if err := n.checkWeight(b.ID, w); err != nil {
+		if err := n.checkWeight(b.ID, pool, w); err != nil {
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: configured backend refused")
 			continue
 		}
@@ -628,15 +634,15 @@ func (n *Node) ApplyStaticBackends(ctx context.Context, old, new []BackendSpec) 
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: configured backend refused")
 			continue
 		}
-		if err := n.checkCapacity(b.ID); err != nil {
+		if err := n.checkCapacity(b.ID, pool); err != nil {
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: configured backend refused")
 			continue
 		}
-		if _, err := n.cluster.UpsertWeighted(b.ID, b.Addr, w); err != nil {
+		if _, err := n.cluster.UpsertBackend(b.ID, b.Addr, w, pool); err != nil {
 			n.log.Error().Err(err).Str("backend", b.ID).Msg("reload: add configured backend failed")
 			continue
 		}
-		n.log.Info().Str("backend", b.ID).Str("addr", b.Addr).Int("weight", w).Msg("reload: backend added")
+		n.log.Info().Str("backend", b.ID).Str("addr", b.Addr).Int("weight", w).Str("pool", pool).Msg("reload: backend added")
 	}
 	for _, b := range old {
 		if keep[b.ID] {

@@ -9,20 +9,24 @@ import (
 	"github.com/meshlb/meshlb/router"
 )
 
-// picker adapts the routing table to router.Picker: the ring's owner of the
-// key first, then its failover candidates in the ring's order. A backend
+// picker adapts the routing table to router.Picker: the owner of the key
+// on its pool's ring first, then its failover candidates in the ring's order. A backend
 // this node's own checks see down, while the mesh keeps it in, goes last:
 // this node fails over locally and leaves the ring alone.
 type picker struct{ n *Node }
 
 var _ router.Picker = picker{}
 
-func (p picker) Pick(key []byte, k int) ([]router.Backend, error) {
+func (p picker) Pick(pool string, key []byte, k int) ([]router.Backend, error) {
 	if r := p.n.driftRefusal(); r != "" {
 		return nil, &router.UnavailableError{Reason: r}
 	}
-	t := p.n.table.Load()
-	if t == nil || t.Ring.Len() == 0 {
+	tt := p.n.table.Load()
+	if tt == nil {
+		return nil, router.ErrNoBackends
+	}
+	t := tt.Pool(pool)
+	if t == nil {
 		return nil, router.ErrNoBackends
 	}
 	ids := t.Ring.Candidates(key, k+rampExtra)

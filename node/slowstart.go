@@ -25,7 +25,7 @@ const rampExtra = 3
 
 // rampFraction is how far backend id is through its ramp at now: 1 when
 // slow start is off or the ramp is over.
-func (t *Table) rampFraction(id string, d time.Duration, now time.Time) float64 {
+func (t *PoolTable) rampFraction(id string, d time.Duration, now time.Time) float64 {
 	if d <= 0 {
 		return 1
 	}
@@ -55,7 +55,7 @@ func keyOrder(key []byte, id string) float64 {
 // rampOrder moves to the front the first candidate that takes key under
 // the ramp (ids is the ring's order) and reports whether the ramp changed
 // the choice. If none takes it, the ring's owner does.
-func (t *Table) rampOrder(key []byte, ids []string, d time.Duration, now time.Time) ([]string, bool) {
+func (t *PoolTable) rampOrder(key []byte, ids []string, d time.Duration, now time.Time) ([]string, bool) {
 	if d <= 0 || len(ids) == 0 {
 		return ids, false
 	}

@@ -20,7 +20,7 @@ func TestSlowStartRamp(t *testing.T) {
 		{ID: "b", Addr: "10.0.0.2:80", State: gossip.StateActive, Version: old},
 		{ID: "new", Addr: "10.0.0.3:80", State: gossip.StateActive, Version: uint64(t0.UnixMilli()) << 16},
 	}
-	tab, _, err := newTable(ring.Config{Partitions: 7919, ReplicationFactor: 100}, recs, nil)
+	tab, _, err := newTable(ring.Config{Partitions: 7919, ReplicationFactor: 100}, recs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,19 +14,65 @@ import (
 	"github.com/meshlb/meshlb/ring"
 )
 
-// Table is an immutable routing snapshot: the ring and the address of each
-// backend on it. Readers load it through one atomic pointer and never lock.
+// Table is an immutable routing snapshot: one ring a pool, and the address
+// of each backend on it. Readers load it through one atomic pointer and
+// never lock. Its embedded PoolTable is the default pool's, so that Ring,
+// Locate and Addr mean the default pool, the only one of a mesh without
+// pools.
 type Table struct {
-	Ring *ring.Ring
-	// Fingerprint covers the ring (config, members, partition table) and the
-	// backends' addresses: two nodes with equal fingerprints send every key
-	// to the same address.
+	*PoolTable
+	// Fingerprint covers every pool's ring and addresses: two nodes with
+	// equal fingerprints send every key of every pool to the same address.
+	// With the default pool alone it is that pool's fingerprint, as it was
+	// before pools existed, so such meshes keep their fingerprint.
 	Fingerprint uint64
 	Built       time.Time
+
+	pools map[string]*PoolTable // every pool with backends, and the default
+	names []string              // sorted
+}
+
+// PoolTable is one pool's ring and the address of each backend on it.
+type PoolTable struct {
+	Name string
+	Ring *ring.Ring
+	// Fingerprint covers the pool's ring (config, members, partition
+	// table) and the backends' addresses.
+	Fingerprint uint64
 
 	addrs []string // parallel to Ring.Members()
 	index map[string]int
 	since map[string]time.Time // each member's record time, for slow start
+}
+
+// Pool returns the table of pool, or nil when it has no backends.
+func (t *Table) Pool(name string) *PoolTable {
+	if name == "" {
+		name = gossip.DefaultPool
+	}
+	p := t.pools[name]
+	if p == nil || p.Ring.Len() == 0 {
+		return nil
+	}
+	return p
+}
+
+// Pools lists the pools with backends, and the default pool, sorted.
+func (t *Table) Pools() []*PoolTable {
+	out := make([]*PoolTable, len(t.names))
+	for i, name := range t.names {
+		out[i] = t.pools[name]
+	}
+	return out
+}
+
+// Backends is the number of backends on all the pools' rings.
+func (t *Table) Backends() int {
+	n := 0
+	for _, p := range t.pools {
+		n += p.Ring.Len()
+	}
+	return n
 }
 
 // Route is where one key goes.
@@ -37,7 +83,7 @@ type Route struct {
 }
 
 // Locate returns the route for key. It does not allocate.
-func (t *Table) Locate(key []byte) (Route, error) {
+func (t *PoolTable) Locate(key []byte) (Route, error) {
 	id, part, err := t.Ring.Locate(key)
 	if err != nil {
 		return Route{}, err
@@ -46,7 +92,7 @@ func (t *Table) Locate(key []byte) (Route, error) {
 }
 
 // Addr returns the address of a backend on the ring.
-func (t *Table) Addr(id string) (string, bool) {
+func (t *PoolTable) Addr(id string) (string, bool) {
 	i, ok := t.index[id]
 	if !ok {
 		return "", false
@@ -55,18 +101,77 @@ func (t *Table) Addr(id string) (string, bool) {
 }
 
 // newTable builds a table from the catalog and the health verdicts: only
-// active backends that no verdict takes out are on the ring; draining and
-// removed ones take no new sessions. skipped lists the records the ring
-// refuses (an ID a peer accepted but the ring can't hash unambiguously):
-// they stay out rather than freeze every node's ring.
-func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]health.Verdict) (t *Table, skipped []string, err error) {
+// active backends that no verdict takes out are on a ring, their pool's;
+// draining and removed ones take no new sessions. skipped lists the records
+// the ring refuses (an ID a peer accepted but the ring can't hash
+// unambiguously): they stay out rather than freeze every node's ring. A
+// pool whose backends are those of prev's same pool keeps prev's ring: a
+// change to one pool rebuilds that pool alone.
+func newTable(cfg ring.Config, records []gossip.Record, verdicts map[string]health.Verdict, prev *Table) (t *Table, skipped []string, err error) {
+	byPool := map[string][]gossip.Record{gossip.DefaultPool: nil}
+	for _, rec := range records {
+		byPool[poolOf(rec)] = append(byPool[poolOf(rec)], rec)
+	}
+	t = &Table{Built: time.Now(), pools: make(map[string]*PoolTable, len(byPool))}
+	for name, recs := range byPool {
+		var pt *PoolTable
+		if prev != nil {
+			if old := prev.pools[name]; old != nil && old.sameInputs(recs, verdicts) {
+				pt = old
+			}
+		}
+		if pt == nil {
+			var skip []string
+			pt, skip, err = newPoolTable(cfg, name, recs, verdicts)
+			skipped = append(skipped, skip...)
+			if err != nil {
+				if name != gossip.DefaultPool {
+					err = fmt.Errorf("pool %s: %w", name, err)
+				}
+				return nil, skipped, err
+			}
+		}
+		if pt.Ring.Len() == 0 && name != gossip.DefaultPool {
+			continue
+		}
+		t.pools[name] = pt
+		t.names = append(t.names, name)
+	}
+	slices.Sort(t.names)
+	slices.Sort(skipped)
+	t.PoolTable = t.pools[gossip.DefaultPool]
+	t.Fingerprint = t.PoolTable.Fingerprint
+	if len(t.names) > 1 {
+		d := xxhash.New()
+		var b [8]byte
+		for _, name := range t.names {
+			binary.BigEndian.PutUint64(b[:], uint64(len(name)))
+			d.Write(b[:])
+			d.WriteString(name)
+			binary.BigEndian.PutUint64(b[:], t.pools[name].Fingerprint)
+			d.Write(b[:])
+		}
+		t.Fingerprint = d.Sum64()
+	}
+	return t, skipped, nil
+}
+
+// poolOf is a record's pool; records decoded by gossip always name one.
+func poolOf(rec gossip.Record) string {
+	if rec.Pool == "" {
+		return gossip.DefaultPool
+	}
+	return rec.Pool
+}
+
+func newPoolTable(cfg ring.Config, name string, records []gossip.Record, verdicts map[string]health.Verdict) (t *PoolTable, skipped []string, err error) {
 	ids, addrs, skipped := effective(records, verdicts)
 	r, err := ring.BuildWeighted(cfg, ids, weightsOf(records))
 	if err != nil {
 		return nil, skipped, err
 	}
 	members := r.Members()
-	t = &Table{Ring: r, Built: time.Now(), addrs: make([]string, len(members)), index: make(map[string]int, len(members)), since: map[string]time.Time{}}
+	t = &PoolTable{Name: name, Ring: r, addrs: make([]string, len(members)), index: make(map[string]int, len(members)), since: map[string]time.Time{}}
 	for _, rec := range records {
 		t.since[rec.ID] = rec.Updated()
 	}
@@ -97,9 +202,35 @@ func effective(records []gossip.Record, verdicts map[string]health.Verdict) (ids
 }
 
 // sameInputs reports whether t was built from exactly these backends, so a
-// gossip change that does not touch the ring (a member joined, a drain of
+// gossip change that does not touch the rings (a member joined, a drain of
 // an already drained backend) costs no rebuild.
 func (t *Table) sameInputs(records []gossip.Record, verdicts map[string]health.Verdict) bool {
+	byPool := map[string][]gossip.Record{}
+	for _, rec := range records {
+		byPool[poolOf(rec)] = append(byPool[poolOf(rec)], rec)
+	}
+	for name, recs := range byPool {
+		p := t.pools[name]
+		if p == nil {
+			if ids, _, _ := effective(recs, verdicts); len(ids) > 0 {
+				return false
+			}
+			continue
+		}
+		if !p.sameInputs(recs, verdicts) {
+			return false
+		}
+	}
+	for name, p := range t.pools {
+		if _, ok := byPool[name]; !ok && p.Ring.Len() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// sameInputs reports whether t was built from exactly these backends.
+func (t *PoolTable) sameInputs(records []gossip.Record, verdicts map[string]health.Verdict) bool {
 	ids, addrs, _ := effective(records, verdicts)
 	if len(ids) != len(t.addrs) {
 		return false
@@ -231,7 +362,7 @@ func (n *Node) rebuild(since time.Time) uint64 {
 		return digest
 	}
 	start := time.Now()
-	t, skipped, err := newTable(n.cfg.Ring, records, verdicts)
+	t, skipped, err := newTable(n.cfg.Ring, records, verdicts, cur)
 	took := time.Since(start)
 	if len(skipped) > 0 {
 		n.log.Error().Strs("backends", skipped).Msg("backend ids the ring refuses are left out; remove them")
@@ -251,7 +382,8 @@ func (n *Node) rebuild(since time.Time) uint64 {
 	n.metrics.rebuildSeconds.Observe(took.Seconds())
 	n.metrics.changeToRing.Observe(time.Since(since).Seconds())
 	n.log.Info().
-		Int("backends", t.Ring.Len()).
+		Int("backends", t.Backends()).
+		Int("pools", len(t.names)).
 		Str("fingerprint", fp(t.Fingerprint)).
 		Dur("build", took).
 		Msg("ring rebuilt")

@@ -23,9 +23,10 @@ type Affinity struct {
 	// Keys holds the mesh's signing keys; node keeps it current.
 	Keys *AffinityKeys
 	// Lookup returns the backend named by a valid cookie while it may take
-	// sessions (in the catalog, active, healthy); false sends the request
-	// to the ring.
-	Lookup func(id string) (Backend, bool)
+	// sessions of pool (in the catalog, of that pool, active, healthy);
+	// false sends the request to the pool's ring, so a cookie never takes
+	// a request to another pool's backend.
+	Lookup func(pool, id string) (Backend, bool)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -153,7 +154,7 @@ type affinityPin struct {
 
 // affinityOf reads req's affinity cookie. An invalid one is counted and
 // ignored; the ring decides then.
-func (rt *Router) affinityOf(req *http.Request) affinityPin {
+func (rt *Router) affinityOf(req *http.Request, pool string) affinityPin {
 	a := rt.cfg.Affinity
 	if a == nil {
 		return affinityPin{}
@@ -167,7 +168,7 @@ func (rt *Router) affinityOf(req *http.Request) affinityPin {
 		rt.affinityRejected.Add(1)
 		return affinityPin{}
 	}
-	b, ok := a.Lookup(id)
+	b, ok := a.Lookup(pool, id)
 	if !ok {
 		rt.affinityGone.Add(1)
 		return affinityPin{}

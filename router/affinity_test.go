@@ -114,7 +114,7 @@ func TestAffinityHTTP(t *testing.T) {
 	var mu sync.Mutex
 	rt, srv := newFront(t, Config{Picker: p, Affinity: &Affinity{
 		Cookie: "aff", MaxAge: time.Hour, Keys: keys,
-		Lookup: func(id string) (Backend, bool) {
+		Lookup: func(_, id string) (Backend, bool) {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, x := range []Backend{a, b} {

@@ -26,7 +26,7 @@ type fixedPicker struct {
 	keys []string
 }
 
-func (p *fixedPicker) Pick(key []byte, n int) ([]Backend, error) {
+func (p *fixedPicker) Pick(_ string, key []byte, n int) ([]Backend, error) {
 	p.mu.Lock()
 	p.keys = append(p.keys, string(key))
 	p.mu.Unlock()
@@ -54,7 +54,7 @@ func (p hashPicker) owner(key string) Backend {
 	return p.backends[int(h.Sum32()%uint32(len(p.backends)))]
 }
 
-func (p hashPicker) Pick(key []byte, n int) ([]Backend, error) {
+func (p hashPicker) Pick(_ string, key []byte, n int) ([]Backend, error) {
 	o := p.owner(string(key))
 	out := []Backend{o}
 	for _, b := range p.backends {

@@ -29,18 +29,19 @@ type Backend struct {
 	Addr string // host:port, dialled over TCP
 }
 
-// Picker chooses backends for a key: the owner first, then failover
-// candidates, at most n in all. It must be safe for concurrent use and
-// fast: it is called once per request. node adapts its ring to it.
+// Picker chooses backends of a pool for a key: the owner first, then
+// failover candidates, at most n in all. It must be safe for concurrent
+// use and fast: it is called once per request. node adapts its rings to
+// it, one a pool.
 type Picker interface {
-	Pick(key []byte, n int) ([]Backend, error)
+	Pick(pool string, key []byte, n int) ([]Backend, error)
 }
 
 // PickerFunc adapts a function to Picker, as http.HandlerFunc does.
-type PickerFunc func(key []byte, n int) ([]Backend, error)
+type PickerFunc func(pool string, key []byte, n int) ([]Backend, error)
 
-// Pick calls f(key, n).
-func (f PickerFunc) Pick(key []byte, n int) ([]Backend, error) { return f(key, n) }
+// Pick calls f(pool, key, n).
+func (f PickerFunc) Pick(pool string, key []byte, n int) ([]Backend, error) { return f(pool, key, n) }
 
 // ErrNoBackends is what a Picker returns when it has nothing to offer; the
 // router answers 503.
@@ -193,6 +194,11 @@ type Config struct {
 
 	// Affinity, when set, pins clients with a signed cookie (affinity.go).
 	Affinity *Affinity
+
+	// Routes send requests by host and path to pools (routes.go); a
+	// request none matches goes to DefaultPool. Empty: every request goes
+	// to DefaultPool. SetRoutes replaces them.
+	Routes []Route
 }
 
 // Router is an http.Handler that routes each request by its key to a
@@ -201,6 +207,7 @@ type Config struct {
 type Router struct {
 	cfg       Config
 	keys      *KeyExtractor
+	routes    atomic.Pointer[routeTable]
 	log       zerolog.Logger
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
@@ -326,6 +333,11 @@ func New(cfg Config) (*Router, error) {
 		conns:        make(map[uint64]*wsConn),
 		limits:       newIPLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP, cfg.MaxTrackedIPs),
 	}
+	routes, err := newRouteTable(cfg.Routes)
+	if err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
+	rt.routes.Store(routes)
 	rt.dial = rt.dialer()
 	rt.btls = newBackendTLS(cfg.BackendTLS)
 	dialer := rt.dial
@@ -422,6 +434,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		rt.writeError(w, req, errNoKey)
 		return
 	}
+	pool := rt.routes.Load().pool(req.Host, req.URL.Path)
 	var cookie *http.Cookie
 	if source == "ip" && rt.cfg.SessionCookie != "" {
 		cookie = rt.newSessionCookie(req)
@@ -438,15 +451,15 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if cookie != nil {
 			source = "issued"
 		}
-		detached = rt.serveWebSocket(w, req, key, source, cookie, slot)
+		detached = rt.serveWebSocket(w, req, pool, key, source, cookie, slot)
 		return
 	}
 	pw := newProgressWriter(w, rt.cfg.HTTPWriteTimeout)
 	// The server flushes what is left once ServeHTTP returns.
 	defer pw.extend()
 	w = pw
-	pin := rt.affinityOf(req)
-	cands, err := rt.pick(key)
+	pin := rt.affinityOf(req, pool)
+	cands, err := rt.pick(pool, key)
 	if err != nil {
 		rt.writeError(w, req, err)
 		return
@@ -458,9 +471,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rt.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), routeKey{}, st)))
 }
 
-// pick asks the Picker for the owner and up to Retries failover candidates.
-func (rt *Router) pick(key string) ([]Backend, error) {
-	cands, err := rt.cfg.Picker.Pick([]byte(key), 1+rt.cfg.Retries)
+// pick asks the Picker for the owner in pool and up to Retries failover
+// candidates.
+func (rt *Router) pick(pool, key string) ([]Backend, error) {
+	cands, err := rt.cfg.Picker.Pick(pool, []byte(key), 1+rt.cfg.Retries)
 	if err != nil {
 		return nil, fmt.Errorf("pick backend: %w", err)
 	}
@@ -500,6 +514,19 @@ func (rt *Router) failure(b Backend, err error, next bool) {
 			Bool("failover", next).Int64("suppressed", dropped).Msg("backend failed")
 	}
 }
+
+// SetRoutes replaces the routes; requests already routed keep their pool.
+func (rt *Router) SetRoutes(routes []Route) error {
+	t, err := newRouteTable(routes)
+	if err != nil {
+		return err
+	}
+	rt.routes.Store(t)
+	return nil
+}
+
+// Pool is the pool a request for host and path goes to.
+func (rt *Router) Pool(host, path string) string { return rt.routes.Load().pool(host, path) }
 
 // newSessionCookie mints a random 128-bit session ID cookie for req.
 func (rt *Router) newSessionCookie(req *http.Request) *http.Cookie {

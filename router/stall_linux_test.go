@@ -136,7 +136,7 @@ func TestStalledPeersHoldNoThreads(t *testing.T) {
 	var written atomic.Int64
 	stall := stallingBackend(t, &written)
 	echo := newBackend(t, "echo", echoWS("echo", nil, nil))
-	picker := PickerFunc(func(key []byte, _ int) ([]Backend, error) {
+	picker := PickerFunc(func(_ string, key []byte, _ int) ([]Backend, error) {
 		if string(key) == "live" {
 			return []Backend{echo}, nil
 		}

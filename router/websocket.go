@@ -121,7 +121,7 @@ func removeHopHeaders(h http.Header) {
 // serveWebSocket performs the handshake with the first candidate that
 // answers, then hijacks the client connection and relays until both sides
 // are done. It returns when the session has ended.
-func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key, source string, cookie *http.Cookie, slot netip.Addr) (detached bool) {
+func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, pool, key, source string, cookie *http.Cookie, slot netip.Addr) (detached bool) {
 	hs := handshakeReport{rt: rt, start: time.Now()}
 	// Whatever return comes before the 101 is a failed handshake; one after
 	// it has reported already.
@@ -130,8 +130,8 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, key, 
 		rt.writeError(w, req, errDraining)
 		return false
 	}
-	pin := rt.affinityOf(req)
-	cands, err := rt.pick(key)
+	pin := rt.affinityOf(req, pool)
+	cands, err := rt.pick(pool, key)
 	if err != nil {
 		rt.writeError(w, req, err)
 		return false

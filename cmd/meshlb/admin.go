@@ -19,8 +19,8 @@ import (
 
 var adminUsage = map[string]string{
 	"status":   "Usage: meshlb status [--admin-url URL] [--json]\n\nShow the node's view of the mesh: members, ring, and whether every node agrees.\n",
-	"route":    "Usage: meshlb route KEY [--admin-url URL] [--json]\n\nShow which backend KEY (a session ID or client IP) is routed to.\n",
-	"backends": "Usage: meshlb backends [list | add [id=]host:port [--weight N] | drain ID [--close-sessions [--spread 30s]] | undrain ID | remove ID [--close-sessions [--spread 30s]]] [--admin-url URL] [--json]\n\nList or change the mesh-wide backend catalog through any node.\n",
+	"route":    "Usage: meshlb route KEY [--pool NAME | --host NAME --path /PATH] [--admin-url URL] [--json]\n\nShow which backend KEY (a session ID or client IP) is routed to, in the default pool, the pool named, or the pool the routes pick for a host and path.\n",
+	"backends": "Usage: meshlb backends [list | add [id=]host:port [--weight N] [--pool NAME] | drain ID [--close-sessions [--spread 30s]] | undrain ID | remove ID [--close-sessions [--spread 30s]]] [--admin-url URL] [--json]\n\nList or change the mesh-wide backend catalog through any node.\n",
 	"keys":     keysUsage,
 }
 
@@ -44,12 +44,19 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
 	tf := addTLSFlags(fs, environ)
 	var weight *int
+	var pool, host, reqPath *string
 	var closeSessions *bool
 	var spread *time.Duration
 	if cmd == "backends" {
 		weight = fs.Int("weight", 1, "weight of the backend added (1-100): its share of keys is proportional to it")
 		closeSessions = fs.Bool("close-sessions", false, "drain or remove: also close the backend's WebSockets on every node (close code 1012), so they reconnect to their new owners")
 		spread = fs.Duration("spread", 0, "with --close-sessions: spread the closes over this window, jittered (0: at once)")
+		pool = fs.String("pool", "default", "add: the pool of the backend added")
+	}
+	if cmd == "route" {
+		pool = fs.String("pool", "", "the pool whose ring to ask (default: the one the routes pick, else default)")
+		host = fs.String("host", "", "a request's host name, for the routes to pick the pool")
+		reqPath = fs.String("path", "", "a request's path, for the routes to pick the pool")
 	}
 	// A mistyped flag gets one line and a hint, not the whole help: the
 	// flag package would print both.
@@ -100,7 +107,16 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 		if len(pos) != 1 {
 			return usageErr(stderr, cmd, "needs exactly one KEY")
 		}
-		method, path = "GET", "/v1/route?key="+url.QueryEscape(pos[0])
+		q := url.Values{"key": {pos[0]}}
+		if *pool != "" && (*host != "" || *reqPath != "") {
+			return usageErr(stderr, cmd, "--pool, or --host and --path for the routes to pick it, not both")
+		}
+		for k, v := range map[string]string{"pool": *pool, "host": *host, "path": *reqPath} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		method, path = "GET", "/v1/route?"+q.Encode()
 	case "backends":
 		sub := "list"
 		if len(pos) > 0 {
@@ -114,7 +130,7 @@ func runAdmin(cmd string, args, environ []string, stdout, stderr io.Writer) int 
 			if err != nil {
 				return usageErr(stderr, cmd, err.Error())
 			}
-			method, path, body = "POST", "/v1/backends", map[string]any{"id": spec.ID, "addr": spec.Addr, "weight": *weight}
+			method, path, body = "POST", "/v1/backends", map[string]any{"id": spec.ID, "addr": spec.Addr, "weight": *weight, "pool": *pool}
 		case sub == "drain" && len(pos) == 2:
 			method, path = "POST", "/v1/backends/"+url.PathEscape(pos[1])+"/drain"
 		case sub == "undrain" && len(pos) == 2:
@@ -230,6 +246,11 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		}
 		fmt.Fprintf(tw, "node %s (%s)\n", s.Node, ready)
 		fmt.Fprintf(tw, "ring %s: %d backends, %d partitions\n", s.Ring.Fingerprint, s.Ring.Backends, s.Ring.Partitions)
+		if len(s.Ring.Pools) > 1 {
+			for _, p := range s.Ring.Pools {
+				fmt.Fprintf(tw, "  pool %s: ring %s, %d backends\n", p.Name, p.Fingerprint, p.Backends)
+			}
+		}
 		if s.Ring.Error != "" {
 			fmt.Fprintf(tw, "ring error: %s\n", s.Ring.Error)
 		}
@@ -270,7 +291,11 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s -> %s (%s), partition %d, ring %s\n", r.Key, r.Backend, r.Addr, r.Partition, r.Fingerprint)
+		inPool := ""
+		if r.Pool != "" && r.Pool != "default" {
+			inPool = ", pool " + r.Pool
+		}
+		fmt.Fprintf(tw, "%s -> %s (%s), partition %d, ring %s%s\n", r.Key, r.Backend, r.Addr, r.Partition, r.Fingerprint, inPool)
 	case changed:
 		var b node.BackendStatus
 		if err := json.Unmarshal(raw, &b); err != nil {
@@ -284,14 +309,14 @@ func printHuman(w io.Writer, cmd string, changed bool, raw []byte) error {
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return err
 		}
-		fmt.Fprintln(tw, "ID\tADDR\tSTATE\tIN RING\tSESSIONS\tDOWN VOTES\tHERE\tCHANGED\tREASON")
+		fmt.Fprintln(tw, "ID\tADDR\tSTATE\tIN RING\tSESSIONS\tDOWN VOTES\tHERE\tCHANGED\tPOOL\tREASON")
 		for _, b := range l.Backends {
 			votes := "-"
 			if b.Health != nil && b.Health.Voters > 0 {
 				votes = fmt.Sprintf("%d/%d", b.Health.DownVotes, b.Health.Voters)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.EffectiveState, yesNo(b.InRing), b.Sessions, votes, b.LocalView,
-				b.LastChange.Format(time.RFC3339), b.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Addr, b.EffectiveState, yesNo(b.InRing), b.Sessions, votes, b.LocalView,
+				b.LastChange.Format(time.RFC3339), cmp.Or(b.Pool, "default"), b.Reason)
 		}
 	}
 	return nil
