@@ -691,8 +691,14 @@ func TestLogWriter(t *testing.T) {
 		"2026/01/02 15:04:05 [WARN] memberlist: Refuting a suspect message\n")
 	_, _ = io.WriteString(w, "[ERR] memberlist: failed to receive\n")
 	_, _ = io.WriteString(w, "[INFO] memberlist: hello\n")
+	_, _ = io.WriteString(w, "[INFO] memberlist: Marking n2 as failed, suspect timeout reached (2 peer confirmations)\n"+
+		"[WARN] memberlist: Was able to connect to n3 over TCP but UDP probes failed, network may be misconfigured\n"+
+		"[WARN] memberlist: Got ping for unexpected node 'n9' from=10.0.0.9:7946\n")
 	out := buf.String()
 	for _, want := range []string{
+		`{"level":"info","peer":"n2","confirmations":"2","line":"Marking n2 as failed, suspect timeout reached (2 peer confirmations)","message":"peer failed: suspicion not refuted in time"}`,
+		`{"level":"warn","peer":"n3","line":"Was able to connect to n3 over TCP but UDP probes failed, network may be misconfigured","message":"peer answers over tcp only: udp to its gossip port is blocked or lost"}`,
+		`{"level":"warn","name":"n9","from":"10.0.0.9:7946","line":"Got ping for unexpected node 'n9' from=10.0.0.9:7946","message":"probe for another node name reached this address: a peer has a stale address"}`,
 		`{"level":"debug","line":"Stream connection from=1.2.3.4","message":"memberlist"}`,
 		`{"level":"warn","line":"Refuting a suspect message","message":"memberlist"}`,
 		`{"level":"error","line":"failed to receive","message":"memberlist"}`,
@@ -702,7 +708,7 @@ func TestLogWriter(t *testing.T) {
 			t.Errorf("log output lacks %s:\n%s", want, out)
 		}
 	}
-	for level, want := range map[string]float64{"debug": 1, "warn": 1, "error": 1, "info": 1} {
+	for level, want := range map[string]float64{"debug": 1, "warn": 3, "error": 1, "info": 2} {
 		if got := counterValue(w.lines.WithLabelValues(level)); got != want {
 			t.Errorf("lines{level=%s} = %v; want %v", level, got, want)
 		}

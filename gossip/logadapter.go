@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -75,8 +76,57 @@ func (w *logWriter) line(s string) {
 		}
 	}
 	if e := w.log.WithLevel(level); e.Enabled() {
-		e.Str("line", text).Msg("memberlist")
+		msg := "memberlist"
+		if m, fields := memberlistWords(text); m != "" {
+			msg = m
+			for i := 0; i+1 < len(fields); i += 2 {
+				e.Str(fields[i], fields[i+1])
+			}
+		}
+		e.Str("line", text).Msg(msg)
 	}
+}
+
+// memberlistLines maps the lines of memberlist v0.7.0 an operator meets
+// in a healthy or a failing mesh to meshlb's words: a constant message
+// and the line's variables as fields (the line itself stays in "line").
+var memberlistLines = []struct {
+	re     *regexp.Regexp
+	msg    string
+	fields []string // names of re's groups, in order
+}{
+	{regexp.MustCompile(`^Suspect (\S+) has failed, no acks received$`), "peer suspected: no answer to probes", []string{"peer"}},
+	{regexp.MustCompile(`^Marking (\S+) as failed, suspect timeout reached \((\d+) peer confirmations\)$`), "peer failed: suspicion not refuted in time", []string{"peer", "confirmations"}},
+	{regexp.MustCompile(`^Was able to connect to (\S+) over TCP but UDP probes failed, network may be misconfigured$`), "peer answers over tcp only: udp to its gossip port is blocked or lost", []string{"peer"}},
+	{regexp.MustCompile(`^Failed fallback TCP ping: (.*)$`), "peer probe over tcp failed too", []string{"error"}},
+	{regexp.MustCompile(`^Refuting a suspect message \(from: (\S+)\)$`), "refuting a suspicion of this node: it was slow to answer probes", []string{"from"}},
+	{regexp.MustCompile(`^Refuting a dead message \(from: (\S+)\)$`), "refuting a report of this node's death", []string{"from"}},
+	{regexp.MustCompile(`^Push/Pull with (\S+) failed: (.*)$`), "state sync with peer failed", []string{"peer", "error"}},
+	{regexp.MustCompile(`^Failed to send gossip to (\S+): (.*)$`), "gossip send failed", []string{"peer", "error"}},
+	{regexp.MustCompile(`^Conflicting address for (\S+)\. Mine: (\S+) Theirs: (\S+) Old state: (\S+)$`), "another node claims this name: node names must be unique", []string{"name", "ours", "theirs", "state"}},
+	{regexp.MustCompile(`^Got ping for unexpected node '?([^' ]*)'?(?: from=(\S+))?$`), "probe for another node name reached this address: a peer has a stale address", []string{"name", "from"}},
+	{regexp.MustCompile(`^Updating address for left or failed node (\S+) from (\S+) to (\S+)$`), "peer came back at a new address", []string{"peer", "old", "new"}},
+	{regexp.MustCompile(`^Remote node state size is \((\d+)\) limit is \((\d+)\)$`), "peer state too large to sync", []string{"size", "limit"}},
+	{regexp.MustCompile(`^Too many pending push/pull requests$`), "state syncs refused: too many at once", nil},
+	{regexp.MustCompile(`^Binding to public address without encryption!$`), "gossip on a public address without encryption: set --gossip-key", nil},
+}
+
+// memberlistWords returns the message and fields of a known line, or "".
+func memberlistWords(text string) (string, []string) {
+	for _, l := range memberlistLines {
+		m := l.re.FindStringSubmatch(text)
+		if m == nil {
+			continue
+		}
+		var fields []string
+		for i, name := range l.fields {
+			if i+1 < len(m) && m[i+1] != "" {
+				fields = append(fields, name, m[i+1])
+			}
+		}
+		return l.msg, fields
+	}
+	return "", nil
 }
 
 func (w *logWriter) summarizer() *logx.Summarizer {

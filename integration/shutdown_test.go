@@ -80,7 +80,7 @@ func peerGone(log, peer string) (failed string, seen bool) {
 			continue
 		}
 		switch {
-		case l.Message == "memberlist" && strings.Contains(l.Line, "Marking "+peer+" as failed"):
+		case strings.Contains(l.Line, "Marking "+peer+" as failed"):
 			failed = l.Line
 		case l.Message == "member gone" && l.Peer == peer:
 			if !l.Left {
