@@ -12,10 +12,10 @@ import (
 	"github.com/coder/websocket"
 )
 
-// SIGHUP re-reads the --config file: the log level and the static backends
-// change live, a ring setting is named and refused, and the node keeps
-// serving: a WebSocket open across the reload still answers, and the
-// process does not exit.
+// SIGHUP re-reads the --config file: the log level, the static backends
+// and the limits change live, a ring setting is named and refused, and the
+// node keeps serving: a WebSocket open across the reload still answers,
+// and the process does not exit.
 func TestSIGHUPAppliesTheChangedConfigFile(t *testing.T) {
 	t.Parallel()
 	_, addr1 := startEcho(t, "web-1")
@@ -26,7 +26,7 @@ func TestSIGHUPAppliesTheChangedConfigFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("log-level: info\nbackend:\n  - web-1=" + addr1 + "\n")
+	write("log-level: info\nmax-conns: 1\nbackend:\n  - web-1=" + addr1 + "\n")
 	p, s := startNode(t, "reload", "--config", file)
 	waitFor(t, 10*time.Second, "one backend", oneRing([]string{s.AdminAddr}, 1, 1))
 
@@ -40,8 +40,11 @@ func TestSIGHUPAppliesTheChangedConfigFile(t *testing.T) {
 	if got := ask(ctx, t, c); got != "web-1" {
 		t.Fatalf("session reached %q; want web-1", got)
 	}
+	if _, resp, err := websocket.Dial(ctx, "ws://"+s.ProxyAddr+"/ws?session_id=second", nil); err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("a second WebSocket with max-conns 1: %v %v; want 503", resp, err)
+	}
 
-	write("log-level: debug\nring-partitions: 271\nbackend:\n  - web-1=" + addr1 + "\n  - web-2=" + addr2 + "\n")
+	write("log-level: debug\nmax-conns: 10\nws-ping-interval: 5s\nring-partitions: 271\nbackend:\n  - web-1=" + addr1 + "\n  - web-2=" + addr2 + "\n")
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +56,9 @@ func TestSIGHUPAppliesTheChangedConfigFile(t *testing.T) {
 			`"option":"backend","backends":2,`,
 			`"backend":"web-2","addr":"` + addr2 + `",`,
 			`"level":"warn","option":"ring-partitions",`,
+			`"option":"max-conns","value":["10"],"time"`,
+			`"option":"ws-ping-interval","value":["5s"],"time"`,
+			`"max_conns":10,`,
 			`"message":"config change needs a restart; not applied"`,
 		} {
 			if !strings.Contains(out, want) {
@@ -69,6 +75,12 @@ func TestSIGHUPAppliesTheChangedConfigFile(t *testing.T) {
 		t.Fatalf("node exited on SIGHUP: %v", p.err)
 	default:
 	}
+	c2, _, err := websocket.Dial(ctx, "ws://"+s.ProxyAddr+"/ws?session_id=second", nil)
+	if err != nil {
+		t.Fatalf("a second WebSocket after max-conns went to 10: %v", err)
+	}
+	ask(ctx, t, c2)
+	c2.Close(websocket.StatusNormalClosure, "")
 
 	// A broken file is refused whole; the node keeps running.
 	write("log-level: loud\n")

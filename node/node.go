@@ -608,6 +608,21 @@ func (n *Node) Reload() {
 	n.ReopenAccessLog()
 }
 
+// ApplyTunables applies a reloaded configuration's limits and timeouts
+// (router.Tunables: max-conns, the backend connect and WebSocket handshake
+// timeouts, the tunnel idle timeout, ping interval, write timeouts and the
+// frame size limit) to the proxy: to the requests and sessions that start
+// from now on, and to the timers of open WebSockets at their next reset.
+// Nothing changes when a value is refused.
+func (n *Node) ApplyTunables(rc router.Config) error {
+	t := rc.Tunables()
+	t.MaxConns, _, _ = resolveMaxConns(rc.MaxConns)
+	return n.router.SetTunables(t)
+}
+
+// Tunables are the proxy's limits and timeouts in force.
+func (n *Node) Tunables() router.Tunables { return n.router.Tunables() }
+
 // ApplyStaticBackends applies a reloaded configuration's static backends:
 // a backend new to the list, or with a new address or weight, is written to the
 // catalog (after the checks the admin API makes); one dropped from the list

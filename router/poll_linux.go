@@ -218,9 +218,7 @@ func newPoller(rt *Router) (*poller, error) {
 		loopDone: make(chan struct{}),
 	}
 	go p.loop()
-	if d := rt.cfg.WSWriteTimeout; d > 0 {
-		p.wg.Go(func() { p.sweep(d) })
-	}
+	p.wg.Go(func() { p.sweep(rt) })
 	return p, nil
 }
 
@@ -312,8 +310,12 @@ func (p *poller) worker(t pollTask) {
 // sweep closes, every quarter of the write timeout (at most a second
 // apart), the sessions with a direction parked for longer than d: one
 // ticker per loop rather than a timer per session.
-func (p *poller) sweep(d time.Duration) {
-	t := time.NewTicker(min(max(d/4, 5*time.Millisecond), time.Second))
+// The write timeout in force is read each tick: a reload changes it for
+// every session.
+func (p *poller) sweep(rt *Router) {
+	tick := func(d time.Duration) time.Duration { return min(max(d/4, 5*time.Millisecond), time.Second) }
+	d := rt.tunables().WSWriteTimeout
+	t := time.NewTicker(tick(d))
 	defer t.Stop()
 	var late []*wsConn
 	for {
@@ -321,6 +323,10 @@ func (p *poller) sweep(d time.Duration) {
 		case <-p.stop:
 			return
 		case <-t.C:
+		}
+		if nd := rt.tunables().WSWriteTimeout; nd != d {
+			d = nd
+			t.Reset(tick(d))
 		}
 		cutoff := nowNano() - int64(d)
 		p.mu.Lock()
@@ -553,10 +559,10 @@ func (rt *Router) adopt(c *wsConn) bool {
 		return true
 	}
 	c.mu.Lock()
-	if d := rt.cfg.WSPingInterval; d > 0 {
+	if d := rt.tunables().WSPingInterval; d > 0 {
 		c.pingT = time.AfterFunc(d, c.onPing)
 	}
-	if d := rt.cfg.WSIdleTimeout; d > 0 {
+	if d := rt.tunables().WSIdleTimeout; d > 0 {
 		c.idleT = time.AfterFunc(d, c.onIdle)
 	}
 	c.mu.Unlock()
@@ -571,7 +577,7 @@ func (rt *Router) adopt(c *wsConn) bool {
 // the session.
 func (c *wsConn) relayEarly() (downErr, err error) {
 	if len(c.clientBuf) > 0 {
-		if err := c.upFrames.check(c.clientBuf, c.rt.cfg.WSMaxFrameSize); err != nil {
+		if err := c.upFrames.check(c.clientBuf, c.rt.tunables().WSMaxFrameSize); err != nil {
 			c.refuseClient(err)
 			return nil, err
 		}
@@ -906,7 +912,7 @@ func (c *wsConn) resume(t pollTask) {
 // pb and writes them to the backend.
 func (c *wsConn) forwardUp(pb *pollBuf, n int) (step, error) {
 	p := pb.b[:n]
-	if err := c.upFrames.check(p, c.rt.cfg.WSMaxFrameSize); err != nil {
+	if err := c.upFrames.check(p, c.rt.tunables().WSMaxFrameSize); err != nil {
 		return stepEnd, err
 	}
 	if c.upFrames.closed {
@@ -1081,7 +1087,7 @@ func (c *wsConn) writeTimedOut(cutoff int64) {
 		peer = "backend"
 	}
 	c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Str("peer", peer).
-		Dur("timeout", c.rt.cfg.WSWriteTimeout).Msg("websocket write timeout")
+		Dur("timeout", c.rt.tunables().WSWriteTimeout).Msg("websocket write timeout")
 	if !backendStalled || clientStalled || !c.tryRef() {
 		c.hardClose()
 		return
@@ -1100,8 +1106,9 @@ func (c *wsConn) onPing() {
 	defer c.unref()
 	c.ping()
 	c.mu.Lock()
-	if !c.closed {
-		c.pingT.Reset(c.rt.cfg.WSPingInterval)
+	// Off since (a reload): no more pings.
+	if d := c.rt.tunables().WSPingInterval; !c.closed && d > 0 {
+		c.pingT.Reset(d)
 	}
 	c.mu.Unlock()
 }
@@ -1111,7 +1118,10 @@ func (c *wsConn) onIdle() {
 		return
 	}
 	defer c.unref()
-	d := c.rt.cfg.WSIdleTimeout
+	d := c.rt.tunables().WSIdleTimeout
+	if d <= 0 {
+		return // turned off since (a reload)
+	}
 	if since := time.Since(time.Unix(0, c.lastActive.Load())); since < d {
 		c.mu.Lock()
 		if !c.closed {

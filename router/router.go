@@ -208,6 +208,7 @@ type Router struct {
 	cfg       Config
 	keys      *KeyExtractor
 	routes    atomic.Pointer[routeTable]
+	tun       atomic.Pointer[Tunables]
 	log       zerolog.Logger
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
@@ -258,27 +259,12 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Picker == nil {
 		return nil, errors.New("router config: nil picker")
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"dial timeout", cfg.DialTimeout},
-		{"handshake timeout", cfg.HandshakeTimeout},
-		{"response header timeout", cfg.ResponseHeaderTimeout},
-		{"websocket idle timeout", cfg.WSIdleTimeout},
-		{"websocket ping interval", cfg.WSPingInterval},
-		{"websocket write timeout", cfg.WSWriteTimeout},
-		{"http write timeout", cfg.HTTPWriteTimeout},
-	} {
-		if d.v < 0 {
-			return nil, fmt.Errorf("router config: negative %s %v", d.name, d.v)
-		}
+	if cfg.ResponseHeaderTimeout < 0 {
+		return nil, fmt.Errorf("router config: negative response header timeout %v", cfg.ResponseHeaderTimeout)
 	}
-	if cfg.WSMaxFrameSize < 0 {
-		return nil, fmt.Errorf("router config: negative websocket max frame size %d", cfg.WSMaxFrameSize)
-	}
-	if cfg.MaxConns < 0 {
-		return nil, fmt.Errorf("router config: negative max conns %d", cfg.MaxConns)
+	tun, err := cfg.Tunables().withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
 	}
 	if cfg.MaxConnsPerIP < 0 || cfg.HandshakeBurstPerIP < 0 || cfg.MaxTrackedIPs < 0 ||
 		!(cfg.HandshakeRatePerIP >= 0) || math.IsInf(cfg.HandshakeRatePerIP, 0) {
@@ -293,24 +279,10 @@ func New(cfg Config) (*Router, error) {
 	if cfg.SessionCookieMaxAge == 0 {
 		cfg.SessionCookieMaxAge = DefaultSessionCookieMaxAge
 	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = DefaultDialTimeout
-	}
-	if cfg.HandshakeTimeout == 0 {
-		cfg.HandshakeTimeout = DefaultHandshakeTimeout
-	}
 	if cfg.ResponseHeaderTimeout == 0 {
 		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
 	}
-	if cfg.WSWriteTimeout == 0 {
-		cfg.WSWriteTimeout = DefaultWSWriteTimeout
-	}
-	if cfg.WSMaxFrameSize == 0 {
-		cfg.WSMaxFrameSize = DefaultWSMaxFrameSize
-	}
-	if cfg.HTTPWriteTimeout == 0 {
-		cfg.HTTPWriteTimeout = DefaultHTTPWriteTimeout
-	}
+	tun.apply(&cfg) // so that cfg shows what is in force at start
 	if cfg.SessionCookie != "" {
 		if err := (&http.Cookie{Name: cfg.SessionCookie, Value: "x"}).Valid(); err != nil {
 			return nil, fmt.Errorf("router config: session cookie: %w", err)
@@ -338,12 +310,15 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router config: %w", err)
 	}
 	rt.routes.Store(routes)
+	rt.tun.Store(&tun)
 	rt.dial = rt.dialer()
 	rt.btls = newBackendTLS(cfg.BackendTLS)
 	dialer := rt.dial
 	rt.transport = &http.Transport{
 		Proxy: nil, // never the environment's proxy
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, rt.tunables().DialTimeout)
+			defer cancel()
 			c, err := dialer.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, &dialError{err}
@@ -412,22 +387,22 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			}
 		}()
 	}
-	if limit := rt.cfg.MaxConns; limit > 0 {
-		if n := rt.active.Add(1); n > int64(limit) {
-			rt.active.Add(-1)
-			if ok, dropped := rt.overflowLog.Allow(); ok {
-				rt.log.Warn().Int("max_conns", limit).Int64("suppressed", dropped).
-					Str("remote_addr", req.RemoteAddr).Msg("connection limit reached")
-			}
-			rt.writeError(w, req, errTooManyConns)
-			return
+	// Counted whatever the limit, so that a limit set by SetTunables
+	// counts what is open already.
+	if n, limit := rt.active.Add(1), rt.tunables().MaxConns; limit > 0 && n > int64(limit) {
+		rt.active.Add(-1)
+		if ok, dropped := rt.overflowLog.Allow(); ok {
+			rt.log.Warn().Int("max_conns", limit).Int64("suppressed", dropped).
+				Str("remote_addr", req.RemoteAddr).Msg("connection limit reached")
 		}
-		defer func() {
-			if !detached {
-				rt.active.Add(-1)
-			}
-		}()
+		rt.writeError(w, req, errTooManyConns)
+		return
 	}
+	defer func() {
+		if !detached {
+			rt.active.Add(-1)
+		}
+	}()
 
 	key, source, ok := rt.keys.Key(req)
 	if !ok {
@@ -454,7 +429,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		detached = rt.serveWebSocket(w, req, pool, key, source, cookie, slot)
 		return
 	}
-	pw := newProgressWriter(w, rt.cfg.HTTPWriteTimeout)
+	pw := newProgressWriter(w, rt.tunables().HTTPWriteTimeout)
 	// The server flushes what is left once ServeHTTP returns.
 	defer pw.extend()
 	w = pw
@@ -487,9 +462,10 @@ func (rt *Router) pick(pool, key string) ([]Backend, error) {
 	return cands, nil
 }
 
-// dialer builds the dialer of every connect to a backend.
+// dialer builds the dialer of every connect to a backend. Its callers
+// bound each connect with the DialTimeout in force (SetTunables).
 func (rt *Router) dialer() *net.Dialer {
-	return &net.Dialer{Timeout: rt.cfg.DialTimeout, KeepAlive: 30 * time.Second, Control: rt.dialControl}
+	return &net.Dialer{KeepAlive: 30 * time.Second, Control: rt.dialControl}
 }
 
 // failure reports a failed backend to OnFailure and logs the failover. A

@@ -145,7 +145,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, pool,
 		return false
 	}
 
-	ctx, cancel := context.WithTimeout(req.Context(), rt.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(req.Context(), rt.tunables().HandshakeTimeout)
 	defer cancel()
 	var (
 		b       Backend
@@ -257,7 +257,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, pool,
 	}
 	_ = res.Header.Write(head)
 	head.WriteString("\r\n")
-	_ = client.SetDeadline(time.Now().Add(rt.cfg.HandshakeTimeout))
+	_ = client.SetDeadline(time.Now().Add(rt.tunables().HandshakeTimeout))
 	_, err = client.Write(head.Bytes())
 	_ = client.SetDeadline(time.Time{})
 	_ = conn.SetDeadline(time.Time{})
@@ -278,7 +278,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, pool,
 	// Where the platform allows, the session leaves this goroutine and is
 	// relayed on readiness; the handler returns and the session holds no
 	// goroutine while idle.
-	c.countsConn = rt.cfg.MaxConns > 0
+	c.countsConn = true // ServeHTTP counted it in active, whatever the limit
 	c.ipSlot = slot
 	if rt.adopt(c) {
 		return true
@@ -515,13 +515,13 @@ func (c *wsConn) run() {
 	go frameRelay{c}.run(ends)
 
 	var pingC, idleC, lingerC <-chan time.Time
-	if d := c.rt.cfg.WSPingInterval; d > 0 {
+	if d := c.rt.tunables().WSPingInterval; d > 0 {
 		t := time.NewTicker(d)
 		defer t.Stop()
 		pingC = t.C
 	}
 	var idle *time.Timer
-	if d := c.rt.cfg.WSIdleTimeout; d > 0 {
+	if d := c.rt.tunables().WSIdleTimeout; d > 0 {
 		idle = time.NewTimer(d)
 		defer idle.Stop()
 		idleC = idle.C
@@ -564,7 +564,11 @@ func (c *wsConn) run() {
 			c.ping()
 		case <-idleC:
 			since := time.Since(time.Unix(0, c.lastActive.Load()))
-			if d := c.rt.cfg.WSIdleTimeout; since < d {
+			d := c.rt.tunables().WSIdleTimeout
+			if d <= 0 {
+				break // turned off since (a reload)
+			}
+			if since < d {
 				idle.Reset(d - since)
 				break
 			}
@@ -592,7 +596,7 @@ func (c *wsConn) relayFailed(e relayEnd) bool {
 		}
 		c.rt.wsWriteTimeouts.Add(1)
 		c.rt.log.Debug().Uint64("ws", c.id).Str("backend", c.backendID).Str("peer", peer).
-			Dur("timeout", c.rt.cfg.WSWriteTimeout).Msg("websocket write timeout")
+			Dur("timeout", c.rt.tunables().WSWriteTimeout).Msg("websocket write timeout")
 		if e.upstream {
 			c.inject(CloseWriteTimeout, "backend write timeout")
 		}
@@ -622,7 +626,7 @@ var errWriteTimeout = errors.New("websocket write timeout")
 // timeout: each write is of one relay buffer at most, so the deadline is
 // renewed at least every relayBufSize bytes the peer takes.
 func (c *wsConn) relayWrite(conn net.Conn, p []byte) error {
-	if d := c.rt.cfg.WSWriteTimeout; d > 0 {
+	if d := c.rt.tunables().WSWriteTimeout; d > 0 {
 		_ = conn.SetWriteDeadline(time.Now().Add(d))
 	}
 	_, err := conn.Write(p)
@@ -731,7 +735,7 @@ func (u upstreamCopier) run(ends chan<- relayEnd) {
 
 func (u upstreamCopier) copy() error {
 	c := u.c
-	limit := c.rt.cfg.WSMaxFrameSize
+	limit := c.rt.tunables().WSMaxFrameSize
 	if len(c.clientBuf) > 0 {
 		if err := c.upFrames.check(c.clientBuf, limit); err != nil {
 			return err

@@ -20,6 +20,20 @@ import (
 // says.
 var liveOptions = map[string]bool{"log-level": true, "backend": true}
 
+// tunableOptions are the live options that set the proxy's limits and
+// timeouts (router.Tunables), applied together.
+var tunableOptions = map[string]bool{
+	"max-conns": true, "backend-connect-timeout": true, "ws-handshake-backend-timeout": true,
+	"tunnel-idle-timeout": true, "ws-idle-timeout": true, "ws-ping-interval": true,
+	"ws-write-timeout": true, "ws-max-frame-size": true, "http-write-timeout": true,
+}
+
+func init() {
+	for name := range tunableOptions {
+		liveOptions[name] = true
+	}
+}
+
 // reloader re-reads the configuration (flags, environment and --config
 // file, as at start) and applies what can change live.
 type reloader struct {
@@ -42,7 +56,12 @@ func (r *reloader) reload(ctx context.Context) {
 		r.log.Info().Msg("config reloaded; no option changed")
 		return
 	}
+	var tunables []string
 	for _, name := range changed {
+		if tunableOptions[name] {
+			tunables = append(tunables, name)
+			continue
+		}
 		if !liveOptions[name] {
 			// The value is not logged: it may be a secret (--gossip-key).
 			r.log.Warn().Str("option", name).Msg("config change needs a restart; not applied")
@@ -59,6 +78,22 @@ func (r *reloader) reload(ctx context.Context) {
 			r.log.Info().Str("option", name).Int("backends", len(next.Node.Backends)).Msg("config change applied")
 		}
 		r.cur.Raw[name] = next.Raw[name]
+	}
+	if len(tunables) > 0 {
+		if err := r.n.ApplyTunables(next.Node.Router); err != nil {
+			r.log.Error().Err(err).Strs("options", tunables).Msg("config change refused; keeping the running limits and timeouts")
+			return
+		}
+		t := r.n.Tunables()
+		for _, name := range tunables {
+			r.cur.Raw[name] = next.Raw[name]
+			r.log.Info().Str("option", name).Strs("value", next.Raw[name]).Msg("config change applied")
+		}
+		r.log.Info().Int("max_conns", t.MaxConns).Dur("backend_connect_timeout", t.DialTimeout).
+			Dur("ws_handshake_backend_timeout", t.HandshakeTimeout).Dur("tunnel_idle_timeout", t.WSIdleTimeout).
+			Dur("ws_ping_interval", t.WSPingInterval).Dur("ws_write_timeout", t.WSWriteTimeout).
+			Int64("ws_max_frame_size", t.WSMaxFrameSize).Dur("http_write_timeout", t.HTTPWriteTimeout).
+			Msg("limits and timeouts in force")
 	}
 }
 
