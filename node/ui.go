@@ -108,8 +108,12 @@ func (n *Node) uiState() uiState {
 			parts := t.Ring.Partitions()
 			s.Ring.Partitions = parts
 			s.Ring.Owners = ringSectorsOf(parts, len(s.Ring.Members), func(p int) int { return idx[t.Ring.Owner(p)] })
-			for id, k := range t.Ring.Loads() {
-				s.Ring.Shares[id] = float64(k) / float64(parts)
+		}
+		// Each backend's share of its own pool's ring; the drawing is the
+		// default pool's.
+		for _, p := range t.Pools() {
+			for id, k := range p.Ring.Loads() {
+				s.Ring.Shares[id] = float64(k) / float64(p.Ring.Partitions())
 			}
 		}
 	}

@@ -140,7 +140,7 @@ function renderBackends(s) {
     const sw = el("i", {});
     sw.style.background = color(b.id);
     body.append(el("tr", { "data-backend": b.id, "data-state": b.effective_state, "data-in-ring": String(b.in_ring) },
-      el("td", { title: b.addr }, el("b", {}, b.id), el("div", { class: "muted" }, b.addr)),
+      el("td", { title: b.addr }, el("b", {}, b.id), el("div", { class: "muted" }, b.addr + (b.pool && b.pool !== "default" ? " · pool " + b.pool : ""))),
       el("td", {}, badge(b.state)),
       el("td", { title: b.reason || "" }, badge(b.effective_state)),
       el("td", {}, b.health ? badge(b.health.state) : "–", b.health ? " " + b.health.down_votes + "/" + b.health.voters + " down" : ""),
