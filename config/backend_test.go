@@ -120,3 +120,34 @@ func TestPoolsAndRoutesFlagsAndYAML(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolOptions: a pool's own key sources and health path, as NAME=VALUE
+// with commas in VALUE; bad ones name the option.
+func TestPoolOptions(t *testing.T) {
+	c, err := ParseNode([]string{"--name=n", "--pool-route-key", "rides=query:ride_id,ip", "--pool-route-key", "chat=header:X-Room",
+		"--pool-health-http", "chat=/status", "--pool-health-http", "rides="}, nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := c.Node.Router.PoolKeySources; len(k) != 2 || k["rides"] != "query:ride_id,ip" || k["chat"] != "header:X-Room" {
+		t.Errorf("pool key sources %v", k)
+	}
+	if h := c.Node.HealthCheck.PoolHTTPPath; len(h) != 2 || h["chat"] != "/status" || h["rides"] != "" {
+		t.Errorf("pool health paths %v", h)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--pool-route-key", "rides"}, "NAME=VALUE"},
+		{[]string{"--pool-route-key", "Rides=ip"}, "pool \"Rides\""},
+		{[]string{"--pool-route-key", "rides="}, "NAME=SOURCES"},
+		{[]string{"--pool-route-key", "rides=query:"}, "--pool-route-key rides=query:"},
+		{[]string{"--pool-health-http", "chat=status"}, "absolute path"},
+	} {
+		_, err := ParseNode(append([]string{"--name=n"}, tc.args...), nil, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}

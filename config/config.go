@@ -185,6 +185,20 @@ func nodeOptions() []option {
 			}
 			return nil
 		}},
+		{name: "pool-route-key", list: true, usage: "NAME=SOURCES: the routing-key sources of pool NAME's requests, as --route-key (e.g. rides=query:ride_id,ip); repeatable (mesh-wide)", apply: func(c *Node, v string) error {
+			pool, src, err := poolValue(v)
+			if err != nil {
+				return err
+			}
+			if src == "" {
+				return fmt.Errorf("%q: want NAME=SOURCES, like rides=query:ride_id,ip", v)
+			}
+			if c.Node.Router.PoolKeySources == nil {
+				c.Node.Router.PoolKeySources = map[string]string{}
+			}
+			c.Node.Router.PoolKeySources[pool] = src
+			return nil
+		}},
 		{name: "route-key", def: router.DefaultKeySources, usage: "ordered routing-key sources: query:NAME, cookie:NAME, header:NAME, protocol:PREFIX (a Sec-WebSocket-Protocol token), ip (mesh-wide)", apply: func(c *Node, v string) error {
 			c.Node.Router.Key.Sources = v
 			return nil
@@ -281,6 +295,20 @@ func nodeOptions() []option {
 				return fmt.Errorf("%q: want an absolute path like /healthz", v)
 			}
 			c.Node.HealthCheck.HTTPPath = v
+			return nil
+		}},
+		{name: "pool-health-http", list: true, usage: "NAME=/PATH: the health check of pool NAME's backends is an HTTP GET of PATH (NAME= alone: a TCP connect), whatever --health-http says; repeatable", apply: func(c *Node, v string) error {
+			pool, path, err := poolValue(v)
+			if err != nil {
+				return err
+			}
+			if path != "" && !strings.HasPrefix(path, "/") {
+				return fmt.Errorf("%q: want NAME=/PATH with an absolute path like /healthz", v)
+			}
+			if c.Node.HealthCheck.PoolHTTPPath == nil {
+				c.Node.HealthCheck.PoolHTTPPath = map[string]string{}
+			}
+			c.Node.HealthCheck.PoolHTTPPath[pool] = path
 			return nil
 		}},
 		{name: "health-http-status", def: "200-399", usage: "HTTP statuses a check accepts: a range or one status", apply: func(c *Node, v string) error {
@@ -532,6 +560,13 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	if _, err := router.NewKeyExtractor(k); err != nil {
 		return Node{}, usageErrorf("--route-key, --ipv6-prefix, --session-cookie: %w", err)
 	}
+	for pool, src := range c.Node.Router.PoolKeySources {
+		pk := k
+		pk.Sources = src
+		if _, err := router.NewKeyExtractor(pk); err != nil {
+			return Node{}, usageErrorf("--pool-route-key %s=%s: %w", pool, src, err)
+		}
+	}
 	if err := c.Node.HealthCheck.WithDefaults().Validate(); err != nil {
 		return Node{}, usageErrorf("--health-*: %w", err)
 	}
@@ -662,4 +697,18 @@ Example:
   meshlb node --name b --gossip-addr 127.0.0.1:7947 --listen 127.0.0.1:8081 \
     --admin 127.0.0.1:9902 --join 127.0.0.1:7946
 `)
+}
+
+// poolValue splits a "NAME=VALUE" option value of a pool; VALUE may hold
+// commas and '='.
+func poolValue(v string) (pool, value string, err error) {
+	pool, value, ok := strings.Cut(v, "=")
+	pool, value = strings.TrimSpace(pool), strings.TrimSpace(value)
+	if !ok {
+		return "", "", fmt.Errorf("%q: want NAME=VALUE, NAME a pool", v)
+	}
+	if err := gossip.ValidatePool(pool); err != nil {
+		return "", "", fmt.Errorf("%q: %w", v, err)
+	}
+	return pool, value, nil
 }

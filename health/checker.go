@@ -39,6 +39,9 @@ type CheckConfig struct {
 	// otherwise a check is a TCP connect.
 	HTTPPath             string
 	StatusMin, StatusMax int
+	// PoolHTTPPath, by pool, replaces HTTPPath for the backends of that
+	// pool: services behind one mesh have their own health URLs.
+	PoolHTTPPath map[string]string
 	// MaxPassiveDownPercent caps the share of backends that passive
 	// failures alone may take down in this node's view: a burst (this
 	// node's own network hiccup) can't mark everything down at once. Past
@@ -85,6 +88,11 @@ func (c CheckConfig) Validate() error {
 	case c.MaxPassiveDownPercent < 0 || c.MaxPassiveDownPercent > 100:
 		return fmt.Errorf("max passive down percent %d: want 0..100", c.MaxPassiveDownPercent)
 	}
+	for pool, p := range c.PoolHTTPPath {
+		if p != "" && !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("health http path %q of pool %s: want an absolute path like /healthz, or empty for a TCP connect", p, pool)
+		}
+	}
 	return nil
 }
 
@@ -104,6 +112,7 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 type Target struct {
 	ID   string
 	Addr string
+	Pool string // for CheckConfig.PoolHTTPPath
 }
 
 // Report receives a change of this node's view of a backend: the first
@@ -194,7 +203,7 @@ func (c *Checker) Sync(ts []Target) {
 	}
 	changed := false
 	for id, t := range c.targets {
-		if w, ok := want[id]; !ok || w.Addr != t.Addr {
+		if w, ok := want[id]; !ok || w.Addr != t.Addr || w.Pool != t.Pool {
 			t.cancel()
 			delete(c.targets, id)
 			changed = true
@@ -311,7 +320,7 @@ func (c *Checker) run(ctx context.Context, t *target) {
 			due = time.Now()
 		}
 		start := time.Now()
-		ok, detail, err := c.check(ctx, t.Addr)
+		ok, detail, err := c.check(ctx, t.Target)
 		if ctx.Err() != nil {
 			return
 		}
@@ -370,10 +379,14 @@ func (c *Checker) record(t *target, ok bool, detail string, passive bool) (trans
 }
 
 // check runs one active check of addr; err is why it failed, if it did.
-func (c *Checker) check(ctx context.Context, addr string) (bool, string, error) {
+func (c *Checker) check(ctx context.Context, t Target) (bool, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	if c.cfg.HTTPPath == "" {
+	addr, path := t.Addr, c.cfg.HTTPPath
+	if p, ok := c.cfg.PoolHTTPPath[t.Pool]; ok {
+		path = p
+	}
+	if path == "" {
 		var conn net.Conn
 		var err error
 		if c.cfg.Dial != nil {
@@ -387,7 +400,7 @@ func (c *Checker) check(ctx context.Context, addr string) (bool, string, error) 
 		conn.Close()
 		return true, "", nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+c.cfg.HTTPPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return false, "http: " + short(err), err
 	}

@@ -139,6 +139,33 @@ func TestHTTPCheck(t *testing.T) {
 	waitFor(t, "up on 302", func() bool { return r.last() == "b up=true " })
 }
 
+// TestPoolHTTPPath: a pool's own health path replaces the node's for its
+// backends; the others keep the node's.
+func TestPoolHTTPPath(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/status" {
+			w.WriteHeader(404)
+			return
+		}
+		w.WriteHeader(200)
+	}))
+	defer srv.Close()
+	cfg := fastChecks()
+	cfg.HTTPPath = "/healthz"
+	cfg.PoolHTTPPath = map[string]string{"chat": "/status"}
+	c, r := newChecker(t, cfg)
+	addr := srv.Listener.Addr().String()
+	c.Sync([]Target{{ID: "chat-1", Addr: addr, Pool: "chat"}})
+	waitFor(t, "chat-1 up on its pool's path", func() bool { return r.last() == "chat-1 up=true " })
+	c.Sync([]Target{{ID: "chat-1", Addr: addr, Pool: "chat"}, {ID: "web-1", Addr: addr, Pool: "default"}})
+	waitFor(t, "web-1 down on the node's path", func() bool { return r.last() == "web-1 up=false http: status 404" })
+	bad := fastChecks()
+	bad.PoolHTTPPath = map[string]string{"chat": "status"}
+	if err := bad.WithDefaults().Validate(); err == nil {
+		t.Error("a relative pool health path accepted")
+	}
+}
+
 // TestPassiveBounded: router failures take a backend down at once (Fall of
 // them), but passive failures alone never take more than the cap; the
 // early active checks they ask for bring the backends back.

@@ -41,7 +41,8 @@ type Mesh interface {
 // Backend is a backend of the catalog that health checks.
 type Backend struct {
 	ID, Addr string
-	Draining bool // drained by an operator: checked, but not in the budget
+	Draining bool   // drained by an operator: checked, but not in the budget
+	Pool     string // for CheckConfig.PoolHTTPPath
 }
 
 // Decider timing. decideEvery bounds how long a hold can outlast its end,
@@ -149,7 +150,7 @@ func (d *Decider) syncChecks(bs []Backend) {
 	}
 	ts := make([]Target, len(bs))
 	for i, b := range bs {
-		ts[i] = Target{ID: b.ID, Addr: b.Addr}
+		ts[i] = Target{ID: b.ID, Addr: b.Addr, Pool: b.Pool}
 	}
 	d.cfg.Checks.Sync(ts)
 }

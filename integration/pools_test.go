@@ -17,8 +17,9 @@ import (
 // path (the third, default, pool gets the rest). Every session reaches a
 // backend of its own pool, the same one through every node, the one
 // /v1/route names for that pool; a backend of one pool never gets the
-// other's sessions, even when a pool loses a backend. A node started
-// without the mesh's routes serves nothing.
+// other's sessions, even when a pool loses a backend. The chat pool is
+// keyed by its own source (the room), the others by the session ID. A
+// node started without the mesh's routes serves nothing.
 func TestTwoPoolsOnTwoPaths(t *testing.T) {
 	t.Parallel()
 	addrs := map[string]string{}
@@ -31,6 +32,7 @@ func TestTwoPoolsOnTwoPaths(t *testing.T) {
 		"--backend", "chat-1=" + addrs["chat-1"] + ",pool=chat",
 		"--backend", "web-1=" + addrs["web-1"],
 		"--route", "path=/ws,pool=rides", "--route", "path=/chat/,pool=chat",
+		"--pool-route-key", "chat=query:room,ip",
 		"--drain-delay", "0",
 	}
 	var proxies, admins []string
@@ -62,7 +64,7 @@ func TestTwoPoolsOnTwoPaths(t *testing.T) {
 				t.Fatalf("/v1/route puts %s of pool %s on %s", sid, pool, want)
 			}
 			for _, p := range proxies {
-				if got := whoamiAt(t, p, path, sid); got != want {
+				if got := whoamiAt(t, p, path, query(pool, sid)); got != want {
 					t.Fatalf("session %s on %s through %s reached %s; /v1/route says %s of pool %s", sid, path, p, got, want, pool)
 				}
 			}
@@ -88,7 +90,7 @@ func TestTwoPoolsOnTwoPaths(t *testing.T) {
 	waitFor(t, 30*time.Second, "rides-1 out of every ring", oneRing(admins, 3, 4))
 	for pool, path := range pools {
 		for sid, before := range owners[pool] {
-			got := whoamiAt(t, proxies[len(sid)%3], path, sid)
+			got := whoamiAt(t, proxies[len(sid)%3], path, query(pool, sid))
 			switch {
 			case pool == "rides" && got != "rides-2":
 				t.Fatalf("session %s of rides reached %s with rides-1 gone; want rides-2", sid, got)
@@ -121,6 +123,15 @@ func httpGet(url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// query keys a session of pool by sid: chat by its room (the session ID
+// given beside it must not count), the others by the session ID.
+func query(pool, sid string) string {
+	if pool == "chat" {
+		return "room=" + url.QueryEscape(sid) + "&session_id=ignored"
+	}
+	return "session_id=" + url.QueryEscape(sid)
+}
+
 func routeIn(t *testing.T, admin, key, pool string) string {
 	t.Helper()
 	var r struct{ Backend, Pool string }
@@ -133,11 +144,11 @@ func routeIn(t *testing.T, admin, key, pool string) string {
 
 // whoamiAt opens a WebSocket on path through proxy and asks which backend
 // answers.
-func whoamiAt(t *testing.T, proxy, path, sid string) string {
+func whoamiAt(t *testing.T, proxy, path, query string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws://"+proxy+path+"?session_id="+url.QueryEscape(sid), nil)
+	c, _, err := websocket.Dial(ctx, "ws://"+proxy+path+"?"+query, nil)
 	if err != nil {
 		t.Fatalf("dial %s%s: %v", proxy, path, err)
 	}

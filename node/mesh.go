@@ -42,7 +42,7 @@ func (m *gossipMesh) Backends() []health.Backend {
 	var out []health.Backend
 	for _, r := range m.c.Records() {
 		if r.State == gossip.StateActive || r.State == gossip.StateDraining {
-			out = append(out, health.Backend{ID: r.ID, Addr: r.Addr, Draining: r.State == gossip.StateDraining})
+			out = append(out, health.Backend{ID: r.ID, Addr: r.Addr, Draining: r.State == gossip.StateDraining, Pool: poolOf(r)})
 		}
 	}
 	return out

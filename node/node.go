@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -212,6 +214,20 @@ func configFingerprint(cfg Config) (uint64, error) {
 	// Routes pick the pool, so nodes must agree on them as on the ring; in
 	// the order the router tries them, so that an order of no consequence
 	// in the config file does not split a mesh.
+	pools := make([]string, 0, len(cfg.Router.PoolKeySources))
+	for pool := range cfg.Router.PoolKeySources {
+		pools = append(pools, pool)
+	}
+	slices.Sort(pools)
+	for _, pool := range pools {
+		pk := k
+		pk.Sources = cfg.Router.PoolKeySources[pool]
+		pke, err := router.NewKeyExtractor(pk)
+		if err != nil {
+			return 0, fmt.Errorf("key sources of pool %s: %w", pool, err)
+		}
+		fmt.Fprintf(d, "\x00poolkey/%s/%s", pool, strings.Join(pke.Sources(), "\x00"))
+	}
 	for _, r := range router.SortedRoutes(cfg.Router.Routes) {
 		fmt.Fprintf(d, "\x00route/%d:%s/%d:%s/%s", len(r.Host), r.Host, len(r.Path), r.Path, r.Pool)
 	}

@@ -194,3 +194,46 @@ func TestPoolCapacityIsPerPool(t *testing.T) {
 		t.Fatalf("first backend of another pool: %d %s", code, b)
 	}
 }
+
+// TestConfigFingerprintCoversRoutesAndPoolKeys: routes and pools' key
+// sources are mesh-wide (they decide where a request goes), in any order
+// the config lists them; without them the fingerprint is what it was.
+func TestConfigFingerprintCoversRoutesAndPoolKeys(t *testing.T) {
+	fpOf := func(c Config) uint64 {
+		t.Helper()
+		v, err := configFingerprint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	base := testConfig(t, "fp")
+	plain := fpOf(base)
+	empty := base
+	empty.Router.Routes, empty.Router.PoolKeySources = []router.Route{}, map[string]string{}
+	if fpOf(empty) != plain {
+		t.Error("empty routes and pool keys changed the fingerprint")
+	}
+	a, b := base, base
+	a.Router.Routes = []router.Route{{Path: "/ws", Pool: "rides"}, {Host: "Chat.example.com", Pool: "chat"}}
+	b.Router.Routes = []router.Route{{Host: "chat.example.com", Pool: "chat"}, {Path: "/ws", Pool: "rides"}}
+	if fpOf(a) == plain || fpOf(a) != fpOf(b) {
+		t.Error("routes: not covered, or their order or case counts")
+	}
+	c := a
+	c.Router.Routes = []router.Route{{Path: "/ws", Pool: "chat"}, {Host: "chat.example.com", Pool: "chat"}}
+	if fpOf(c) == fpOf(a) {
+		t.Error("a route to another pool left the fingerprint as it was")
+	}
+	k1, k2 := base, base
+	k1.Router.PoolKeySources = map[string]string{"rides": "query:ride_id,ip"}
+	k2.Router.PoolKeySources = map[string]string{"rides": "query:ride_id, ip"}
+	if fpOf(k1) == plain || fpOf(k1) != fpOf(k2) {
+		t.Error("pool key sources: not covered, or their spelling counts")
+	}
+	bad := base
+	bad.Router.PoolKeySources = map[string]string{"rides": "query:"}
+	if _, err := configFingerprint(bad); err == nil {
+		t.Error("bad key sources of a pool accepted")
+	}
+}

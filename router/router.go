@@ -199,6 +199,10 @@ type Config struct {
 	// request none matches goes to DefaultPool. Empty: every request goes
 	// to DefaultPool. SetRoutes replaces them.
 	Routes []Route
+	// PoolKeySources, by pool, replaces Key.Sources for the requests of
+	// that pool (a ride's ID for one, a chat room for another); the rest
+	// of Key (trusted proxies, IPv6 prefix, session cookie) is shared.
+	PoolKeySources map[string]string
 }
 
 // Router is an http.Handler that routes each request by its key to a
@@ -207,6 +211,7 @@ type Config struct {
 type Router struct {
 	cfg       Config
 	keys      *KeyExtractor
+	poolKeys  map[string]*KeyExtractor // PoolKeySources'
 	routes    atomic.Pointer[routeTable]
 	tun       atomic.Pointer[Tunables]
 	log       zerolog.Logger
@@ -297,9 +302,20 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router config: %w", err)
 	}
 
+	poolKeys := make(map[string]*KeyExtractor, len(cfg.PoolKeySources))
+	for pool, src := range cfg.PoolKeySources {
+		kc := cfg.Key
+		kc.Sources = src
+		ke, err := NewKeyExtractor(kc)
+		if err != nil {
+			return nil, fmt.Errorf("router config: key sources of pool %s: %w", pool, err)
+		}
+		poolKeys[pool] = ke
+	}
 	rt := &Router{
 		cfg:          cfg,
 		keys:         keys,
+		poolKeys:     poolKeys,
 		log:          cfg.Logger.With().Str("component", "router").Logger(),
 		closeTimeout: 5 * time.Second,
 		conns:        make(map[uint64]*wsConn),
@@ -404,12 +420,16 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}()
 
-	key, source, ok := rt.keys.Key(req)
+	pool := rt.routes.Load().pool(req.Host, req.URL.Path)
+	keys := rt.keys
+	if k, ok := rt.poolKeys[pool]; ok {
+		keys = k
+	}
+	key, source, ok := keys.Key(req)
 	if !ok {
 		rt.writeError(w, req, errNoKey)
 		return
 	}
-	pool := rt.routes.Load().pool(req.Host, req.URL.Path)
 	var cookie *http.Cookie
 	if source == "ip" && rt.cfg.SessionCookie != "" {
 		cookie = rt.newSessionCookie(req)

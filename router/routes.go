@@ -84,7 +84,7 @@ func (r Route) validate() error {
 	if r.Path != "" && (!strings.HasPrefix(r.Path, "/") || strings.ContainsAny(r.Path, "?# \t")) {
 		return fmt.Errorf("path %q: want a prefix starting with / and without a query", r.Path)
 	}
-	if h := r.Host; h != "" {
+	if h := strings.ToLower(r.Host); h != "" {
 		name := strings.TrimPrefix(h, "*.")
 		if strings.Contains(name, "*") || !validHostName(name) {
 			return fmt.Errorf("host %q: want a name like rides.example.com or *.example.com, without a port", h)

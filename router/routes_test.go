@@ -84,12 +84,12 @@ func TestRouteTablePicks(t *testing.T) {
 type poolPicker struct {
 	pools map[string][]Backend
 	mu    sync.Mutex
-	asked []string
+	asked []string // pool/key
 }
 
-func (p *poolPicker) Pick(pool string, _ []byte, n int) ([]Backend, error) {
+func (p *poolPicker) Pick(pool string, key []byte, n int) ([]Backend, error) {
 	p.mu.Lock()
-	p.asked = append(p.asked, pool)
+	p.asked = append(p.asked, pool+"/"+string(key))
 	p.mu.Unlock()
 	bs := p.pools[pool]
 	if len(bs) == 0 {
@@ -144,6 +144,33 @@ func TestRoutesSendToPools(t *testing.T) {
 	}
 	if err := rt.SetRoutes([]Route{{Path: "/", Pool: ""}}); err == nil || rt.Pool("x", "/") != "chat" {
 		t.Errorf("a bad route replaced the good ones: %v", err)
+	}
+}
+
+// TestPoolKeySources: a pool with its own key sources is keyed by them,
+// the others by the router's.
+func TestPoolKeySources(t *testing.T) {
+	p := &poolPicker{pools: map[string][]Backend{
+		"rides":     {newBackend(t, "rides-1", httpEcho("rides-1"))},
+		DefaultPool: {newBackend(t, "web-1", httpEcho("web-1"))},
+	}}
+	_, srv := newFront(t, Config{Picker: p, Routes: []Route{{Path: "/rides", Pool: "rides"}},
+		PoolKeySources: map[string]string{"rides": "query:ride_id,ip"}})
+	for _, path := range []string{"/rides/x?ride_id=r42&session_id=s1", "/other?ride_id=r42&session_id=s1"} {
+		r, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.asked) != 2 || p.asked[0] != "rides/r42" || p.asked[1] != "default/s1" {
+		t.Fatalf("picker asked %v; want rides/r42 then default/s1", p.asked)
+	}
+	if _, err := New(Config{Picker: p, PoolKeySources: map[string]string{"x": "query:"}}); err == nil {
+		t.Error("bad key sources of a pool accepted")
 	}
 }
 
