@@ -84,6 +84,17 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
+// loopbackPort finds a TCP port free on 127.0.0.1.
+func loopbackPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 func startACMEMesh(t *testing.T, challenge string, validity time.Duration) *acmeMesh {
 	t.Helper()
 	pebble, err := exec.LookPath("pebble")
@@ -98,25 +109,45 @@ func startACMEMesh(t *testing.T, challenge string, validity time.Duration) *acme
 	m.caFile = filepath.Join(m.dir, "ca.pem")
 	writeAtomic(t, m.caFile, ca.pem)
 	dnsAddr := m.startDNS(t)
-	listen, mgmt := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg, _ := json.Marshal(map[string]any{"pebble": map[string]any{
-		"listenAddress": listen, "managementListenAddress": mgmt,
-		"certificate": pc, "privateKey": pk,
-		"httpPort": m.httpPort, "tlsPort": m.tlsPort,
-		"ocspResponderURL": "", "externalAccountBindingRequired": false,
-		"certificateValidityPeriod": int(validity.Seconds()),
-	}})
-	cfgFile := filepath.Join(m.dir, "pebble.json")
-	writeAtomic(t, cfgFile, cfg)
-	// Validation for real, at full speed, and a new one on every order
-	// (runCmd sets the environment, hence env(1)).
-	runCmd(t, "pebble", exec.Command("env", "PEBBLE_VA_ALWAYS_VALID=0", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_AUTHZREUSE=0", "PEBBLE_WFE_NONCEREJECT=0",
-		pebble, "-config", cfgFile, "-dnsserver", dnsAddr))
-	m.acmeURL, m.rootsURL = "https://"+listen+"/dir", "https://"+mgmt+"/roots/0"
-	waitFor(t, 20*time.Second, "pebble up", func() (bool, string) {
-		_, err := m.pebbleGet(m.acmeURL)
-		return err == nil, fmt.Sprint(err)
-	})
+	// pebble's ports are on 127.0.0.1, where every other test takes its
+	// ephemeral ports: one may take a port between our probe and pebble's
+	// bind (seen in CI), so a bind failure starts pebble again on others.
+	for attempt := 1; ; attempt++ {
+		listen, mgmt := fmt.Sprintf("127.0.0.1:%d", loopbackPort(t)), fmt.Sprintf("127.0.0.1:%d", loopbackPort(t))
+		cfg, _ := json.Marshal(map[string]any{"pebble": map[string]any{
+			"listenAddress": listen, "managementListenAddress": mgmt,
+			"certificate": pc, "privateKey": pk,
+			"httpPort": m.httpPort, "tlsPort": m.tlsPort,
+			"ocspResponderURL": "", "externalAccountBindingRequired": false,
+			"certificateValidityPeriod": int(validity.Seconds()),
+		}})
+		cfgFile := filepath.Join(m.dir, "pebble.json")
+		writeAtomic(t, cfgFile, cfg)
+		// Validation for real, at full speed, and a new one on every order
+		// (runCmd sets the environment, hence env(1)).
+		p := runCmd(t, "pebble", exec.Command("env", "PEBBLE_VA_ALWAYS_VALID=0", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_AUTHZREUSE=0", "PEBBLE_WFE_NONCEREJECT=0",
+			pebble, "-config", cfgFile, "-dnsserver", dnsAddr))
+		m.acmeURL, m.rootsURL = "https://"+listen+"/dir", "https://"+mgmt+"/roots/0"
+		up, deadline := false, time.Now().Add(20*time.Second)
+		for !up && time.Now().Before(deadline) {
+			if _, err := m.pebbleGet(m.acmeURL); err == nil {
+				up = true
+				break
+			}
+			select {
+			case <-p.exited:
+				deadline = time.Time{}
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if up {
+			break
+		}
+		if attempt == 3 || !strings.Contains(p.output(), "address already in use") {
+			t.Fatalf("pebble did not come up (attempt %d):\n%s", attempt, p.output())
+		}
+		t.Logf("pebble: a port was taken under it; again on others")
+	}
 	_, m.backend = startEcho(t, "web-1")
 	gk := make([]byte, 32)
 	rand.Read(gk)

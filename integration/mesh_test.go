@@ -85,7 +85,7 @@ func TestBadInputExitsTwoAndNamesIt(t *testing.T) {
 		{[]string{"node", "--gossip-key", "c2hvcnQ="}, "--gossip-key"},
 		{[]string{"node", "--ring-load", "0.5", "--name", "x"}, "load"},
 		{[]string{"node", "--name", "x", "--affinity-cookie", "srv"}, "--gossip-key"},
-		{[]string{"node", "--name", "x", "--backend", "a=127.0.0.1:1,pool=x"}, "allowed: weight"},
+		{[]string{"node", "--name", "x", "--backend", "a=127.0.0.1:1,colour=x"}, "allowed: pool, weight"},
 		{[]string{"node", "--config", badYAML}, `"lisen"`},
 		{[]string{"frobnicate"}, "frobnicate"},
 		{[]string{"route"}, "KEY"},
