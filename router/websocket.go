@@ -326,7 +326,9 @@ func (rt *Router) buildHandshake(buf *bytes.Buffer, req *http.Request) ([]byte, 
 // dialHandshake connects to b, sends the handshake and reads the answer.
 // Any error means b did not give a complete answer.
 func (rt *Router) dialHandshake(ctx context.Context, b Backend, handshake []byte) (net.Conn, *bufio.Reader, *http.Response, error) {
-	conn, err := rt.dial.DialContext(ctx, "tcp", b.Addr)
+	dctx, cancel := context.WithTimeout(ctx, rt.tunables().DialTimeout)
+	conn, err := rt.dial.DialContext(dctx, "tcp", b.Addr)
+	cancel()
 	if err != nil {
 		return nil, nil, nil, &dialError{err}
 	}
