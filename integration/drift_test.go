@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"syscall"
@@ -20,28 +19,19 @@ func TestNodeWithOtherRingSettingsRefusesTraffic(t *testing.T) {
 	_, s0 := startNode(t, "n0", "--backend", "web-1="+echo)
 	_, s1 := startNode(t, "n1", "--join", s0.GossipAddr)
 	odd, s2 := startNode(t, "n2", "--join", s0.GossipAddr, "--ring-partitions", "271")
-	get := func(url string) (int, string) {
-		resp, err := http.Get(url)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	waitFor(t, 20*time.Second, "n2 unready, refusing traffic", func() (bool, string) {
-		code, body := get("http://" + s2.AdminAddr + "/readyz")
+		code, body := httpGet("http://" + s2.AdminAddr + "/readyz")
 		if code != http.StatusServiceUnavailable || !strings.Contains(body, "differs from the mesh") {
 			return false, fmt.Sprintf("readyz %d %s", code, body)
 		}
 		return true, ""
 	})
-	if code, body := get("http://" + s2.ProxyAddr + "/?session_id=alice"); code != http.StatusServiceUnavailable || !strings.Contains(body, "configuration") {
+	if code, body := httpGet("http://" + s2.ProxyAddr + "/?session_id=alice"); code != http.StatusServiceUnavailable || !strings.Contains(body, "configuration") {
 		t.Fatalf("n2's proxy answered %d %s; want 503 naming the configuration", code, body)
 	}
 	waitFor(t, 20*time.Second, "n0 and n1 serving", func() (bool, string) {
 		for _, s := range []startedLine{s0, s1} {
-			if code, body := get("http://" + s.ProxyAddr + "/?session_id=alice"); code != http.StatusOK {
+			if code, body := httpGet("http://" + s.ProxyAddr + "/?session_id=alice"); code != http.StatusOK {
 				return false, fmt.Sprintf("%s answered %d %s", s.ProxyAddr, code, body)
 			}
 		}
@@ -57,11 +47,11 @@ func TestNodeWithOtherRingSettingsRefusesTraffic(t *testing.T) {
 	odd.wait(20 * time.Second)
 	_, s2 = startNode(t, "n2", "--join", s0.GossipAddr, "--gossip-addr", s2.GossipAddr)
 	waitFor(t, 20*time.Second, "n2 ready with the mesh's settings", func() (bool, string) {
-		code, body := get("http://" + s2.AdminAddr + "/readyz")
+		code, body := httpGet("http://" + s2.AdminAddr + "/readyz")
 		return code == http.StatusOK, fmt.Sprintf("readyz %d %s", code, body)
 	})
 	waitFor(t, 20*time.Second, "restarted n2 serving", func() (bool, string) {
-		code, body := get("http://" + s2.ProxyAddr + "/?session_id=alice")
+		code, body := httpGet("http://" + s2.ProxyAddr + "/?session_id=alice")
 		return code == http.StatusOK, fmt.Sprintf("restarted n2 answered %d %s", code, body)
 	})
 }

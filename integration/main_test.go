@@ -268,3 +268,14 @@ func oneRingVia(c *http.Client, admins []string, members, backends int) func() (
 		return true, ""
 	}
 }
+
+// httpGet returns the status and body of a GET, or 0 and the error.
+func httpGet(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -111,16 +110,6 @@ func TestTwoPoolsOnTwoPaths(t *testing.T) {
 		code, body = httpGet("http://" + s.ProxyAddr + "/ws?session_id=alice")
 		return code == http.StatusServiceUnavailable, fmt.Sprintf("proxy %d %s", code, body)
 	})
-}
-
-func httpGet(url string) (int, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // query keys a session of pool by sid: chat by its room (the session ID

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +15,11 @@ import (
 // router apply to what starts next; a bad value changes nothing.
 func TestSetTunablesApplies(t *testing.T) {
 	// A backend that accepts TCP and never answers, beside an echo.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held sync.WaitGroup
-	held.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held.Go(func() { io.Copy(io.Discard, c); c.Close() })
-		}
-	})
-	t.Cleanup(func() { ln.Close(); held.Wait() })
+	mute := serveTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	echo := newBackend(t, "echo", echoWS("echo", nil, nil))
 	p := &poolPicker{pools: map[string][]Backend{
 		DefaultPool: {echo},
-		"mute":      {{ID: "mute", Addr: ln.Addr().String()}},
+		"mute":      {{ID: "mute", Addr: mute}},
 	}}
 	rt, front := newFront(t, Config{Picker: p, MaxConns: 1, HandshakeTimeout: time.Hour,
 		Routes: []Route{{Path: "/mute", Pool: "mute"}}})

@@ -176,24 +176,10 @@ func TestWebSocketAllCandidatesRefuse(t *testing.T) {
 
 func TestWebSocketHandshakeTimeout(t *testing.T) {
 	// A backend that accepts TCP and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held sync.WaitGroup
-	held.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held.Go(func() { io.Copy(io.Discard, c); c.Close() })
-		}
-	})
-	t.Cleanup(func() { ln.Close(); held.Wait() })
+	mute := serveTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 
 	_, front := newFront(t, Config{
-		Picker:           &fixedPicker{backends: []Backend{{ID: "mute", Addr: ln.Addr().String()}}},
+		Picker:           &fixedPicker{backends: []Backend{{ID: "mute", Addr: mute}}},
 		HandshakeTimeout: 200 * time.Millisecond,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
