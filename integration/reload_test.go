@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,4 +95,44 @@ func TestSIGHUPAppliesTheChangedConfigFile(t *testing.T) {
 		t.Fatalf("session answered %q after a bad reload; want web-1", got)
 	}
 	c.Close(websocket.StatusNormalClosure, "")
+}
+
+// SIGHUP reopens the access log, as logrotate expects: after the file is
+// moved away, the next line goes to a new file at the configured path, and
+// the moved file keeps what was written before.
+func TestSIGHUPReopensTheAccessLog(t *testing.T) {
+	t.Parallel()
+	_, addr := startEcho(t, "web-1")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	p, s := startNode(t, "rotate", "--backend", "web-1="+addr, "--access-log", path)
+	waitFor(t, 10*time.Second, "one backend", oneRing([]string{s.AdminAddr}, 1, 1))
+	logged := func(file, path string) func() (bool, string) {
+		return func() (bool, string) {
+			b, err := os.ReadFile(file)
+			return err == nil && strings.Contains(string(b), `"path":"`+path+`"`), fmt.Sprintf("%s: %v %q", file, err, b)
+		}
+	}
+	if code, body := httpGet("http://" + s.ProxyAddr + "/before?session_id=a"); code != 200 {
+		t.Fatalf("GET: %d %s", code, body)
+	}
+	waitFor(t, 10*time.Second, "the first line", logged(path, "/before"))
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the new file", func() (bool, string) {
+		_, err := os.Stat(path)
+		return err == nil, fmt.Sprint(err)
+	})
+	if code, body := httpGet("http://" + s.ProxyAddr + "/after?session_id=a"); code != 200 {
+		t.Fatalf("GET: %d %s", code, body)
+	}
+	waitFor(t, 10*time.Second, "the second line in the new file", logged(path, "/after"))
+	old, _ := os.ReadFile(path + ".1")
+	if !strings.Contains(string(old), `"path":"/before"`) || strings.Contains(string(old), `"path":"/after"`) {
+		t.Fatalf("the moved file holds %q", old)
+	}
 }
