@@ -110,7 +110,7 @@ func TestSIGHUPReopensTheAccessLog(t *testing.T) {
 	logged := func(file, path string) func() (bool, string) {
 		return func() (bool, string) {
 			b, err := os.ReadFile(file)
-			return err == nil && strings.Contains(string(b), `"path":"`+path+`"`), fmt.Sprintf("%s: %v %q", file, err, b)
+			return err == nil && strings.Contains(string(b), `"path":"`+path+`"`) && strings.Contains(string(b), `"pool":"default"`), fmt.Sprintf("%s: %v %q", file, err, b)
 		}
 	}
 	if code, body := httpGet("http://" + s.ProxyAddr + "/before?session_id=a"); code != 200 {

@@ -87,6 +87,7 @@ type accessRecord struct {
 	KeySource  string  `json:"key_source"`
 	KeyHash    string  `json:"key_hash"`
 	Key        string  `json:"key,omitempty"`
+	Pool       string  `json:"pool,omitempty"`
 	Backend    string  `json:"backend"`
 	BytesIn    int64   `json:"bytes_in"`
 	BytesOut   int64   `json:"bytes_out"`
@@ -142,7 +143,7 @@ func (l *accessLog) enqueue(r accessRecord) {
 func (l *accessLog) session(node string, s *router.SessionEnd) {
 	r := accessRecord{Type: "ws", Start: msTime(s.Start), DurationMS: ms(s.Duration), Node: node,
 		RemoteAddr: s.RemoteAddr, ClientIP: s.ClientIP, Path: s.Path, KeySource: s.KeySource, KeyHash: keyHash(s.Key),
-		Backend: s.Backend, BytesIn: s.BytesIn, BytesOut: s.BytesOut, CloseCode: s.CloseCode, ClosedBy: s.ClosedBy,
+		Pool: s.Pool, Backend: s.Backend, BytesIn: s.BytesIn, BytesOut: s.BytesOut, CloseCode: s.CloseCode, ClosedBy: s.ClosedBy,
 		Failovers: s.Failovers}
 	if l.keys {
 		r.Key = s.Key
@@ -153,7 +154,7 @@ func (l *accessLog) session(node string, s *router.SessionEnd) {
 func (l *accessLog) request(node string, q *router.RequestEnd) {
 	r := accessRecord{Type: "http", Start: msTime(q.Start), DurationMS: ms(q.Duration), Node: node,
 		RemoteAddr: q.RemoteAddr, ClientIP: q.ClientIP, Method: q.Method, Path: q.Path, Status: q.Status, Upgrade: q.Upgrade,
-		KeySource: q.KeySource, Backend: q.Backend, BytesIn: q.BytesIn, BytesOut: q.BytesOut, Failovers: q.Failovers}
+		KeySource: q.KeySource, Pool: q.Pool, Backend: q.Backend, BytesIn: q.BytesIn, BytesOut: q.BytesOut, Failovers: q.Failovers}
 	if q.Key != "" {
 		r.KeyHash = keyHash(q.Key)
 	}

@@ -21,7 +21,7 @@ func TestAccessLogReopen(t *testing.T) {
 	}
 	go l.run()
 	defer l.close()
-	end := &router.SessionEnd{Start: time.Now(), Key: "raw-key", Backend: "b1", CloseCode: 1000, ClosedBy: "client"}
+	end := &router.SessionEnd{Start: time.Now(), Key: "raw-key", Pool: "rides", Backend: "b1", CloseCode: 1000, ClosedBy: "client"}
 	l.session("n0", end)
 	waitFor(t, 5*time.Second, "first line encoded", func() (bool, string) { return l.Written() == 1, "" })
 	if err := os.Rename(path, path+".1"); err != nil {
@@ -34,7 +34,7 @@ func TestAccessLogReopen(t *testing.T) {
 	})
 	l.request("n0", &router.RequestEnd{Start: time.Now(), Method: "GET", Path: "/", Status: 200, Backend: "b1"})
 	l.close()
-	if got := accessLines(t, path+".1", "ws"); len(got) != 1 || got[0].Key != "" || got[0].KeyHash != keyHash("raw-key") {
+	if got := accessLines(t, path+".1", "ws"); len(got) != 1 || got[0].Key != "" || got[0].KeyHash != keyHash("raw-key") || got[0].Pool != "rides" {
 		t.Errorf("rotated file: %+v; want the session line, hashed key only", got)
 	}
 	if got := accessLines(t, path, "http"); len(got) != 1 || got[0].Status != 200 {

@@ -437,7 +437,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 
 	if obs != nil {
-		obs.end.Key, obs.end.KeySource = key, source
+		obs.end.Key, obs.end.KeySource, obs.end.Pool = key, source, pool
 		if cookie != nil {
 			obs.end.KeySource = "issued"
 		}

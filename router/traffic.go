@@ -51,6 +51,7 @@ type SessionEnd struct {
 	Path       string // without the query: it may hold the key
 	KeySource  string // as KeyExtractor.Key names it (query:session_id, ip, ...), or issued (a new session cookie)
 	Key        string // the raw routing key: the observer decides whether it is shown
+	Pool       string // the pool the routes chose
 	Backend    string
 	// BytesIn went client → backend, BytesOut backend → client.
 	BytesIn, BytesOut int64
@@ -72,6 +73,7 @@ type RequestEnd struct {
 	Path       string // without the query
 	KeySource  string
 	Key        string
+	Pool       string // the pool the routes chose
 	Backend    string // "" when none was reached
 	Status     int
 	// Upgrade marks a WebSocket upgrade that did not become a session:
@@ -153,6 +155,7 @@ type sessionObs struct {
 	path       string
 	keySource  string
 	key        string
+	pool       string
 	failovers  int
 	relayed    bool // the 101 reached the client: a session, not a failed handshake
 }
@@ -231,7 +234,7 @@ func (c *wsConn) reportEnd() {
 	f(&SessionEnd{
 		Start: c.obs.start, Duration: time.Since(c.obs.start),
 		RemoteAddr: c.obs.remoteAddr, ClientIP: c.obs.clientIP, Path: c.obs.path,
-		KeySource: c.obs.keySource, Key: c.obs.key, Backend: c.backendID,
+		KeySource: c.obs.keySource, Key: c.obs.key, Pool: c.obs.pool, Backend: c.backendID,
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 		CloseCode: code, ClosedBy: closerNames[c.closedBy.Load()], Failovers: c.obs.failovers,
 	})

@@ -207,7 +207,7 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, pool,
 		done:      make(chan struct{}),
 	}
 	c.obs = sessionObs{start: hs.start, remoteAddr: req.RemoteAddr, path: req.URL.Path,
-		keySource: source, key: key, failovers: failovers}
+		keySource: source, key: key, pool: pool, failovers: failovers}
 	if rt.cfg.OnSessionEnd != nil {
 		if a := rt.keys.ClientIP(req); a.IsValid() {
 			c.obs.clientIP = a.String()
