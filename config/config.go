@@ -185,7 +185,7 @@ func nodeOptions() []option {
 			}
 			return nil
 		}},
-		{name: "pool-route-key", list: true, usage: "NAME=SOURCES: the routing-key sources of pool NAME's requests, as --route-key (e.g. rides=query:ride_id,ip); repeatable (mesh-wide)", apply: func(c *Node, v string) error {
+		{name: "pool-route-key", list: true, usage: "NAME=SOURCES: the routing-key sources of pool NAME's requests, as --route-key (e.g. rides=query:ride_id,ip; mesh-wide)", apply: func(c *Node, v string) error {
 			pool, src, err := poolValue(v)
 			if err != nil {
 				return err
@@ -297,7 +297,7 @@ func nodeOptions() []option {
 			c.Node.HealthCheck.HTTPPath = v
 			return nil
 		}},
-		{name: "pool-health-http", list: true, usage: "NAME=/PATH: the health check of pool NAME's backends is an HTTP GET of PATH (NAME= alone: a TCP connect), whatever --health-http says; repeatable", apply: func(c *Node, v string) error {
+		{name: "pool-health-http", list: true, usage: "NAME=/PATH: the health check of pool NAME's backends is an HTTP GET of PATH (NAME= alone: a TCP connect), whatever --health-http says", apply: func(c *Node, v string) error {
 			pool, path, err := poolValue(v)
 			if err != nil {
 				return err
