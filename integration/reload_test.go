@@ -136,3 +136,54 @@ func TestSIGHUPReopensTheAccessLog(t *testing.T) {
 		t.Fatalf("the moved file holds %q", old)
 	}
 }
+
+// SIGHUP applies changed routes: a path that went to the default pool goes
+// to the pool the new route names, the config fingerprint follows, and a
+// route the node refuses leaves the running ones.
+func TestSIGHUPAppliesRoutes(t *testing.T) {
+	t.Parallel()
+	_, web := startEcho(t, "web-1")
+	_, rides := startEcho(t, "rides-1")
+	file := filepath.Join(t.TempDir(), "meshlb.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backends := "backend:\n  - web-1=" + web + "\n  - rides-1=" + rides + ",pool=rides\n"
+	write(backends)
+	p, s := startNode(t, "reroute", "--config", file)
+	waitFor(t, 10*time.Second, "two backends", oneRing([]string{s.AdminAddr}, 1, 2))
+	if got := whoamiAt(t, s.ProxyAddr, "/ws", "session_id=a"); got != "web-1" {
+		t.Fatalf("/ws without routes reached %s; want web-1 of the default pool", got)
+	}
+	fpOf := func() string {
+		var st struct {
+			ConfigFingerprint string `json:"config_fingerprint"`
+		}
+		getJSON(t, "http://"+s.AdminAddr+"/v1/status", &st)
+		return st.ConfigFingerprint
+	}
+	before := fpOf()
+	write(backends + "route:\n  - path=/ws,pool=rides\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "/ws to the rides pool", func() (bool, string) {
+		got := whoamiAt(t, s.ProxyAddr, "/ws", "session_id=a")
+		return got == "rides-1", "reached " + got
+	})
+	if fpOf() == before || !strings.Contains(p.output(), `"option":"route","value":["path=/ws,pool=rides"]`) {
+		t.Fatalf("fingerprint %s (was %s), or no applied line:\n%s", fpOf(), before, p.output())
+	}
+	write(backends + "route:\n  - path=/ws,pool=Rides\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the refusal", func() (bool, string) {
+		return strings.Contains(p.output(), `"message":"config reload failed; keeping the running config"`), "no refusal line"
+	})
+	if got := whoamiAt(t, s.ProxyAddr, "/ws", "session_id=a"); got != "rides-1" {
+		t.Fatalf("after a refused route, /ws reached %s; want rides-1 still", got)
+	}
+}

@@ -164,7 +164,7 @@ type Status struct {
 
 // Status reports the node's view of the mesh.
 func (n *Node) Status() Status {
-	s := Status{Node: n.cfg.Name, ConfigFingerprint: fp(n.configFP), RingAgreed: true, ConfigAgreed: true}
+	s := Status{Node: n.cfg.Name, ConfigFingerprint: fp(n.configFP.Load()), RingAgreed: true, ConfigAgreed: true}
 	s.Ready, s.Reason = n.Ready()
 	s.Health = n.healthStatus()
 	if n.dns != nil {
@@ -211,7 +211,7 @@ func (n *Node) Status() Status {
 			if m.Meta.RingFP != ringFP || ringFP == 0 {
 				s.RingAgreed = false
 			}
-			if m.Meta.ConfigFP != n.configFP {
+			if m.Meta.ConfigFP != n.configFP.Load() {
 				s.ConfigAgreed = false
 			}
 		}

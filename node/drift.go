@@ -17,8 +17,8 @@ import (
 // is changing ring parameters on purpose.
 //
 // Only the config fingerprint counts. The ring fingerprint differs for a
-// moment on every change, until every node has rebuilt; the config's does
-// not change without a restart.
+// moment on every change, until every node has rebuilt; the config's
+// changes with a restart, or with a reload of the routes (ApplyRoutes).
 
 // meshConfigFP is the config fingerprint most live members publish, with a
 // tie going to the lowest-named member's, so that in a 1:1 split exactly
@@ -54,11 +54,11 @@ func meshConfigFP(members []gossip.Member, self string, ours uint64) (fpMesh uin
 // updateDrift recomputes whether this node refuses traffic for its config,
 // on every membership or meta change, and logs each change of that.
 func (n *Node) updateDrift() {
-	fpMesh, agree, votes, of := meshConfigFP(n.cluster.Members(), n.cfg.Name, n.configFP)
+	fpMesh, agree, votes, of := meshConfigFP(n.cluster.Members(), n.cfg.Name, n.configFP.Load())
 	reason := ""
 	if !agree {
 		reason = fmt.Sprintf("this node's ring or key configuration (fingerprint %s) differs from the mesh's (%s): "+
-			"%d of %d live members publish this node's; it would route keys elsewhere", fp(n.configFP), fp(fpMesh), votes, of)
+			"%d of %d live members publish this node's; it would route keys elsewhere", fp(n.configFP.Load()), fp(fpMesh), votes, of)
 	}
 	prev := n.drift.Swap(&reason)
 	if prev != nil && *prev == reason {
@@ -66,14 +66,14 @@ func (n *Node) updateDrift() {
 	}
 	switch {
 	case reason != "" && n.cfg.AllowConfigDrift:
-		n.log.Warn().Str("config_fingerprint", fp(n.configFP)).Str("mesh_config_fingerprint", fp(fpMesh)).
+		n.log.Warn().Str("config_fingerprint", fp(n.configFP.Load())).Str("mesh_config_fingerprint", fp(fpMesh)).
 			Msg("configuration differs from the mesh's; serving anyway (--allow-config-drift)")
 	case reason != "":
-		n.log.Error().Str("config_fingerprint", fp(n.configFP)).Str("mesh_config_fingerprint", fp(fpMesh)).
+		n.log.Error().Str("config_fingerprint", fp(n.configFP.Load())).Str("mesh_config_fingerprint", fp(fpMesh)).
 			Int("agreeing", votes).Int("live", of).
 			Msg("configuration differs from the mesh's; refusing traffic until it agrees (restart with the mesh's ring and key settings, or --allow-config-drift)")
 	case prev != nil && *prev != "":
-		n.log.Info().Str("config_fingerprint", fp(n.configFP)).Msg("configuration agrees with the mesh's again; serving")
+		n.log.Info().Str("config_fingerprint", fp(n.configFP.Load())).Msg("configuration agrees with the mesh's again; serving")
 	}
 }
 

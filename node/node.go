@@ -40,7 +40,7 @@ type Node struct {
 	checker  *health.Checker
 	decider  *health.Decider
 	guard    *dialGuard // refuses backends that are our own listeners (guard.go)
-	configFP uint64
+	configFP atomic.Uint64 // ApplyRoutes changes it
 
 	changes <-chan struct{} // the rebuild loop's subscription to gossip
 	// meshChanges is meshLoop's subscription; dns answers DNS (nil: off).
@@ -107,10 +107,10 @@ func New(cfg Config) (*Node, error) {
 		cluster:  cluster,
 		changes:  cluster.Subscribe(),
 		guard:    newDialGuard(cfg.BackendNetworks),
-		configFP: configFP,
 
 		meshChanges: cluster.Subscribe(),
 	}
+	n.configFP.Store(configFP)
 	if cfg.DNS.Addr != "" {
 		dcfg := cfg.DNS
 		dcfg.Logger, dcfg.Registerer = log, reg
@@ -349,7 +349,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Str("admin_addr", n.AdminAddr()).
 		Str("tls_addr", n.TLSAddr()).
 		Strs("join", n.cfg.Gossip.Seeds).
-		Str("config_fingerprint", fp(n.configFP)).
+		Str("config_fingerprint", fp(n.configFP.Load())).
 		Msg("node started")
 	n.logLimits()
 	if n.cfg.BackendTLS.Insecure {
@@ -577,7 +577,7 @@ func (n *Node) publishMeta() error {
 		State:     state,
 		ProxyAddr: n.advertisedProxy(),
 		AdminAddr: n.advertised(n.AdminAddr()),
-		ConfigFP:  n.configFP,
+		ConfigFP:  n.configFP.Load(),
 		RingFP:    ringFP,
 	})
 }
@@ -634,6 +634,39 @@ func (n *Node) ApplyTunables(rc router.Config) error {
 	t := rc.Tunables()
 	t.MaxConns, _, _ = resolveMaxConns(rc.MaxConns)
 	return n.router.SetTunables(t)
+}
+
+// ApplyRoutes applies a reloaded configuration's routes and pools' key
+// sources together. They are part of the config fingerprint: the node
+// publishes its new one at once and, like a node started with it, is not
+// ready and serves 503 while most live members publish another (unless
+// AllowConfigDrift). A mesh changes its routes by reloading every node in
+// a short while. Nothing changes when they are refused.
+func (n *Node) ApplyRoutes(routes []router.Route, poolKeySources map[string]string) error {
+	for _, r := range routes {
+		if err := gossip.ValidatePool(r.Pool); err != nil {
+			return fmt.Errorf("route %s: %w", r, err)
+		}
+	}
+	for pool := range poolKeySources {
+		if err := gossip.ValidatePool(pool); err != nil {
+			return err
+		}
+	}
+	cfg := n.cfg
+	cfg.Router.Routes, cfg.Router.PoolKeySources = routes, poolKeySources
+	fpNew, err := configFingerprint(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.router.SetRoutes(routes, poolKeySources); err != nil {
+		return err
+	}
+	n.configFP.Store(fpNew)
+	n.updateDrift()
+	n.publishMetaLogged()
+	n.log.Info().Str("config_fingerprint", fp(fpNew)).Int("routes", len(routes)).Msg("routes applied")
+	return nil
 }
 
 // Tunables are the proxy's limits and timeouts in force.

@@ -2,6 +2,8 @@ package node
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -235,5 +237,53 @@ func TestConfigFingerprintCoversRoutesAndPoolKeys(t *testing.T) {
 	bad.Router.PoolKeySources = map[string]string{"rides": "query:"}
 	if _, err := configFingerprint(bad); err == nil {
 		t.Error("bad key sources of a pool accepted")
+	}
+}
+
+// TestApplyRoutesRollsThroughTheMesh: a node that takes new routes while
+// its peers keep the old ones is not ready (they would send some requests
+// to another pool); once most nodes have them, the last one with the old
+// routes is the one refused; once all have them, all are ready. A refused
+// route changes nothing.
+func TestApplyRoutesRollsThroughTheMesh(t *testing.T) {
+	a := startNode(t, testConfig(t, "a"))
+	b := startNode(t, testConfig(t, "b", a.GossipAddr()))
+	c := startNode(t, testConfig(t, "c", a.GossipAddr()))
+	nodes := []*Node{a, b, c}
+	if code, body := call(t, "POST", adminURL(a, "/v1/backends"), `{"addr": "127.0.0.1:9001"}`); code != 200 {
+		t.Fatalf("add: %d %s", code, body)
+	}
+	ready := func(want ...bool) func() (bool, string) {
+		return func() (bool, string) {
+			var got []bool
+			for _, n := range nodes {
+				ok, _ := n.Ready()
+				got = append(got, ok)
+			}
+			return slices.Equal(got, want), fmt.Sprint("ready ", got)
+		}
+	}
+	waitFor(t, 10*time.Second, "all ready", ready(true, true, true))
+	routes := []router.Route{{Path: "/ws", Pool: "rides"}}
+	if err := c.ApplyRoutes([]router.Route{{Path: "/ws", Pool: "Bad"}}, nil); err == nil {
+		t.Fatal("a bad pool accepted")
+	}
+	if err := c.ApplyRoutes(routes, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c.router.Pool("h", "/ws") != "rides" {
+		t.Fatal("routes not in the router")
+	}
+	waitFor(t, 10*time.Second, "c refuses alone", ready(true, true, false))
+	if err := b.ApplyRoutes(routes, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a refuses alone", ready(false, true, true))
+	if err := a.ApplyRoutes(routes, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "all ready again", ready(true, true, true))
+	if a.Status().ConfigFingerprint != c.Status().ConfigFingerprint {
+		t.Error("fingerprints differ after every node took the routes")
 	}
 }

@@ -418,13 +418,13 @@ func (n *Node) checkPeers() {
 	}
 	n.guard.setPeers(peers...)
 	for _, m := range n.cluster.Members() {
-		if !live(m) || m.Meta.ConfigFP == n.configFP {
+		if !live(m) || m.Meta.ConfigFP == n.configFP.Load() {
 			continue
 		}
 		k := m.Name + "/" + fp(m.Meta.ConfigFP)
 		if _, seen := n.mismatches.LoadOrStore(k, true); !seen {
 			n.log.Error().Str("peer", m.Name).Str("peer_config_fingerprint", fp(m.Meta.ConfigFP)).
-				Str("config_fingerprint", fp(n.configFP)).Msg("peer has another ring or key configuration; the mesh routes keys differently")
+				Str("config_fingerprint", fp(n.configFP.Load())).Msg("peer has another ring or key configuration; the mesh routes keys differently")
 		}
 	}
 }

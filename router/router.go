@@ -197,7 +197,7 @@ type Config struct {
 
 	// Routes send requests by host and path to pools (routes.go); a
 	// request none matches goes to DefaultPool. Empty: every request goes
-	// to DefaultPool. SetRoutes replaces them.
+	// to DefaultPool. SetRoutes replaces them and PoolKeySources.
 	Routes []Route
 	// PoolKeySources, by pool, replaces Key.Sources for the requests of
 	// that pool (a ride's ID for one, a chat room for another); the rest
@@ -211,7 +211,6 @@ type Config struct {
 type Router struct {
 	cfg       Config
 	keys      *KeyExtractor
-	poolKeys  map[string]*KeyExtractor // PoolKeySources'
 	routes    atomic.Pointer[routeTable]
 	tun       atomic.Pointer[Tunables]
 	log       zerolog.Logger
@@ -302,26 +301,15 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router config: %w", err)
 	}
 
-	poolKeys := make(map[string]*KeyExtractor, len(cfg.PoolKeySources))
-	for pool, src := range cfg.PoolKeySources {
-		kc := cfg.Key
-		kc.Sources = src
-		ke, err := NewKeyExtractor(kc)
-		if err != nil {
-			return nil, fmt.Errorf("router config: key sources of pool %s: %w", pool, err)
-		}
-		poolKeys[pool] = ke
-	}
 	rt := &Router{
 		cfg:          cfg,
 		keys:         keys,
-		poolKeys:     poolKeys,
 		log:          cfg.Logger.With().Str("component", "router").Logger(),
 		closeTimeout: 5 * time.Second,
 		conns:        make(map[uint64]*wsConn),
 		limits:       newIPLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP, cfg.MaxTrackedIPs),
 	}
-	routes, err := newRouteTable(cfg.Routes)
+	routes, err := newRouteTable(cfg.Routes, cfg.Key, cfg.PoolKeySources)
 	if err != nil {
 		return nil, fmt.Errorf("router config: %w", err)
 	}
@@ -420,9 +408,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}()
 
-	pool := rt.routes.Load().pool(req.Host, req.URL.Path)
+	routes := rt.routes.Load()
+	pool := routes.pool(req.Host, req.URL.Path)
 	keys := rt.keys
-	if k, ok := rt.poolKeys[pool]; ok {
+	if k, ok := routes.keys[pool]; ok {
 		keys = k
 	}
 	key, source, ok := keys.Key(req)
@@ -511,9 +500,10 @@ func (rt *Router) failure(b Backend, err error, next bool) {
 	}
 }
 
-// SetRoutes replaces the routes; requests already routed keep their pool.
-func (rt *Router) SetRoutes(routes []Route) error {
-	t, err := newRouteTable(routes)
+// SetRoutes replaces the routes and the pools' key sources together;
+// requests already routed keep their pool. Refused ones change nothing.
+func (rt *Router) SetRoutes(routes []Route, poolKeySources map[string]string) error {
+	t, err := newRouteTable(routes, rt.cfg.Key, poolKeySources)
 	if err != nil {
 		return err
 	}

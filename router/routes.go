@@ -114,11 +114,23 @@ func validHostName(s string) bool {
 // through to the less specific hosts' routes instead of a 404. A request
 // no route matches goes to DefaultPool.
 type routeTable struct {
-	routes []Route // most specific first
+	routes []Route                   // most specific first
+	keys   map[string]*KeyExtractor // by pool, where its key sources are its own
 }
 
-// newRouteTable checks routes and refuses two with the same host and path.
-func newRouteTable(routes []Route) (*routeTable, error) {
+// newRouteTable checks routes and refuses two with the same host and path;
+// it builds an extractor of each pool's own key sources, the rest as key.
+func newRouteTable(routes []Route, key KeyConfig, poolKeySources map[string]string) (*routeTable, error) {
+	keys := make(map[string]*KeyExtractor, len(poolKeySources))
+	for pool, src := range poolKeySources {
+		kc := key
+		kc.Sources = src
+		ke, err := NewKeyExtractor(kc)
+		if err != nil {
+			return nil, fmt.Errorf("key sources of pool %s: %w", pool, err)
+		}
+		keys[pool] = ke
+	}
 	seen := map[[2]string]string{}
 	for _, r := range routes {
 		if err := r.validate(); err != nil {
@@ -130,7 +142,7 @@ func newRouteTable(routes []Route) (*routeTable, error) {
 		}
 		seen[k] = r.Pool
 	}
-	return &routeTable{routes: SortedRoutes(routes)}, nil
+	return &routeTable{routes: SortedRoutes(routes), keys: keys}, nil
 }
 
 // SortedRoutes returns routes in the order the router tries them, most

@@ -50,7 +50,7 @@ func TestRouteTablePicks(t *testing.T) {
 		{Host: "rides.example.com", Path: "/ws", Pool: "rides"},
 		{Host: "rides.example.com", Path: "/ws/admin", Pool: "rides-admin"},
 		{Path: "/chat/", Pool: "chat"},
-	})
+	}, KeyConfig{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestRouteTablePicks(t *testing.T) {
 			t.Errorf("pool(%q, %q) = %q; want %q", tc.host, tc.path, got, tc.want)
 		}
 	}
-	if _, err := newRouteTable([]Route{{Path: "/a", Pool: "x"}, {Path: "/a", Pool: "y"}}); err == nil {
+	if _, err := newRouteTable([]Route{{Path: "/a", Pool: "x"}, {Path: "/a", Pool: "y"}}, KeyConfig{}, nil); err == nil {
 		t.Error("the same host and path twice accepted")
 	}
 	if got := (*routeTable)(nil).pool("a", "/"); got != DefaultPool {
@@ -136,13 +136,13 @@ func TestRoutesSendToPools(t *testing.T) {
 	if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "no backends") {
 		t.Errorf("route to an empty pool: %d %s", r.StatusCode, body)
 	}
-	if err := rt.SetRoutes([]Route{{Path: "/", Pool: "chat"}}); err != nil {
+	if err := rt.SetRoutes([]Route{{Path: "/", Pool: "chat"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := rt.Pool("x", "/ws"); got != "chat" {
 		t.Errorf("after SetRoutes: %q", got)
 	}
-	if err := rt.SetRoutes([]Route{{Path: "/", Pool: ""}}); err == nil || rt.Pool("x", "/") != "chat" {
+	if err := rt.SetRoutes([]Route{{Path: "/", Pool: ""}}, nil); err == nil || rt.Pool("x", "/") != "chat" {
 		t.Errorf("a bad route replaced the good ones: %v", err)
 	}
 }
@@ -187,7 +187,7 @@ func FuzzParseRoute(f *testing.F) {
 		if err != nil || again != r {
 			t.Fatalf("ParseRoute(%q) = %+v, but its String %q gives %+v, %v", s, r, r.String(), again, err)
 		}
-		rt, err := newRouteTable([]Route{r})
+		rt, err := newRouteTable([]Route{r}, KeyConfig{}, nil)
 		if err != nil {
 			t.Fatalf("a parsed route is refused by the table: %v", err)
 		}

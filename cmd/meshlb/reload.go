@@ -28,8 +28,15 @@ var tunableOptions = map[string]bool{
 	"ws-write-timeout": true, "ws-max-frame-size": true, "http-write-timeout": true,
 }
 
+// routeOptions are the live options that pick a request's pool and key,
+// applied together (node.ApplyRoutes).
+var routeOptions = map[string]bool{"route": true, "pool-route-key": true}
+
 func init() {
 	for name := range tunableOptions {
+		liveOptions[name] = true
+	}
+	for name := range routeOptions {
 		liveOptions[name] = true
 	}
 }
@@ -56,10 +63,14 @@ func (r *reloader) reload(ctx context.Context) {
 		r.log.Info().Msg("config reloaded; no option changed")
 		return
 	}
-	var tunables []string
+	var tunables, routes []string
 	for _, name := range changed {
 		if tunableOptions[name] {
 			tunables = append(tunables, name)
+			continue
+		}
+		if routeOptions[name] {
+			routes = append(routes, name)
 			continue
 		}
 		if !liveOptions[name] {
@@ -78,6 +89,16 @@ func (r *reloader) reload(ctx context.Context) {
 			r.log.Info().Str("option", name).Int("backends", len(next.Node.Backends)).Msg("config change applied")
 		}
 		r.cur.Raw[name] = next.Raw[name]
+	}
+	if len(routes) > 0 {
+		if err := r.n.ApplyRoutes(next.Node.Router.Routes, next.Node.Router.PoolKeySources); err != nil {
+			r.log.Error().Err(err).Strs("options", routes).Msg("config change refused; keeping the running routes")
+		} else {
+			for _, name := range routes {
+				r.cur.Raw[name] = next.Raw[name]
+				r.log.Info().Str("option", name).Strs("value", next.Raw[name]).Msg("config change applied")
+			}
+		}
 	}
 	if len(tunables) > 0 {
 		if err := r.n.ApplyTunables(next.Node.Router); err != nil {
