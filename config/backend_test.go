@@ -113,6 +113,7 @@ func TestPoolsAndRoutesFlagsAndYAML(t *testing.T) {
 		{[]string{"--route", "path=/ws"}, "--route"},
 		{[]string{"--route", "path=/ws,pool=Bad"}, "pool \"Bad\""},
 		{[]string{"--route", "host=a:80,pool=x"}, "host"},
+		{[]string{"--route", "path=/a,pool=x", "--route", "path=/a,pool=y"}, "the same host and path twice"},
 	} {
 		_, err := ParseNode(append([]string{"--name=n"}, tc.args...), nil, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -560,6 +560,9 @@ func ParseNode(args, environ []string, out io.Writer) (Node, error) {
 	if _, err := router.NewKeyExtractor(k); err != nil {
 		return Node{}, usageErrorf("--route-key, --ipv6-prefix, --session-cookie: %w", err)
 	}
+	if err := router.CheckRoutes(c.Node.Router.Routes); err != nil {
+		return Node{}, usageErrorf("--route: %w", err)
+	}
 	for pool, src := range c.Node.Router.PoolKeySources {
 		pk := k
 		pk.Sources = src

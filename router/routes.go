@@ -138,11 +138,17 @@ func newRouteTable(routes []Route, key KeyConfig, poolKeySources map[string]stri
 		}
 		k := [2]string{strings.ToLower(r.Host), r.Path}
 		if p, dup := seen[k]; dup {
-			return nil, fmt.Errorf("routes %s and host=%s,path=%s,pool=%s: the same host and path twice", r, r.Host, r.Path, p)
+			return nil, fmt.Errorf("routes %s and %s: the same host and path twice", Route{Host: r.Host, Path: r.Path, Pool: p}, r)
 		}
 		seen[k] = r.Pool
 	}
 	return &routeTable{routes: SortedRoutes(routes), keys: keys}, nil
+}
+
+// CheckRoutes reports what New or SetRoutes would refuse in routes.
+func CheckRoutes(routes []Route) error {
+	_, err := newRouteTable(routes, KeyConfig{}, nil)
+	return err
 }
 
 // SortedRoutes returns routes in the order the router tries them, most
