@@ -172,11 +172,12 @@ func (n *Node) Status() Status {
 		s.DNS = &st
 	}
 	s.TLS = n.tlsStatus()
+	s.Ring.Pools = []PoolStatus{}
 	t := n.table.Load()
 	var ringFP uint64
 	if t != nil {
 		ringFP = t.Fingerprint
-		s.Ring = RingStatus{Fingerprint: fp(t.Fingerprint), Backends: t.Backends(), Partitions: t.Ring.Partitions(), BuiltAt: t.Built.UTC()}
+		s.Ring = RingStatus{Fingerprint: fp(t.Fingerprint), Backends: t.Backends(), Partitions: t.Ring.Partitions(), BuiltAt: t.Built.UTC(), Pools: s.Ring.Pools}
 		for _, p := range t.Pools() {
 			s.Ring.Pools = append(s.Ring.Pools, PoolStatus{Name: p.Name, Fingerprint: fp(p.Fingerprint), Backends: p.Ring.Len()})
 		}
