@@ -383,16 +383,49 @@ func BenchmarkBuild(b *testing.B) {
 			benchBuild(b, Config{Algorithm: AlgorithmV2}, n)
 		})
 	}
+	for _, n := range []int{100, 300, 1000} {
+		b.Run(fmt.Sprintf("algo=v2/join/N=%d", n), func(b *testing.B) {
+			benchJoin(b, Config{Algorithm: AlgorithmV2}, n)
+		})
+	}
 }
 
+// benchBuild times cold builds: the build caches are emptied before each,
+// so every build computes everything, as a node's first build does.
 func benchBuild(b *testing.B, cfg Config, n int) {
 	ids := testIDs(n)
 	b.ReportAllocs()
 	var r *Ring
+	cpu := cpuTime()
 	for b.Loop() {
+		resetBuildCaches()
 		r = mustBuild(b, cfg, ids)
 	}
+	b.ReportMetric(ms(cpuTime()-cpu)/float64(b.N), "cpu-ms/op")
 	b.ReportMetric(float64(r.retainedBytes())/(1<<20), "MB-kept")
+}
+
+// benchJoin times what a node pays for one change: the build after a new
+// backend joins n others, the caches holding what the build before it
+// (the n, untimed) left there. The joiner is new every time, so its vnodes
+// and the groups it changes are never in the cache.
+func benchJoin(b *testing.B, cfg Config, n int) {
+	ids := testIDs(n)
+	b.ReportAllocs()
+	resetBuildCaches()
+	i := 0
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		mustBuild(b, cfg, ids)
+		joined := append(slices.Clone(ids), fmt.Sprintf("10.255.%d.%d:9000", i/256%256, i%256))
+		i++
+		b.StartTimer()
+		start := cpuTime()
+		mustBuild(b, cfg, joined)
+		cpu += cpuTime() - start
+	}
+	b.ReportMetric(ms(cpu)/float64(b.N), "cpu-ms/op")
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

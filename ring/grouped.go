@@ -38,9 +38,14 @@ import (
 // what v1 moves; the caps differ (per group instead of per ring), and so
 // do the few partitions that overflow.
 //
-// Cost: one sort of the N·RF vnodes, one binary search per partition, and
-// library rings whose members² sum to about N²/256 (+ N): at N = 1000 the
-// library sees groups of about 4 instead of one ring of 1000.
+// Cost: one sort of the N·RF vnodes, one walk along them in the order of
+// the partitions' points, and library rings whose members² sum to about
+// N²/256 (+ N): at N = 1000 the library sees groups of about 4 instead of
+// one ring of 1000. Two things cut that without changing a table:
+//   - a rebuild merges the vnodes that changed into the last circle
+//     (circleFor) instead of hashing and sorting N·RF again;
+//   - a group ring whose exact inputs were seen before comes from
+//     groupCache (an unchanged group, another node in the process).
 const v2Groups = 256
 
 // groupDomain separates a backend's group hash from its vnode hashes.
@@ -101,11 +106,12 @@ func fitsGroup(load float64, k, p int) bool {
 }
 
 func (r *Ring) buildV2() error {
-	hashes, vm, err := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
+	c, err := circleFor(r.members, r.cfg.ReplicationFactor, r.seed)
 	if err != nil {
 		return err
 	}
-	r.keepCircle(hashes, vm)
+	r.vnodeHi, r.vnodeMember = c.hi, c.owners
+	hashes, vm := c.hashes, c.owners
 	n := len(r.members)
 	groupOfMember := make([]uint8, n)
 	members := make([][]uint16, v2Groups)
@@ -125,28 +131,25 @@ func (r *Ring) buildV2() error {
 			work, float64(MaxBuildWork), ErrInvalidBackends)
 	}
 
-	// Steps 3: the first vnode clockwise from each partition's point.
+	// Step 3: the first vnode clockwise from each partition's point (the
+	// library's sort.Search: the first vnode ≥ the point, or the first of
+	// the circle), in one walk along the circle in the points' order.
 	r.owners = make([]uint16, r.parts)
-	parts := make([][]uint32, v2Groups)
+	pts := sortedPoints(r.cfg.Partitions, r.seed)
 	total := len(hashes)
-	for p := range r.owners {
-		pt := partitionPoint(p, r.seed)
-		// The library's sort.Search: the first vnode ≥ the point, or the
-		// first of the circle.
-		lo, hi := 0, total
-		for lo < hi {
-			mid := int(uint(lo+hi) >> 1)
-			if hashes[mid] < pt {
-				lo = mid + 1
-			} else {
-				hi = mid
-			}
+	j := 0
+	for i, pt := range pts.points {
+		for j < total && hashes[j] < pt {
+			j++
 		}
-		if lo == total {
-			lo = 0
+		o := vm[0]
+		if j < total {
+			o = vm[j]
 		}
-		m := vm[lo]
-		r.owners[p] = m
+		r.owners[pts.parts[i]] = o
+	}
+	parts := make([][]uint32, v2Groups)
+	for p, m := range r.owners {
 		if g := groupOfMember[m]; len(members[g]) > 1 {
 			parts[g] = append(parts[g], uint32(p))
 		}
@@ -157,6 +160,7 @@ func (r *Ring) buildV2() error {
 	// for it, else at Load × the group's own mean.
 	ids := make([]string, 0, n)
 	capRing := math.Ceil(float64(int(r.parts)/n) * r.cfg.Load)
+	var key []byte
 	for g, m := range members {
 		ps := parts[g]
 		k := len(m)
@@ -174,13 +178,78 @@ func (r *Ring) buildV2() error {
 		for _, i := range m {
 			ids = append(ids, r.members[i])
 		}
-		local, err := libraryOwners(ids, groupHasher{r.seed, ps}, len(ps), r.cfg.ReplicationFactor, load)
+		key = appendGroupKey(key[:0], r.seed, r.cfg.ReplicationFactor, load, ids, ps)
+		table, err := groupCache.getOrCompute(string(key), func() ([]uint16, int, error) {
+			t, err := libraryOwners(ids, groupHasher{r.seed, ps}, len(ps), r.cfg.ReplicationFactor, load)
+			return t, len(key) + 2*len(t) + 64, err
+		})
 		if err != nil {
 			return err
 		}
-		for q, o := range local {
+		for q, o := range table {
 			r.owners[ps[q]] = m[o]
 		}
 	}
 	return nil
+}
+
+// groupCache holds group rings' tables (a group's partition → index into
+// its members), keyed by everything the library's table depends on:
+// appendGroupKey. A change of backends changes the partitions of the
+// groups whose vnodes neighbour the ones that came or went and, when P/N
+// changes, the cap of every group; the others come from here. A ring's
+// groups take about 6 bytes a partition (400 KB at the defaults).
+var groupCache = newGenCache[string, []uint16](8 << 20)
+
+// appendGroupKey encodes a group ring's inputs: the seed and RF (its
+// vnodes), the load (its cap), its members in order and its partitions
+// (their points and their order).
+func appendGroupKey(b []byte, seed uint64, rf int, load float64, ids []string, ps []uint32) []byte {
+	b = binary.LittleEndian.AppendUint64(b, seed)
+	b = binary.LittleEndian.AppendUint64(b, uint64(rf))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(load))
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(ids)))
+	for _, id := range ids {
+		b = binary.LittleEndian.AppendUint64(b, uint64(len(id)))
+		b = append(b, id...)
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(ps)))
+	for _, p := range ps {
+		b = binary.LittleEndian.AppendUint32(b, p)
+	}
+	return b
+}
+
+// partitionPoints is every partition's point, ascending, and the
+// partition at each.
+type partitionPoints struct {
+	points []uint64
+	parts  []uint32
+}
+
+type pointKey struct {
+	partitions int
+	seed       uint64
+}
+
+// pointCache holds the sorted points per (partitions, seed): 12 bytes a
+// partition, 786 KB at the defaults.
+var pointCache = newGenCache[pointKey, partitionPoints](32 << 20)
+
+// sortedPoints returns the partitions sorted by point. Two partitions
+// with one point (a 64-bit collision) have one owner, whatever their
+// order. The result is shared: read only.
+func sortedPoints(partitions int, seed uint64) partitionPoints {
+	k := pointKey{partitions, seed}
+	if pp, ok := pointCache.get(k); ok {
+		return pp
+	}
+	points, parts := make([]uint64, partitions), make([]uint32, partitions)
+	for p := range points {
+		points[p], parts[p] = partitionPoint(p, seed), uint32(p)
+	}
+	var pp partitionPoints
+	pp.points, pp.parts = sortHashes(points, parts)
+	pointCache.put(k, pp, 12*partitions+64)
+	return pp
 }
