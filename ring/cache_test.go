@@ -93,6 +93,46 @@ func TestBuildCachesKeepTables(t *testing.T) {
 	wg.Wait()
 }
 
+// TestV2SlackGroupsMatchLibrary: the groups whose bound cannot bind
+// (boundIsSlack) get from step 3 the table their library ring would give:
+// building with every group through the library changes nothing.
+func TestV2SlackGroupsMatchLibrary(t *testing.T) {
+	for _, tc := range []struct {
+		cfg Config
+		n   int
+	}{
+		{v2(Config{ReplicationFactor: 200}), 100},
+		{v2(Config{ReplicationFactor: 200}), 700},
+		{v2(Config{Partitions: 4093, ReplicationFactor: 50, Load: 1.02, Seed: "s"}), 300},
+		{v2(Config{Partitions: 1021, ReplicationFactor: 30, Load: 1.25}), 600},
+	} {
+		ids := testIDs(tc.n)
+		tables := make([][]uint16, 2)
+		var slack int
+		for i, skip := range []bool{true, false} {
+			r, err := newRing(tc.cfg, ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := r.buildV2(skip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if skip {
+				slack = s
+			}
+			tables[i] = r.owners
+		}
+		if slack == 0 {
+			t.Fatalf("%+v, %d backends: no slack group; the test lost its point", tc.cfg, tc.n)
+		}
+		if !slices.Equal(tables[0], tables[1]) {
+			t.Errorf("%+v, %d backends: skipping %d slack groups changed the table", tc.cfg, tc.n, slack)
+		}
+		t.Logf("%+v, %d backends: %d slack groups", tc.cfg, tc.n, slack)
+	}
+}
+
 // TestSortHashes: the bucket sort orders any keys, also keys crafted to
 // share a bucket (the general sort's path), and carries values along.
 func TestSortHashes(t *testing.T) {

@@ -41,7 +41,10 @@ import (
 // Cost: one sort of the N·RF vnodes, one walk along them in the order of
 // the partitions' points, and library rings whose members² sum to about
 // N²/256 (+ N): at N = 1000 the library sees groups of about 4 instead of
-// one ring of 1000. Two things cut that without changing a table:
+// one ring of 1000. Three things cut that without changing a table:
+//   - a group whose bound cannot bind (boundIsSlack: no backend is the
+//     first vnode of more partitions than the cap) needs no library ring;
+//     step 3 already gave each partition the backend the library would;
 //   - a rebuild merges the vnodes that changed into the last circle
 //     (circleFor) instead of hashing and sorting N·RF again;
 //   - a group ring whose exact inputs were seen before comes from
@@ -105,10 +108,13 @@ func fitsGroup(load float64, k, p int) bool {
 	return k <= p && float64(k)*math.Ceil(float64(p/k)*load) >= float64(p)
 }
 
-func (r *Ring) buildV2() error {
+// buildV2 builds the table and returns how many group rings it did not
+// need (boundIsSlack); skipSlack is false only in the test that checks
+// boundIsSlack against the library.
+func (r *Ring) buildV2(skipSlack bool) (slack int, err error) {
 	c, err := circleFor(r.members, r.cfg.ReplicationFactor, r.seed)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r.vnodeHi, r.vnodeMember = c.hi, c.owners
 	hashes, vm := c.hashes, c.owners
@@ -127,7 +133,7 @@ func (r *Ring) buildV2() error {
 		work += float64(len(m)) * float64(len(m)) * float64(r.cfg.ReplicationFactor)
 	}
 	if work > MaxBuildWork {
-		return fmt.Errorf("ring: groups would take too long to build (Σ backends² × vnodes = %.3g > %.3g): %w: change the seed or ids",
+		return 0, fmt.Errorf("ring: groups would take too long to build (Σ backends² × vnodes = %.3g > %.3g): %w: change the seed or ids",
 			work, float64(MaxBuildWork), ErrInvalidBackends)
 	}
 
@@ -161,6 +167,7 @@ func (r *Ring) buildV2() error {
 	ids := make([]string, 0, n)
 	capRing := math.Ceil(float64(int(r.parts)/n) * r.cfg.Load)
 	var key []byte
+	local := make([]uint16, n) // member index → index in its group
 	for g, m := range members {
 		ps := parts[g]
 		k := len(m)
@@ -174,6 +181,13 @@ func (r *Ring) buildV2() error {
 			// in IEEE arithmetic everywhere).
 			load = (capRing - 0.5) / float64(mean)
 		}
+		for q, i := range m {
+			local[i] = uint16(q)
+		}
+		if skipSlack && boundIsSlack(r.owners, ps, local, k, load) {
+			slack++
+			continue
+		}
 		ids = ids[:0]
 		for _, i := range m {
 			ids = append(ids, r.members[i])
@@ -184,13 +198,13 @@ func (r *Ring) buildV2() error {
 			return t, len(key) + 2*len(t) + 64, err
 		})
 		if err != nil {
-			return err
+			return 0, err
 		}
 		for q, o := range table {
 			r.owners[ps[q]] = m[o]
 		}
 	}
-	return nil
+	return slack, nil
 }
 
 // groupCache holds group rings' tables (a group's partition → index into
@@ -252,4 +266,28 @@ func sortedPoints(partitions int, seed uint64) partitionPoints {
 	pp.points, pp.parts = sortHashes(points, parts)
 	pointCache.put(k, pp, 12*partitions+64)
 	return pp
+}
+
+// boundIsSlack reports whether the group ring of k members over
+// partitions ps (local: member index → index in the group) would give every partition to its first vnode's backend,
+// the owner step 3 wrote in owners: when no backend is the first vnode of
+// more partitions than the library's cap, ceil(len(ps)/len(m) × load).
+// The library walks on from a partition's first vnode only when that
+// backend already holds the cap; before that happens it has given out
+// first-vnode partitions only, so a backend holds fewer than its count of
+// them, which is at most the cap. By induction no partition ever walks on,
+// and the library's table is exactly step 3's: calling it would only
+// cost its N·RF vnodes. (TestV2SlackGroupsMatchLibrary checks this
+// against the library.)
+func boundIsSlack(owners []uint16, ps []uint32, local []uint16, k int, load float64) bool {
+	limit := int(math.Ceil(float64(len(ps)/k) * load)) // the library's averageLoad
+	counts := make([]int, k)
+	for _, p := range ps {
+		i := local[owners[p]]
+		counts[i]++
+		if counts[i] > limit {
+			return false
+		}
+	}
+	return true
 }

@@ -101,7 +101,7 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 		return nil, err
 	}
 	if r.cfg.Algorithm == AlgorithmV2 {
-		err = r.buildV2()
+		_, err = r.buildV2(true)
 	} else {
 		err = r.buildV1()
 	}
