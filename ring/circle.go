@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -21,6 +22,60 @@ type circle struct {
 	hashes  []uint64
 	owners  []uint16
 	hi      []uint32
+
+	mu     sync.Mutex
+	firsts map[int]*firstVnodes // by partition count
+}
+
+// firstVnodes is step 3 of v2 (grouped.go) for one circle and partition
+// count: for each partition the member of the first vnode clockwise from
+// its point (the library's sort.Search: the first vnode ≥ the point, or
+// the first of the circle), and for each group of two or more members its
+// partitions, ascending. Shared: read only.
+type firstVnodes struct {
+	owners []uint16
+	parts  [][]uint32 // by group
+}
+
+// firstVnodes computes step 3 once per circle and partition count, in one
+// walk along the circle in the points' order.
+func (c *circle) firstVnodes(partitions int) *firstVnodes {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.firsts[partitions]; ok {
+		return f
+	}
+	f := &firstVnodes{owners: make([]uint16, partitions), parts: make([][]uint32, v2Groups)}
+	pts := sortedPoints(partitions, c.seed)
+	total := len(c.hashes)
+	j := 0
+	for i, pt := range pts.points {
+		for j < total && c.hashes[j] < pt {
+			j++
+		}
+		o := c.owners[0]
+		if j < total {
+			o = c.owners[j]
+		}
+		f.owners[pts.parts[i]] = o
+	}
+	group := make([]uint8, len(c.members))
+	var size [v2Groups]int
+	for i, id := range c.members {
+		g := groupOf(id, c.seed)
+		group[i] = uint8(g)
+		size[g]++
+	}
+	for p, m := range f.owners {
+		if g := group[m]; size[g] > 1 {
+			f.parts[g] = append(f.parts[g], uint32(p))
+		}
+	}
+	if c.firsts == nil {
+		c.firsts = map[int]*firstVnodes{}
+	}
+	c.firsts[partitions] = f
+	return f
 }
 
 func (c *circle) bytes() int { return 14 * len(c.hashes) }
@@ -42,6 +97,18 @@ const (
 type circleCache struct {
 	mu     sync.Mutex
 	recent []*circle // newest first
+	// Circles being computed, by circleKey: nodes in one process rebuild
+	// the same set at the same time, and one computes it for all.
+	flights map[string]*flight[*circle]
+}
+
+func circleKey(members []string, rf int, seed uint64) string {
+	b := binary.LittleEndian.AppendUint64(nil, seed)
+	b = binary.LittleEndian.AppendUint64(b, uint64(rf))
+	for _, id := range members {
+		b = append(append(b, id...), 0) // IDs hold no NUL
+	}
+	return string(b)
 }
 
 func (cc *circleCache) reset() {
@@ -118,6 +185,32 @@ func circleFor(members []string, rf int, seed uint64) (*circle, error) {
 	if exact != nil {
 		return exact, nil
 	}
+	key := circleKey(members, rf, seed)
+	circles.mu.Lock()
+	if f, ok := circles.flights[key]; ok {
+		circles.mu.Unlock()
+		<-f.done
+		return f.v, f.err
+	}
+	f := &flight[*circle]{done: make(chan struct{})}
+	if circles.flights == nil {
+		circles.flights = map[string]*flight[*circle]{}
+	}
+	circles.flights[key] = f
+	circles.mu.Unlock()
+	f.v, f.err = computeCircle(members, base, rf, seed)
+	circles.mu.Lock()
+	delete(circles.flights, key)
+	circles.mu.Unlock()
+	if f.err == nil {
+		circles.add(f.v)
+	}
+	close(f.done)
+	return f.v, f.err
+}
+
+// computeCircle computes the circle of members, from base if it is close.
+func computeCircle(members []string, base *circle, rf int, seed uint64) (*circle, error) {
 	c := &circle{seed: seed, rf: rf, members: members}
 	if base == nil || !c.mergeFrom(base) {
 		c.hashes, c.owners = vnodeHashes(members, rf, seed)
@@ -133,7 +226,6 @@ func circleFor(members []string, rf int, seed uint64) (*circle, error) {
 	for i, h := range c.hashes {
 		c.hi[i] = uint32(h >> 32)
 	}
-	circles.add(c)
 	return c, nil
 }
 

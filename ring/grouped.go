@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // The v2 ("grouped") ring.
@@ -46,7 +47,8 @@ import (
 //     first vnode of more partitions than the cap) needs no library ring;
 //     step 3 already gave each partition the backend the library would;
 //   - a rebuild merges the vnodes that changed into the last circle
-//     (circleFor) instead of hashing and sorting N·RF again;
+//     (circleFor) instead of hashing and sorting N·RF again, and a
+//     circle does step 3 once for all the rings built from it;
 //   - a group ring whose exact inputs were seen before comes from
 //     groupCache (an unchanged group, another node in the process).
 const v2Groups = 256
@@ -117,13 +119,10 @@ func (r *Ring) buildV2(skipSlack bool) (slack int, err error) {
 		return 0, err
 	}
 	r.vnodeHi, r.vnodeMember = c.hi, c.owners
-	hashes, vm := c.hashes, c.owners
 	n := len(r.members)
-	groupOfMember := make([]uint8, n)
 	members := make([][]uint16, v2Groups)
 	for i, id := range r.members {
 		g := groupOf(id, r.seed)
-		groupOfMember[i] = uint8(g)
 		members[g] = append(members[g], uint16(i))
 	}
 	// Hostile IDs could crowd one group; refuse what would cost more than
@@ -137,29 +136,10 @@ func (r *Ring) buildV2(skipSlack bool) (slack int, err error) {
 			work, float64(MaxBuildWork), ErrInvalidBackends)
 	}
 
-	// Step 3: the first vnode clockwise from each partition's point (the
-	// library's sort.Search: the first vnode ≥ the point, or the first of
-	// the circle), in one walk along the circle in the points' order.
-	r.owners = make([]uint16, r.parts)
-	pts := sortedPoints(r.cfg.Partitions, r.seed)
-	total := len(hashes)
-	j := 0
-	for i, pt := range pts.points {
-		for j < total && hashes[j] < pt {
-			j++
-		}
-		o := vm[0]
-		if j < total {
-			o = vm[j]
-		}
-		r.owners[pts.parts[i]] = o
-	}
-	parts := make([][]uint32, v2Groups)
-	for p, m := range r.owners {
-		if g := groupOfMember[m]; len(members[g]) > 1 {
-			parts[g] = append(parts[g], uint32(p))
-		}
-	}
+	// Step 3: the first vnode clockwise from each partition's point.
+	first := c.firstVnodes(r.cfg.Partitions)
+	r.owners = slices.Clone(first.owners)
+	parts := first.parts
 
 	// Step 4: bounded load inside each group of two or more, at v1's cap
 	// (ceil(P/N × Load), the whole ring's mean) where the group has room
