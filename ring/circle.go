@@ -14,7 +14,7 @@ import (
 // the same names, the same hasher; hashes ascending, the member index of
 // each, and their high 32 bits (what a ring keeps for Candidates). It is
 // shared by every ring built from the same members, seed and RF, and
-// never modified.
+// never modified; firsts only memoizes a function of it.
 type circle struct {
 	seed    uint64
 	rf      int
