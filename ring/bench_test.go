@@ -177,7 +177,7 @@ func TestRingFigures(t *testing.T) {
 	var out strings.Builder
 	fmt.Fprintf(&out, "config %s P=%d RF=%d Load=%v; %d keys; %d joins and %d leaves per N\n",
 		cfg.Algorithm, cfg.Partitions, cfg.ReplicationFactor, cfg.Load, testKeyCount, trials, trials)
-	fmt.Fprintf(&out, "%5s | %-22s | %-22s | %10s | %8s | %8s | %9s | %9s | %5s\n", "N", "join moved/ideal mean·max", "leave moved/ideal mean·max", "collateral", "max/mean", "min/mean", "build", "build CPU", "MB")
+	fmt.Fprintf(&out, "%5s | %-22s | %-22s | %10s | %8s | %8s | %9s | %9s | %9s | %5s\n", "N", "join moved/ideal mean·max", "leave moved/ideal mean·max", "collateral", "max/mean", "min/mean", "build", "build CPU", "join CPU", "MB")
 	for _, n := range sizes {
 		churnCol := "(no churn: N+1 is over the capacity)                "
 		if CheckCapacity(cfg, n+1) == nil {
@@ -189,18 +189,33 @@ func TestRingFigures(t *testing.T) {
 		if cfg.Algorithm == AlgorithmV1 && n > 300 {
 			runs = 1
 		}
-		var walls, cpus []time.Duration
+		// Cold builds (caches emptied first), as a node's first; then
+		// joins of a backend never seen, after a build of the n (the
+		// caches as a node has them after its last rebuild).
+		var walls, cpus, joins []time.Duration
 		var r *Ring
-		for range runs {
+		for k := range runs {
+			resetBuildCaches()
 			start, cpu := time.Now(), cpuTime()
 			r = mustBuild(t, cfg, ids[:n])
 			walls, cpus = append(walls, time.Since(start)), append(cpus, cpuTime()-cpu)
+			joined := append(slices.Clone(ids[:n]), fmt.Sprintf("10.254.0.%d:9000", k))
+			if CheckCapacity(cfg, n+1) == nil {
+				cpu = cpuTime()
+				mustBuild(t, cfg, joined)
+				joins = append(joins, cpuTime()-cpu)
+			}
 		}
 		slices.Sort(walls)
 		slices.Sort(cpus)
+		slices.Sort(joins)
+		joinCol := "        -"
+		if len(joins) > 0 {
+			joinCol = fmt.Sprintf("%7.1fms", ms(joins[len(joins)/2]))
+		}
 		mx, mn := balance(r, w)
-		fmt.Fprintf(&out, "%5d | %s | %8.3f | %8.3f | %7.1fms | %7.1fms | %5.2f",
-			n, churnCol, mx, mn, ms(walls[len(walls)/2]), ms(cpus[len(cpus)/2]), float64(r.retainedBytes())/(1<<20))
+		fmt.Fprintf(&out, "%5d | %s | %8.3f | %8.3f | %7.1fms | %7.1fms | %s | %5.2f",
+			n, churnCol, mx, mn, ms(walls[len(walls)/2]), ms(cpus[len(cpus)/2]), joinCol, float64(r.retainedBytes())/(1<<20))
 		if cfg.Algorithm == AlgorithmV2 && n <= 300 {
 			// What a mesh switching from v1 moves (DEFAULTS.md, migration).
 			v1 := cfg
@@ -383,16 +398,81 @@ func BenchmarkBuild(b *testing.B) {
 			benchBuild(b, Config{Algorithm: AlgorithmV2}, n)
 		})
 	}
+	for _, n := range []int{100, 300, 1000} {
+		b.Run(fmt.Sprintf("algo=v2/join/N=%d", n), func(b *testing.B) {
+			benchJoin(b, Config{Algorithm: AlgorithmV2}, n)
+		})
+	}
 }
 
+// BenchmarkMeshRebuild is the ring's share of make bench-convergence: 100
+// nodes in one process rebuild after one join to 300 backends, at once,
+// each from the caches its build before the change left. cpu-ms is the
+// CPU of all 100 rebuilds.
+func BenchmarkMeshRebuild(b *testing.B) {
+	const nodes, n = 100, 300
+	cfg := Config{Algorithm: AlgorithmV2}
+	ids := testIDs(n)
+	resetBuildCaches()
+	i := 0
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		mustBuild(b, cfg, ids)
+		joined := append(slices.Clone(ids), fmt.Sprintf("10.253.%d.%d:9000", i/256%256, i%256))
+		i++
+		b.StartTimer()
+		start := cpuTime()
+		var wg sync.WaitGroup
+		for range nodes {
+			wg.Go(func() {
+				if _, err := Build(cfg, joined); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		cpu += cpuTime() - start
+	}
+	b.ReportMetric(ms(cpu)/float64(b.N), "cpu-ms/op")
+}
+
+// benchBuild times cold builds: the build caches are emptied before each,
+// so every build computes everything, as a node's first build does.
 func benchBuild(b *testing.B, cfg Config, n int) {
 	ids := testIDs(n)
 	b.ReportAllocs()
 	var r *Ring
+	cpu := cpuTime()
 	for b.Loop() {
+		resetBuildCaches()
 		r = mustBuild(b, cfg, ids)
 	}
+	b.ReportMetric(ms(cpuTime()-cpu)/float64(b.N), "cpu-ms/op")
 	b.ReportMetric(float64(r.retainedBytes())/(1<<20), "MB-kept")
+}
+
+// benchJoin times what a node pays for one change: the build after a new
+// backend joins n others, the caches holding what the build before it
+// (the n, untimed) left there. The joiner is new every time, so its vnodes
+// and the groups it changes are never in the cache.
+func benchJoin(b *testing.B, cfg Config, n int) {
+	ids := testIDs(n)
+	b.ReportAllocs()
+	resetBuildCaches()
+	i := 0
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		mustBuild(b, cfg, ids)
+		joined := append(slices.Clone(ids), fmt.Sprintf("10.255.%d.%d:9000", i/256%256, i%256))
+		i++
+		b.StartTimer()
+		start := cpuTime()
+		mustBuild(b, cfg, joined)
+		cpu += cpuTime() - start
+	}
+	b.ReportMetric(ms(cpu)/float64(b.N), "cpu-ms/op")
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

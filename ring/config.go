@@ -72,8 +72,8 @@ const (
 	// AlgorithmV2 is the grouped ring (grouped.go): v1's vnode circle,
 	// backends hashed into 256 groups, one small library ring per group
 	// that applies the load bound inside it. Same placement as v1 while no
-	// bound binds; 14× faster to build at 100 backends, 88× at 1000
-	// (DEFAULTS.md).
+	// bound binds; far faster to build, and a rebuild after one change
+	// reuses most of the last one (DEFAULTS.md).
 	AlgorithmV2 = "v2"
 	// DefaultAlgorithm stays v1, so that a binary upgrade never changes
 	// placement by itself: with v2 as the default, old and new nodes would

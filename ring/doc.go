@@ -15,9 +15,11 @@
 //
 //   - Determinism: the same Config and the same set of IDs give the same
 //     partition table and Fingerprint on every node, architecture and run,
-//     whatever order the IDs were learned in. Members are sorted and
-//     de-duplicated, the library is called once per build (never Add or
-//     Remove), and the names it sees are unambiguous (see terminator).
+//     whatever order the IDs were learned in, and whatever was built
+//     before. Members are sorted and de-duplicated, the library is only
+//     called through New (never Add or Remove), the names it sees are
+//     unambiguous (see terminator), and the build caches (cache.go) hold
+//     only values that are functions of their keys.
 //   - No panics: Build checks everything github.com/buraksezer/consistent
 //     v0.10.0 would panic on (members > partitions, "not enough room to
 //     distribute partitions", replication factor 1, NaN or negative load,
@@ -45,8 +47,10 @@
 // each partition to the group of its first vnode clockwise, and runs one
 // small library ring per group of backends (256 groups by ID hash) that
 // applies the load bound inside the group. Without a binding bound the
-// two give the same table; v2 builds 14-88× faster. The algorithm is part
-// of the config fingerprint: a mesh runs one algorithm at a time.
+// two give the same table; v2 builds 25× (100 backends) to 80× (1000)
+// faster from scratch, and a rebuild after one change reuses the last
+// circle and the unchanged groups (DEFAULTS.md). The algorithm is part of
+// the config fingerprint: a mesh runs one algorithm at a time.
 //
 // The defaults and the measurements behind them are in DEFAULTS.md.
 package ring

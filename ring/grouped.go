@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // The v2 ("grouped") ring.
@@ -38,9 +39,18 @@ import (
 // what v1 moves; the caps differ (per group instead of per ring), and so
 // do the few partitions that overflow.
 //
-// Cost: one sort of the N·RF vnodes, one binary search per partition, and
-// library rings whose members² sum to about N²/256 (+ N): at N = 1000 the
-// library sees groups of about 4 instead of one ring of 1000.
+// Cost: one sort of the N·RF vnodes, one walk along them in the order of
+// the partitions' points, and library rings whose members² sum to about
+// N²/256 (+ N): at N = 1000 the library sees groups of about 4 instead of
+// one ring of 1000. Three things cut that without changing a table:
+//   - a group whose bound cannot bind (boundIsSlack: no backend is the
+//     first vnode of more partitions than the cap) needs no library ring;
+//     step 3 already gave each partition the backend the library would;
+//   - a rebuild merges the vnodes that changed into the last circle
+//     (circleFor) instead of hashing and sorting N·RF again, and a
+//     circle does step 3 once for all the rings built from it;
+//   - a group ring whose exact inputs were seen before comes from
+//     groupCache (an unchanged group, another node in the process).
 const v2Groups = 256
 
 // groupDomain separates a backend's group hash from its vnode hashes.
@@ -100,18 +110,19 @@ func fitsGroup(load float64, k, p int) bool {
 	return k <= p && float64(k)*math.Ceil(float64(p/k)*load) >= float64(p)
 }
 
-func (r *Ring) buildV2() error {
-	hashes, vm, err := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
+// buildV2 builds the table and returns how many group rings it did not
+// need (boundIsSlack); skipSlack is false only in the test that checks
+// boundIsSlack against the library.
+func (r *Ring) buildV2(skipSlack bool) (slack int, err error) {
+	c, err := circleFor(r.members, r.cfg.ReplicationFactor, r.seed)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	r.keepCircle(hashes, vm)
+	r.vnodeHi, r.vnodeMember = c.hi, c.owners
 	n := len(r.members)
-	groupOfMember := make([]uint8, n)
 	members := make([][]uint16, v2Groups)
 	for i, id := range r.members {
 		g := groupOf(id, r.seed)
-		groupOfMember[i] = uint8(g)
 		members[g] = append(members[g], uint16(i))
 	}
 	// Hostile IDs could crowd one group; refuse what would cost more than
@@ -121,42 +132,22 @@ func (r *Ring) buildV2() error {
 		work += float64(len(m)) * float64(len(m)) * float64(r.cfg.ReplicationFactor)
 	}
 	if work > MaxBuildWork {
-		return fmt.Errorf("ring: groups would take too long to build (Σ backends² × vnodes = %.3g > %.3g): %w: change the seed or ids",
+		return 0, fmt.Errorf("ring: groups would take too long to build (Σ backends² × vnodes = %.3g > %.3g): %w: change the seed or ids",
 			work, float64(MaxBuildWork), ErrInvalidBackends)
 	}
 
-	// Steps 3: the first vnode clockwise from each partition's point.
-	r.owners = make([]uint16, r.parts)
-	parts := make([][]uint32, v2Groups)
-	total := len(hashes)
-	for p := range r.owners {
-		pt := partitionPoint(p, r.seed)
-		// The library's sort.Search: the first vnode ≥ the point, or the
-		// first of the circle.
-		lo, hi := 0, total
-		for lo < hi {
-			mid := int(uint(lo+hi) >> 1)
-			if hashes[mid] < pt {
-				lo = mid + 1
-			} else {
-				hi = mid
-			}
-		}
-		if lo == total {
-			lo = 0
-		}
-		m := vm[lo]
-		r.owners[p] = m
-		if g := groupOfMember[m]; len(members[g]) > 1 {
-			parts[g] = append(parts[g], uint32(p))
-		}
-	}
+	// Step 3: the first vnode clockwise from each partition's point.
+	first := c.firstVnodes(r.cfg.Partitions)
+	r.owners = slices.Clone(first.owners)
+	parts := first.parts
 
 	// Step 4: bounded load inside each group of two or more, at v1's cap
 	// (ceil(P/N × Load), the whole ring's mean) where the group has room
 	// for it, else at Load × the group's own mean.
 	ids := make([]string, 0, n)
 	capRing := math.Ceil(float64(int(r.parts)/n) * r.cfg.Load)
+	var key []byte
+	local := make([]uint16, n) // member index → index in its group
 	for g, m := range members {
 		ps := parts[g]
 		k := len(m)
@@ -170,17 +161,113 @@ func (r *Ring) buildV2() error {
 			// in IEEE arithmetic everywhere).
 			load = (capRing - 0.5) / float64(mean)
 		}
+		for q, i := range m {
+			local[i] = uint16(q)
+		}
+		if skipSlack && boundIsSlack(r.owners, ps, local, k, load) {
+			slack++
+			continue
+		}
 		ids = ids[:0]
 		for _, i := range m {
 			ids = append(ids, r.members[i])
 		}
-		local, err := libraryOwners(ids, groupHasher{r.seed, ps}, len(ps), r.cfg.ReplicationFactor, load)
+		key = appendGroupKey(key[:0], r.seed, r.cfg.ReplicationFactor, load, ids, ps)
+		table, err := groupCache.getOrCompute(string(key), func() ([]uint16, int, error) {
+			t, err := libraryOwners(ids, groupHasher{r.seed, ps}, len(ps), r.cfg.ReplicationFactor, load)
+			return t, len(key) + 2*len(t) + 64, err
+		})
 		if err != nil {
-			return err
+			return 0, err
 		}
-		for q, o := range local {
+		for q, o := range table {
 			r.owners[ps[q]] = m[o]
 		}
 	}
-	return nil
+	return slack, nil
+}
+
+// groupCache holds group rings' tables (a group's partition → index into
+// its members), keyed by everything the library's table depends on:
+// appendGroupKey. A change of backends changes the partitions of the
+// groups whose vnodes neighbour the ones that came or went and, when P/N
+// changes, the cap of every group; the others come from here. A ring's
+// groups take about 6 bytes a partition (400 KB at the defaults).
+var groupCache = newGenCache[string, []uint16](8 << 20)
+
+// appendGroupKey encodes a group ring's inputs: the seed and RF (its
+// vnodes), the load (its cap), its members in order and its partitions
+// (their points and their order).
+func appendGroupKey(b []byte, seed uint64, rf int, load float64, ids []string, ps []uint32) []byte {
+	b = binary.LittleEndian.AppendUint64(b, seed)
+	b = binary.LittleEndian.AppendUint64(b, uint64(rf))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(load))
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(ids)))
+	for _, id := range ids {
+		b = binary.LittleEndian.AppendUint64(b, uint64(len(id)))
+		b = append(b, id...)
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(ps)))
+	for _, p := range ps {
+		b = binary.LittleEndian.AppendUint32(b, p)
+	}
+	return b
+}
+
+// partitionPoints is every partition's point, ascending, and the
+// partition at each.
+type partitionPoints struct {
+	points []uint64
+	parts  []uint32
+}
+
+type pointKey struct {
+	partitions int
+	seed       uint64
+}
+
+// pointCache holds the sorted points per (partitions, seed): 12 bytes a
+// partition, 786 KB at the defaults.
+var pointCache = newGenCache[pointKey, partitionPoints](32 << 20)
+
+// sortedPoints returns the partitions sorted by point. Two partitions
+// with one point (a 64-bit collision) have one owner, whatever their
+// order. The result is shared: read only.
+func sortedPoints(partitions int, seed uint64) partitionPoints {
+	k := pointKey{partitions, seed}
+	if pp, ok := pointCache.get(k); ok {
+		return pp
+	}
+	points, parts := make([]uint64, partitions), make([]uint32, partitions)
+	for p := range points {
+		points[p], parts[p] = partitionPoint(p, seed), uint32(p)
+	}
+	var pp partitionPoints
+	pp.points, pp.parts = sortHashes(points, parts)
+	pointCache.put(k, pp, 12*partitions+64)
+	return pp
+}
+
+// boundIsSlack reports whether the group ring of k members over
+// partitions ps (local: member index → index in the group) would give every partition to its first vnode's backend,
+// the owner step 3 wrote in owners: when no backend is the first vnode of
+// more partitions than the library's cap, ceil(len(ps)/len(m) × load).
+// The library walks on from a partition's first vnode only when that
+// backend already holds the cap; before that happens it has given out
+// first-vnode partitions only, so a backend holds fewer than its count of
+// them, which is at most the cap. By induction no partition ever walks on,
+// and the library's table is exactly step 3's: calling it would only
+// cost its N·RF vnodes. (TestV2SlackGroupsMatchLibrary checks this
+// against the library.)
+func boundIsSlack(owners []uint16, ps []uint32, local []uint16, k int, load float64) bool {
+	limit := int(math.Ceil(float64(len(ps)/k) * load)) // the library's averageLoad
+	counts := make([]int, k)
+	for _, p := range ps {
+		i := local[owners[p]]
+		counts[i]++
+		if counts[i] > limit {
+			return false
+		}
+	}
+	return true
 }

@@ -56,7 +56,7 @@ func TestV2BoundInsideGroups(t *testing.T) {
 		loads[o]++
 	}
 	natural := make([]int, r.Len())
-	hashes, vm, _ := vnodeCircle(r.members, cfg.ReplicationFactor, r.seed)
+	hashes, vm := vnodeHashes(r.members, cfg.ReplicationFactor, r.seed)
 	for p := range r.owners {
 		i, _ := slices.BinarySearch(hashes, partitionPoint(p, r.seed))
 		if i == len(hashes) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 
 	"github.com/buraksezer/consistent"
 )
@@ -102,7 +101,7 @@ func Build(cfg Config, ids []string) (*Ring, error) {
 		return nil, err
 	}
 	if r.cfg.Algorithm == AlgorithmV2 {
-		err = r.buildV2()
+		_, err = r.buildV2(true)
 	} else {
 		err = r.buildV1()
 	}
@@ -150,11 +149,11 @@ func newRing(cfg Config, ids []string) (*Ring, error) {
 
 // buildV1 is one library ring over every backend.
 func (r *Ring) buildV1() error {
-	hashes, vm, err := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
+	c, err := circleFor(r.members, r.cfg.ReplicationFactor, r.seed)
 	if err != nil {
 		return err
 	}
-	r.keepCircle(hashes, vm)
+	r.vnodeHi, r.vnodeMember = c.hi, c.owners
 	r.owners, err = libraryOwners(r.members, hasher{r.seed}, r.cfg.Partitions, r.cfg.ReplicationFactor, r.cfg.Load)
 	return err
 }
@@ -227,38 +226,6 @@ func checkRoom(cfg Config, n int) error {
 			n, cfg.ReplicationFactor, work, float64(MaxBuildWork), ErrInvalidBackends)
 	}
 	return nil
-}
-
-// vnodeCircle computes the vnode circle the library will build for
-// members: the same names, the same hasher; hashes ascending and the member
-// index of each. Two vnodes with one hash would make the library keep
-// whichever member came last and could leave a member with no vnode at all
-// (then the walk can miss it and panic); that is a 64-bit collision, so it
-// is refused rather than handled.
-func vnodeCircle(members []string, rf int, seed uint64) (hashes []uint64, owners []uint16, err error) {
-	total := len(members) * rf
-	hashes = make([]uint64, total)
-	owners = make([]uint16, total)
-	var buf []byte
-	k := 0
-	for i, id := range members {
-		for j := range rf {
-			buf = append(buf[:0], id...)
-			buf = append(buf, terminator...)
-			buf = strconv.AppendInt(buf, int64(j), 10)
-			hashes[k], owners[k] = sum64(buf, seed), uint16(i)
-			k++
-		}
-	}
-	radixSort(hashes, owners)
-	for i := 1; i < total; i++ {
-		if hashes[i] == hashes[i-1] {
-			a, b := min(owners[i-1], owners[i]), max(owners[i-1], owners[i])
-			return nil, nil, fmt.Errorf("ring: vnodes of %q and %q collide at hash %#x: %w: change the seed or an id",
-				members[a], members[b], hashes[i], ErrInvalidBackends)
-		}
-	}
-	return hashes, owners, nil
 }
 
 // radixSort sorts keys ascending and carries vals along: an LSD radix sort

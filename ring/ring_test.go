@@ -368,7 +368,7 @@ func TestMirror(t *testing.T) {
 	} {
 		r := mustBuild(t, tc.cfg, tc.ids)
 		capacity := int(math.Ceil(float64(r.Partitions()/r.Len()) * r.cfg.Load))
-		hashes, vm, _ := vnodeCircle(r.members, r.cfg.ReplicationFactor, r.seed)
+		hashes, vm := vnodeHashes(r.members, r.cfg.ReplicationFactor, r.seed)
 		loads := make([]int, r.Len())
 		var b [8]byte
 		for p := range r.Partitions() {
