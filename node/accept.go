@@ -13,11 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/meshlb/meshlb/internal/parkpool"
 	"github.com/meshlb/meshlb/router"
 )
 
@@ -70,8 +70,7 @@ type acceptor struct {
 	prepare func(c net.Conn, deadline time.Time) (net.Conn, bool)
 
 	handoff   chan net.Conn
-	conns     chan net.Conn // to a parked server goroutine
-	idle      atomic.Int32  // server goroutines parked
+	servers   *parkpool.Pool[net.Conn] // parked server goroutines
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -88,7 +87,7 @@ func newAcceptor(ln net.Listener, h http.Handler, timeout time.Duration, log zer
 		timeout: timeout,
 		log:     log,
 		handoff: make(chan net.Conn),
-		conns:   make(chan net.Conn),
+		servers: parkpool.New[net.Conn](maxIdleServers),
 		done:    make(chan struct{}),
 		reading: make(map[net.Conn]struct{}),
 	}
@@ -127,6 +126,7 @@ func (a *acceptor) Addr() net.Addr { return a.ln.Addr() }
 // it serves itself.
 func (a *acceptor) run() {
 	defer a.wg.Wait()
+	a.wg.Go(func() { a.servers.Run(a.done) })
 	var backoff time.Duration
 	for {
 		c, err := a.ln.Accept()
@@ -154,16 +154,15 @@ func (a *acceptor) run() {
 			}
 		}
 		backoff = 0
-		select {
-		case a.conns <- c:
-		default:
+		if !a.servers.Offer(c) {
 			a.wg.Go(func() { a.server(c) })
 		}
 	}
 }
 
 // maxIdleServers bounds the goroutines kept parked for the next
-// connection.
+// connection; those a trim period does not need exit too, so that a
+// reconnect storm does not leave its goroutines parked for good.
 const maxIdleServers = 128
 
 // server serves c, then waits for the next connection. A goroutine's
@@ -171,19 +170,8 @@ const maxIdleServers = 128
 // one; a new goroutine per connection paid that growth every time, about
 // a twentieth of a handshake's CPU.
 func (a *acceptor) server(c net.Conn) {
-	for {
+	for ok := true; ok; c, ok = a.servers.Park(a.done) {
 		a.serveConn(c)
-		if a.idle.Add(1) > maxIdleServers {
-			a.idle.Add(-1)
-			return
-		}
-		select {
-		case c = <-a.conns:
-			a.idle.Add(-1)
-		case <-a.done:
-			a.idle.Add(-1)
-			return
-		}
 	}
 }
 

@@ -13,11 +13,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/rs/zerolog"
 
+	"github.com/meshlb/meshlb/internal/parkpool"
 	"github.com/meshlb/meshlb/router"
 )
 
@@ -328,4 +330,68 @@ func TestAcceptorPROXYProtocol(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("backend saw no X-Forwarded-For")
 	}
+}
+
+// pipeListener is a listener whose connections are the server ends of
+// net.Pipes: it works inside a synctest bubble.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+// A burst of connections (the soak's reconnects after a backend kill)
+// grows the parked server goroutines; a trim period after it they are let
+// go, not kept parked for the life of the node.
+func TestBurstOfConnectionsLeavesNoParkedServers(t *testing.T) {
+	const burst = 40
+	synctest.Test(t, func(t *testing.T) {
+		ln := newPipeListener()
+		a := newAcceptor(ln, http.NotFoundHandler(), time.Second, zerolog.Nop())
+		var wg sync.WaitGroup
+		wg.Go(a.run)
+		var clients []net.Conn
+		for range burst {
+			c, s := net.Pipe()
+			clients = append(clients, c)
+			ln.conns <- s
+		}
+		synctest.Wait() // every server reads a head that does not come
+		time.Sleep(2 * time.Second)
+		synctest.Wait() // the heads timed out together
+		if got := a.servers.Idle(); got != burst {
+			t.Fatalf("after a burst of %d connections: %d servers parked; want %d", burst, got, burst)
+		}
+		time.Sleep(2 * parkpool.TrimPeriod)
+		synctest.Wait()
+		if got := a.servers.Idle(); got != 0 {
+			t.Errorf("two trim periods after the burst: %d servers parked; want 0", got)
+		}
+		a.Close()
+		wg.Wait()
+		for _, c := range clients {
+			c.Close()
+		}
+	})
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshlb/meshlb/internal/parkpool"
 )
 
 // The Linux relay: an idle WebSocket holds two file descriptors and its
@@ -41,7 +43,8 @@ import (
 // connection a second time, and so that no netFD or pollDesc is kept.
 
 // maxIdleWorkers bounds the workers kept parked for the next hand-off; a
-// burst beyond it gets extra goroutines that exit when done.
+// burst beyond it gets extra goroutines that exit when done, and the
+// parked ones a whole trim period does not need exit too (parkpool).
 const maxIdleWorkers = 64
 
 // pollBufSize is the pooled read buffer: a full one is read again at once.
@@ -119,11 +122,10 @@ type poller struct {
 	gens  []uint32
 	free  []uint32
 
-	work     chan pollTask
-	idle     atomic.Int32
+	workers  *parkpool.Pool[pollTask]
 	stop     chan struct{}
 	loopDone chan struct{}
-	wg       sync.WaitGroup // workers and the sweep
+	wg       sync.WaitGroup // workers, their trim and the sweep
 }
 
 // pollTask is work the loop hands to a worker because it would wait. It
@@ -213,11 +215,12 @@ func newPoller(rt *Router) (*poller, error) {
 		rt:       rt,
 		epfd:     epfd,
 		file:     os.NewFile(uintptr(epfd), "epoll"),
-		work:     make(chan pollTask),
+		workers:  parkpool.New[pollTask](maxIdleWorkers),
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
 	go p.loop()
+	p.wg.Go(func() { p.workers.Run(p.stop) })
 	p.wg.Go(func() { p.sweep(rt) })
 	return p, nil
 }
@@ -283,27 +286,14 @@ func (p *poller) loop() {
 
 // dispatch gives t to a parked worker, or to a new one if none is parked.
 func (p *poller) dispatch(t pollTask) {
-	select {
-	case p.work <- t:
-	default:
+	if !p.workers.Offer(t) {
 		p.wg.Go(func() { p.worker(t) })
 	}
 }
 
 func (p *poller) worker(t pollTask) {
-	for {
+	for ok := true; ok; t, ok = p.workers.Park(p.stop) {
 		t.c.resume(t)
-		if p.idle.Add(1) > maxIdleWorkers {
-			p.idle.Add(-1)
-			return
-		}
-		select {
-		case t = <-p.work:
-			p.idle.Add(-1)
-		case <-p.stop:
-			p.idle.Add(-1)
-			return
-		}
 	}
 }
 

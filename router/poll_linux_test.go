@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,76 @@ func TestDrainWhileParked(t *testing.T) {
 	if got == 0 || got > frames {
 		t.Errorf("%d frames before the close; want some of the %d, whole", got, frames)
 	}
+}
+
+// A backend's sessions all ending at once hand their ends to workers; the
+// workers that ended them are let go once a trim period has not needed
+// them, not kept parked for good. The soak saw a node's goroutines rise by
+// one burst of workers per backend kill.
+func TestBurstOfEndsLeavesNoParkedWorkers(t *testing.T) {
+	const sessions = 32
+	kill := make(chan struct{})
+	b := rawBackend(t, func(c net.Conn, req *http.Request) {
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n")
+		<-kill
+		c.Close()
+	})
+	rt, front := newFront(t, Config{Picker: &fixedPicker{backends: []Backend{b}}})
+	var clients []net.Conn
+	for range sessions {
+		c, _, res := rawClient(t, strings.TrimPrefix(front.URL, "http://"))
+		if res.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("status = %d; want 101", res.StatusCode)
+		}
+		clients = append(clients, c)
+	}
+	rt.mu.Lock()
+	polls := rt.polls
+	rt.mu.Unlock()
+	if len(polls) == 0 {
+		t.Fatal("no epoll loops: the relay did not take the sessions")
+	}
+	parked := func() int {
+		n := 0
+		for _, p := range polls {
+			n += p.workers.Idle()
+		}
+		return n
+	}
+	close(kill)
+	waitFor(t, "the ends' workers to park", func() bool { return parked() > 0 })
+	for _, c := range clients {
+		c.Close() // rather than answer the router's close frames
+	}
+	waitFor(t, "every session to end", func() bool {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		return len(rt.conns) == 0
+	})
+	// Trim as the pools' own loops do every period: the first sets the
+	// mark, the second lets go of what stayed parked since.
+	for range 2 {
+		for _, p := range polls {
+			p.workers.Trim()
+		}
+	}
+	if n := parked(); n != 0 {
+		t.Errorf("%d workers still parked after two trims with no work; want 0", n)
+	}
+	waitFor(t, "the workers to exit", func() bool { return goroutinesIn("router.(*poller).worker") == 0 })
+}
+
+// goroutinesIn counts the goroutines with fn in their stack.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	return strings.Count(string(buf), fn+"(")
 }

@@ -148,10 +148,11 @@ func soak(ctx context.Context, l *lab, minutes, warmup int, every time.Duration,
 		rep.Checks = append(rep.Checks, check{"ran", false, "fewer than 2 minutes"})
 		return rep
 	}
-	// The first minutes warm up: code paged in, and the node's parked
-	// goroutine pools (acceptor servers, relay pollers: up to 128 idle
-	// each) grow to the first reconnect burst of a backend kill. Compare
-	// the end with the figures at --warmup-minutes.
+	// The first minutes warm up: code paged in, heap and stacks grown to
+	// the first kill of each kind. (The node's parked goroutines, acceptor
+	// servers and relay workers, grow with each kill's burst too, but go
+	// again within two trim periods: internal/parkpool.) Compare the end
+	// with the figures at --warmup-minutes.
 	if len(rep.Samples) <= warmup {
 		rep.Checks = append(rep.Checks, check{"ran", false, fmt.Sprintf("%d minutes, not past the %d of warm-up", len(rep.Samples), warmup)})
 		return rep
