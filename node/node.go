@@ -39,7 +39,7 @@ type Node struct {
 	router   *router.Router
 	checker  *health.Checker
 	decider  *health.Decider
-	guard    *dialGuard // refuses backends that are our own listeners (guard.go)
+	guard    *dialGuard    // refuses backends that are our own listeners (guard.go)
 	configFP atomic.Uint64 // ApplyRoutes changes it
 
 	changes <-chan struct{} // the rebuild loop's subscription to gossip
@@ -101,12 +101,12 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	n := &Node{
-		cfg:      cfg,
-		log:      log,
-		reg:      reg,
-		cluster:  cluster,
-		changes:  cluster.Subscribe(),
-		guard:    newDialGuard(cfg.BackendNetworks),
+		cfg:     cfg,
+		log:     log,
+		reg:     reg,
+		cluster: cluster,
+		changes: cluster.Subscribe(),
+		guard:   newDialGuard(cfg.BackendNetworks),
 
 		meshChanges: cluster.Subscribe(),
 	}

@@ -114,7 +114,7 @@ func validHostName(s string) bool {
 // through to the less specific hosts' routes instead of a 404. A request
 // no route matches goes to DefaultPool.
 type routeTable struct {
-	routes []Route                   // most specific first
+	routes []Route                  // most specific first
 	keys   map[string]*KeyExtractor // by pool, where its key sources are its own
 }
 
