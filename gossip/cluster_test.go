@@ -491,7 +491,9 @@ func TestPartitionHeal(t *testing.T) {
 		p.mu.Unlock()
 		cs[i] = c
 	}
-	waitMembers(t, cs, 6, 10*time.Second)
+	// Forming the mesh is not what this test is about: under -race on two
+	// busy cores six members have taken over 10 s (CI).
+	waitMembers(t, cs, 6, 30*time.Second)
 
 	p.set(true)
 	sides := [2][]*Cluster{{cs[0], cs[2], cs[4]}, {cs[1], cs[3], cs[5]}}
