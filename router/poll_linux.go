@@ -77,18 +77,17 @@ const (
 
 // pollState is the epoll-mode part of a wsConn.
 type pollState struct {
-	polled     bool
-	slotted    bool // has a slot in poll
-	countsConn bool // holds one of Router.active until finished
-	upDone     bool // guarded by mu
-	downDone   bool // guarded by mu
-	timedOut   bool // guarded by mu: the write timeout fired
-	holdsWsem  bool // the down direction holds wsem across reads (mid-frame, or parked); its own
-	discard    bool // a close frame went to the client: drop the backend's bytes
-	cfd, bfd   int  // client and backend sockets, owned; valid until closed
-	slot       uint32
-	gen        uint32
-	refs       atomic.Int32 // 1 while open, +1 per direction at work or parked, timer or close request
+	polled    bool
+	slotted   bool // has a slot in poll
+	upDone    bool // guarded by mu
+	downDone  bool // guarded by mu
+	timedOut  bool // guarded by mu: the write timeout fired
+	holdsWsem bool // the down direction holds wsem across reads (mid-frame, or parked); its own
+	discard   bool // a close frame went to the client: drop the backend's bytes
+	cfd, bfd  int  // client and backend sockets, owned; valid until closed
+	slot      uint32
+	gen       uint32
+	refs      atomic.Int32 // 1 while open, +1 per direction at work or parked, timer or close request
 	// upState and downState (dirIdle, dirBusy, dirAgain) let one goroutine
 	// at a time serve a direction, and tell it when readiness came while it
 	// was at work: the sockets are edge-triggered, so that edge is not
@@ -626,9 +625,7 @@ func (c *wsConn) unref() {
 	if c.slotted {
 		c.poll.remove(c)
 	}
-	if c.countsConn {
-		c.rt.active.Add(-1)
-	}
+	c.rt.active.Add(-1) // ServeHTTP's, which a detached session keeps
 	if c.ipSlot.IsValid() {
 		c.rt.limits.release(c.ipSlot)
 	}

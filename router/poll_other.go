@@ -8,8 +8,7 @@ import "errors"
 // these stand-ins keep the shared code compiling.
 
 type pollState struct {
-	polled     bool
-	countsConn bool
+	polled bool
 }
 
 type poller struct{}

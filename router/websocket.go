@@ -278,7 +278,6 @@ func (rt *Router) serveWebSocket(w http.ResponseWriter, req *http.Request, pool,
 	// Where the platform allows, the session leaves this goroutine and is
 	// relayed on readiness; the handler returns and the session holds no
 	// goroutine while idle.
-	c.countsConn = true // ServeHTTP counted it in active, whatever the limit
 	c.ipSlot = slot
 	if rt.adopt(c) {
 		return true
