@@ -164,7 +164,7 @@ func nodeOptions() []option {
 			c.Node.Ring.Load = f
 			return nil
 		}},
-		{name: "ring-algorithm", def: ring.DefaultAlgorithm, usage: "v1 (one library ring) or v2 (grouped: builds in ms at hundreds of backends); mesh-wide, see ring/DEFAULTS.md before changing it", apply: func(c *Node, v string) error { c.Node.Ring.Algorithm = v; return nil }},
+		{name: "ring-algorithm", def: ring.DefaultAlgorithm, usage: "v1 (the library's bounded-load ring) or v2 (grouped, kept for meshes that use it); mesh-wide, see ring/DEFAULTS.md before changing it", apply: func(c *Node, v string) error { c.Node.Ring.Algorithm = v; return nil }},
 		{name: "ring-seed", usage: "secret keying the ring's hash so outsiders can't aim keys at one backend (mesh-wide)", apply: func(c *Node, v string) error {
 			c.Node.Ring.Seed = v
 			return nil

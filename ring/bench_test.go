@@ -1,7 +1,6 @@
 package ring
 
 import (
-	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -17,11 +16,7 @@ import (
 //
 //	MESHLB_RING_FIGURES=1 go test -p 1 -run TestRingFigures -v ./ring/   the default config's table
 //	MESHLB_RING_SWEEP=1   go test -p 1 -run TestRingSweep -v -timeout 30m ./ring/
-//	go test -p 1 -run '^$' -bench . -benchmem ./ring/ [-args -ring.big]  (or MESHLB_RING_BIG=1)
-
-var bigFlag = flag.Bool("ring.big", false, "also run the N=1000 build benchmark and figures")
-
-func big() bool { return *bigFlag || os.Getenv("MESHLB_RING_BIG") == "1" }
+//	go test -p 1 -run '^$' -bench . -benchmem ./ring/
 
 // testKeyCount is the size of the key population for movement and balance.
 const testKeyCount = 1_000_000
@@ -184,11 +179,7 @@ func TestRingFigures(t *testing.T) {
 			c := measureChurn(t, cfg, ids, n, trials, w)
 			churnCol = fmt.Sprintf("%10.3f · %-9.3f | %10.3f · %-10.3f | %9.3f%%", c.joinMean, c.joinMax, c.leaveMean, c.leaveMax, 100*c.collateral)
 		}
-		// The median of 3 builds (1 above 300 backends under v1: 4-50 s).
-		runs := 3
-		if cfg.Algorithm == AlgorithmV1 && n > 300 {
-			runs = 1
-		}
+		runs := 3 // the median of 3 builds
 		// Cold builds (caches emptied first), as a node's first; then
 		// joins of a backend never seen, after a build of the n (the
 		// caches as a node has them after its last rebuild).
@@ -385,12 +376,14 @@ func BenchmarkCandidates(b *testing.B) {
 // BenchmarkBuild: N=100 and N=1000 are v1 (the default) as before;
 // algo=v2 builds the same backends with the v2 algorithm.
 func BenchmarkBuild(b *testing.B) {
-	for _, n := range []int{100, 1000} {
+	for _, n := range []int{100, 300, 1000} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			if n > 100 && !big() {
-				b.Skip("set -ring.big or MESHLB_RING_BIG=1 for N=1000 (several seconds per build)")
-			}
 			benchBuild(b, DefaultConfig(), n)
+		})
+	}
+	for _, n := range []int{100, 300, 1000} {
+		b.Run(fmt.Sprintf("join/N=%d", n), func(b *testing.B) {
+			benchJoin(b, DefaultConfig(), n)
 		})
 	}
 	for _, n := range []int{100, 300, 1000} {

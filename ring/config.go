@@ -50,14 +50,17 @@ const (
 	// MaxMembers is the most backends a ring holds; owners are stored as
 	// uint16 indexes into the sorted member list.
 	MaxMembers = 1<<16 - 1
-	// MaxBuildWork bounds Members² × ReplicationFactor. The library's New
-	// appends each member's vnodes and re-sorts the whole set, so a build
-	// costs about N²·RF/2 · log(N·RF) comparisons. 1e9 admits N = 1000 at
-	// the default RF (about 45 s on the reference machine, see
-	// DEFAULTS.md) and refuses what would take minutes; with the default
-	// RF it means at most 1000 backends (lower the RF for more: RF 100
-	// admits 3162).
+	// MaxBuildWork bounds Σ(group size²) × ReplicationFactor of a v2
+	// build, whose library rings cost about that: the library's New
+	// appends each member's vnodes and re-sorts the whole set. (It bounded
+	// v1 at N² × RF too, hence at 1000 backends, until v1's table came
+	// from the library's walk on the circle: walk.go.)
 	MaxBuildWork = 1e9
+	// MaxVnodes bounds the vnode circle of a ring, Members ×
+	// ReplicationFactor (weighted: Σ weight × 4 × ReplicationFactor): 14
+	// bytes a vnode while it is built and cached, 6 kept by the ring. At
+	// the default RF it admits 4194 backends.
+	MaxVnodes = 1 << 22
 	// MaxSeedLen bounds the secret's length.
 	MaxSeedLen = 1024
 )
@@ -66,14 +69,17 @@ const (
 // it is part of the config fingerprint, and every node of a mesh must run
 // the same one (see DEFAULTS.md, "Changing the algorithm of a mesh").
 const (
-	// AlgorithmV1 is one library ring over all backends (N²·RF to build:
-	// 0.4 s at 100 backends, 50 s at 1000 with the defaults).
+	// AlgorithmV1 is one library ring over all backends: the table
+	// consistent.New gives, computed by its own walk on a circle that
+	// rebuilds merge into (walk.go): 8 ms at 100 backends and 65 ms at
+	// 1000 with the defaults, where New takes 0.4 s and 50 s.
 	AlgorithmV1 = "v1"
 	// AlgorithmV2 is the grouped ring (grouped.go): v1's vnode circle,
 	// backends hashed into 256 groups, one small library ring per group
 	// that applies the load bound inside it. Same placement as v1 while no
-	// bound binds; far faster to build, and a rebuild after one change
-	// reuses most of the last one (DEFAULTS.md).
+	// bound binds. It was the fast one until v1's build stopped calling
+	// New on the whole set; v1 now builds faster at every size, and v2
+	// stays for the meshes that switched to it (DEFAULTS.md).
 	AlgorithmV2 = "v2"
 	// DefaultAlgorithm stays v1, so that a binary upgrade never changes
 	// placement by itself: with v2 as the default, old and new nodes would

@@ -147,14 +147,15 @@ func newRing(cfg Config, ids []string) (*Ring, error) {
 	return r, nil
 }
 
-// buildV1 is one library ring over every backend.
+// buildV1 is the table of one library ring over every backend, computed
+// by the library's own walk on the circle (walk.go).
 func (r *Ring) buildV1() error {
 	c, err := circleFor(r.members, r.cfg.ReplicationFactor, r.seed)
 	if err != nil {
 		return err
 	}
 	r.vnodeHi, r.vnodeMember = c.hi, c.owners
-	r.owners, err = libraryOwners(r.members, hasher{r.seed}, r.cfg.Partitions, r.cfg.ReplicationFactor, r.cfg.Load)
+	r.owners, err = walkOwners(c, r.cfg.Partitions, r.cfg.Load)
 	return err
 }
 
@@ -221,9 +222,9 @@ func checkRoom(cfg Config, n int) error {
 		return fmt.Errorf("ring: %d backends × at most %v partitions each (load %v) can't hold %d partitions: %w: raise load or change partitions",
 			n, perMember, cfg.Load, p, ErrInvalidBackends)
 	}
-	if work := float64(n) * float64(n) * float64(cfg.ReplicationFactor); work > MaxBuildWork {
-		return fmt.Errorf("ring: %d backends × %d vnodes would take too long to build (backends² × vnodes = %.3g > %.3g): %w: lower the replication factor",
-			n, cfg.ReplicationFactor, work, float64(MaxBuildWork), ErrInvalidBackends)
+	if v := n * cfg.ReplicationFactor; v > MaxVnodes {
+		return fmt.Errorf("ring: %d backends × %d vnodes = %d: %w: at most %d; lower the replication factor",
+			n, cfg.ReplicationFactor, v, ErrInvalidBackends, MaxVnodes)
 	}
 	return nil
 }

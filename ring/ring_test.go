@@ -197,7 +197,7 @@ func TestBuildErrors(t *testing.T) {
 		{"rf 1", Config{ReplicationFactor: 1}, seqIDs(3), ErrInvalidConfig, "replication factor 1"},
 		{"nan load", Config{Load: math.NaN()}, seqIDs(3), ErrInvalidConfig, "load NaN"},
 		{"too many backends", smallConfig, seqIDs(MaxMembers + 1), ErrInvalidBackends, "at most 65535"},
-		{"too costly", Config{Partitions: MaxPartitions, ReplicationFactor: MaxReplicationFactor}, seqIDs(1000), ErrInvalidBackends, "too long to build"},
+		{"too many vnodes", Config{Partitions: MaxPartitions, ReplicationFactor: MaxReplicationFactor}, seqIDs(2098), ErrInvalidBackends, "lower the replication factor"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,19 +224,20 @@ func TestBuildErrors(t *testing.T) {
 	}
 }
 
-// TestBuildWorkLimit: the default config admits 1000 backends and refuses
-// 1001 (checked without building: 1000 takes about 50 s).
-func TestBuildWorkLimit(t *testing.T) {
+// TestVnodeLimit: the default config admits MaxVnodes / RF = 4194
+// backends and refuses 4195 (checked without building); a lower RF
+// admits more.
+func TestVnodeLimit(t *testing.T) {
 	cfg := DefaultConfig()
-	if err := checkRoom(cfg, 1000); err != nil {
-		t.Errorf("1000 backends at the defaults: %v; want accepted", err)
+	if err := checkRoom(cfg, 4194); err != nil {
+		t.Errorf("4194 backends at the defaults: %v; want accepted", err)
 	}
-	if err := checkRoom(cfg, 1001); !errors.Is(err, ErrInvalidBackends) || !strings.Contains(err.Error(), "lower the replication factor") {
-		t.Errorf("1001 backends at the defaults: %v; want refused as too costly", err)
+	if err := checkRoom(cfg, 4195); !errors.Is(err, ErrInvalidBackends) || !strings.Contains(err.Error(), "lower the replication factor") {
+		t.Errorf("4195 backends at the defaults: %v; want refused", err)
 	}
 	cfg.ReplicationFactor = 100
-	if err := checkRoom(cfg, 3162); err != nil {
-		t.Errorf("3162 backends at RF 100: %v; want accepted", err)
+	if err := checkRoom(cfg, 10000); err != nil {
+		t.Errorf("10000 backends at RF 100: %v; want accepted", err)
 	}
 }
 
