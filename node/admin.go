@@ -430,16 +430,13 @@ func (n *Node) handleAddBackend(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkWeight refuses a weight the ring can't build with: out of range,
-// or other than 1 on --ring-algorithm v2.
+// or past the weighted vnode budget.
 func (n *Node) checkWeight(id, pool string, w int) error {
 	if err := ring.ValidateWeight(w); err != nil {
 		return err
 	}
 	if w == 1 {
 		return nil
-	}
-	if n.cfg.Ring.WithDefaults().Algorithm == ring.AlgorithmV2 {
-		return errors.New("weights other than 1 need --ring-algorithm v1")
 	}
 	total := w
 	for _, r := range n.cluster.Records() {

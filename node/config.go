@@ -384,8 +384,6 @@ func (c Config) validate() error {
 		if b.Weight != 0 && b.Weight != 1 {
 			if err := ring.ValidateWeight(b.Weight); err != nil {
 				errs = append(errs, fmt.Errorf("backend %q: %w", b.ID, err))
-			} else if c.Ring.WithDefaults().Algorithm == ring.AlgorithmV2 {
-				errs = append(errs, fmt.Errorf("backend %q: weight %d: weights other than 1 need --ring-algorithm v1", b.ID, b.Weight))
 			}
 		}
 		if b.Pool != "" {

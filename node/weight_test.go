@@ -13,7 +13,7 @@ func TestConfigRefusesWeights(t *testing.T) {
 		weight int
 		want   string
 	}{
-		{ring.AlgorithmV2, 2, "need --ring-algorithm v1"},
+		{ring.AlgorithmV2, 101, "want 1 to 100"},
 		{ring.AlgorithmV1, 101, "want 1 to 100"},
 	} {
 		c := Config{Ring: ring.Config{Algorithm: tc.algo}, Backends: []BackendSpec{{ID: "b", Addr: "10.0.0.1:80", Weight: tc.weight}}}
@@ -21,8 +21,10 @@ func TestConfigRefusesWeights(t *testing.T) {
 			t.Errorf("%s weight %d: %v, want %q", tc.algo, tc.weight, err, tc.want)
 		}
 	}
-	c := Config{Ring: ring.Config{Algorithm: ring.AlgorithmV2}, Backends: []BackendSpec{{ID: "b", Addr: "10.0.0.1:80", Weight: 1}}}
-	if err := c.validate(); err != nil && strings.Contains(err.Error(), "weight") {
-		t.Errorf("v2 with weight 1: %v", err)
+	for _, w := range []int{1, 2, 100} {
+		c := Config{Ring: ring.Config{Algorithm: ring.AlgorithmV2}, Backends: []BackendSpec{{ID: "b", Addr: "10.0.0.1:80", Weight: w}}}
+		if err := c.validate(); err != nil && strings.Contains(err.Error(), "weight") {
+			t.Errorf("v2 with weight %d: %v", w, err)
+		}
 	}
 }

@@ -15,7 +15,7 @@ const (
 	MaxWeight     = 100
 	// MaxWeightedVnodes bounds Σ weight × ReplicationFactor: the circle
 	// costs 6 bytes a vnode kept and 10 while it is built.
-	MaxWeightedVnodes = 1 << 22
+	MaxWeightedVnodes = MaxVnodes
 	// weightedVnodes is the vnodes per weight unit, in ReplicationFactors:
 	// a weight-1 backend beside heavier ones has few vnodes and its share
 	// varies as 1/√vnodes. At 1 it missed 1:2:3:4 by up to 5.9 % over 30
@@ -38,9 +38,10 @@ func ValidateWeight(w int) error {
 // vnodes (named as its unweighted ones, so changing
 // one weight only adds or removes that backend's vnodes) and owns at most
 // ceil(Partitions × w_i/Σw × Load) partitions, walked clockwise as the
-// library walks. v2 refuses weights: its per-group library rings apply one
-// equal bound inside each group, which would cap a heavy backend at its
-// group's mean and break both the shares and v2's match with v1.
+// library walks. The walk is the same on v2: v2's per-group library rings
+// apply one equal bound inside each group, which would cap a heavy
+// backend at its group's mean, so a weighted ring never uses them, and
+// the walk costs one pass over the partitions at any size.
 func BuildWeighted(cfg Config, ids []string, weights map[string]int) (*Ring, error) {
 	weighted := false
 	for _, id := range ids {
@@ -57,9 +58,6 @@ func BuildWeighted(cfg Config, ids []string, weights map[string]int) (*Ring, err
 		return Build(cfg, ids)
 	}
 	cfg = cfg.WithDefaults()
-	if cfg.Algorithm == AlgorithmV2 {
-		return nil, fmt.Errorf("ring: %w: weights other than 1 need --ring-algorithm v1 (v2's group rings bound every backend of a group alike)", ErrInvalidBackends)
-	}
 	r, err := newRing(cfg, ids)
 	if err != nil {
 		return nil, err

@@ -135,11 +135,36 @@ func TestWeightChangeMovesLittle(t *testing.T) {
 	}
 }
 
+// On v2 a weighted ring is v1's weighted ring: the walk, not the group
+// rings, which would bound a heavy backend at its group's mean.
+func TestWeightedV2IsTheWeightedWalk(t *testing.T) {
+	ids := make([]string, 40)
+	weights := map[string]int{}
+	for i := range ids {
+		ids[i] = "10.0." + strconv.Itoa(i) + ".1:8080"
+		weights[ids[i]] = 1 + i%4
+	}
+	v1, err := BuildWeighted(Config{Algorithm: AlgorithmV1}, ids, weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := BuildWeighted(Config{Algorithm: AlgorithmV2}, ids, weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(v1.owners, v2.owners) {
+		t.Fatal("v2's weighted table differs from v1's")
+	}
+	if v1.Fingerprint() == v2.Fingerprint() {
+		t.Fatal("v1 and v2 weighted rings share a fingerprint: the algorithm must stay in it")
+	}
+	if got := v2.Weight(ids[3]); got != 4 {
+		t.Fatalf("weight of %s on v2: %d, want 4", ids[3], got)
+	}
+}
+
 func TestWeightedRefusals(t *testing.T) {
 	ids := []string{"a", "b"}
-	if _, err := BuildWeighted(Config{Algorithm: AlgorithmV2}, ids, map[string]int{"a": 2}); !errors.Is(err, ErrInvalidBackends) {
-		t.Fatalf("v2 with weights: %v, want ErrInvalidBackends", err)
-	}
 	if _, err := BuildWeighted(Config{Algorithm: AlgorithmV2}, ids, map[string]int{"a": 1}); err != nil {
 		t.Fatalf("v2 with weights of 1: %v", err)
 	}
