@@ -60,11 +60,17 @@ type pollBuf struct {
 
 var pollBufPool = sync.Pool{New: func() any { return new(pollBuf) }}
 
-func getPollBuf() *pollBuf { return pollBufPool.Get().(*pollBuf) }
+func getPollBuf() *pollBuf {
+	if n := pollBufsOut.Add(1); n > pollBufsPeak.Load() {
+		pollBufsPeak.Store(n) // a lost race only lowers the peak a little
+	}
+	return pollBufPool.Get().(*pollBuf)
+}
 
 func putPollBuf(pb *pollBuf) {
 	pb.rest, pb.perr = nil, nil
 	pollBufPool.Put(pb)
+	pollBufsOut.Add(-1)
 }
 
 // Park states of a direction (pollState.upPark, downPark). Any value above
@@ -331,6 +337,7 @@ func (p *poller) sweep(rt *Router) {
 			late[i] = nil
 		}
 		late = late[:0]
+		releaseBuffers(&rt.log, time.Now())
 	}
 }
 
