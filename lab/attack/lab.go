@@ -129,6 +129,10 @@ func startLab(ctx context.Context, o options, spec labSpec, stderr io.Writer) (*
 		args := []string{"node", "--name", fmt.Sprintf("n%d", i), "--log-format", "json", "--log-level", "info",
 			"--gossip-addr", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
 			"--gossip-key", l.gossipK, "--handshake-timeout", o.handshakeTimeout.String(), "--drain-delay", "0"}
+		if spec.soak {
+			// The soak saves n0's heap profiles, to name what grew.
+			args = append(args, "--pprof")
+		}
 		if i > 0 {
 			args = append(args, "--join", l.nodes[0].gossip)
 		}
@@ -349,12 +353,21 @@ type usage struct {
 	Threads    int   `json:"threads"`
 	FDs        int   `json:"fds"`
 	Goroutines int   `json:"goroutines"`
+	// HeapKiB is the Go heap in use (go_memstats_heap_inuse_bytes): RSS
+	// less what the runtime holds free or has not yet returned.
+	HeapKiB int64 `json:"heap_kib"`
+	// RSS in anonymous memory and in file pages (the binary's code and
+	// data as they are first touched): a growth in file pages is code
+	// paths run for the first time, not memory kept.
+	AnonKiB int64 `json:"rss_anon_kib"`
+	FileKiB int64 `json:"rss_file_kib"`
 }
 
 func (n *node) usage() usage {
 	u := procUsage(n.pid())
 	if m, err := metrics(n.admin); err == nil {
 		u.Goroutines = int(m["go_goroutines"])
+		u.HeapKiB = int64(m["go_memstats_heap_inuse_bytes"] / 1024)
 	}
 	return u
 }
@@ -368,6 +381,12 @@ func procUsage(pid int) usage {
 		for line := range strings.Lines(string(data)) {
 			if v, ok := strings.CutPrefix(line, "Threads:"); ok {
 				u.Threads, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+			if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+				u.AnonKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			}
+			if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+				u.FileKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			}
 		}
 	}

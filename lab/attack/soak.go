@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -52,7 +54,7 @@ func runSoak(args []string, stdout, stderr io.Writer) int {
 	sessions := fs.Int("sessions", 200, "WebSocket sessions of the steady load")
 	pace := fs.Duration("pace", 100*time.Millisecond, "time between two messages of a session")
 	every := fs.Duration("chaos-every", 40*time.Second, "time between chaos events")
-	warmup := fs.Int("warmup-minutes", 2, "the minute whose figures the end is compared with (at most --minutes - 1)")
+	warmup := fs.Int("warmup-minutes", 0, "the minute whose figures the end is compared with (at most --minutes - 1; default: the minute after the first full cycle of chaos events)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON on stdout")
 	fs.StringVar(&o.logs, "logs", "", "directory for the processes' logs (default: a new temporary directory, kept)")
 	if v := os.Getenv("SOAK_MINUTES"); v != "" {
@@ -70,6 +72,12 @@ func runSoak(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 || *minutes < 2 || *sessions < 1 || *every < time.Second {
 		fmt.Fprintln(stderr, "attack soak: want --minutes >= 2, --sessions >= 1, --chaos-every >= 1s and no arguments")
 		return exitUsage
+	}
+	if *warmup == 0 {
+		// Every kind of event on every node and backend, once: each runs
+		// code paths for the first time (drain, failover, a node's
+		// return), and the pages they touch stay in RSS.
+		*warmup = int((chaosCycle*(*every)+time.Minute-1)/time.Minute) + 1
 	}
 	o.handshakeTimeout = 10 * time.Second
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -127,7 +135,7 @@ func soak(ctx context.Context, l *lab, minutes, warmup int, every time.Duration,
 	nextChaos := start.Add(every / 2)
 	var events []string
 	event := 0
-	fmt.Fprintf(w, "%-6s %8s %10s %8s %6s %8s %7s %8s  %s\n", "minute", "RSS MB", "goroutines", "threads", "fds", "msgs", "errors", "p99 ms", "chaos")
+	fmt.Fprintf(w, "%-6s %8s %8s %8s %8s %10s %8s %6s %8s %7s %8s  %s\n", "minute", "RSS MB", "anon MB", "file MB", "heap MB", "goroutines", "threads", "fds", "msgs", "errors", "p99 ms", "chaos")
 	for m := 1; m <= minutes && ctx.Err() == nil; m++ {
 		end := start.Add(time.Duration(m) * time.Minute)
 		for time.Now().Before(end) && ctx.Err() == nil {
@@ -142,7 +150,10 @@ func soak(ctx context.Context, l *lab, minutes, warmup int, every time.Duration,
 		s := soakSample{Minute: m, usage: l.nodes[0].usage(), Msgs: len(win.rtts), Errors: win.errs, P99Ms: p99ms(win.rtts), Events: events}
 		events = nil
 		rep.Samples = append(rep.Samples, s)
-		fmt.Fprintf(w, "%-6d %8.1f %10d %8d %6d %8d %7d %8.2f  %v\n", m, mb(s.RSSKiB), s.Goroutines, s.Threads, s.FDs, s.Msgs, s.Errors, s.P99Ms, s.Events)
+		fmt.Fprintf(w, "%-6d %8.1f %8.1f %8.1f %8.1f %10d %8d %6d %8d %7d %8.2f  %v\n", m, mb(s.RSSKiB), mb(s.AnonKiB), mb(s.FileKiB), mb(s.HeapKiB), s.Goroutines, s.Threads, s.FDs, s.Msgs, s.Errors, s.P99Ms, s.Events)
+		if m == max(warmup, 1) || m == minutes {
+			l.saveHeap(m)
+		}
 	}
 	if len(rep.Samples) < 2 {
 		rep.Checks = append(rep.Checks, check{"ran", false, "fewer than 2 minutes"})
@@ -174,6 +185,11 @@ func soak(ctx context.Context, l *lab, minutes, warmup int, every time.Duration,
 	}
 	return rep
 }
+
+// chaosCycle is the number of events after which chaos repeats itself:
+// kill -9 of n1, SIGTERM of n2, kill -9 of a backend, with the backend
+// going round the 3.
+const chaosCycle = 9
 
 // chaos runs the i-th event of the soak's cycle and says what it did.
 func (l *lab) chaos(ctx context.Context, i int) string {
@@ -219,5 +235,25 @@ func (l *lab) chaos(ctx context.Context, i int) string {
 			}
 			return err
 		})
+	}
+}
+
+// saveHeap writes n0's heap profile at minute m into the logs, so that
+// `go tool pprof -diff_base` names what grew between the warm-up and the
+// end.
+func (l *lab) saveHeap(m int) {
+	path := filepath.Join(l.dir, fmt.Sprintf("n0-heap-minute-%d.pb.gz", m))
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + l.nodes[0].admin + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return
+	}
+	if f, err := os.Create(path); err == nil {
+		io.Copy(f, resp.Body)
+		f.Close()
 	}
 }
