@@ -95,9 +95,11 @@ type Cluster struct {
 // peer is a live member as the event delegate last saw it. memberlist
 // mutates the Nodes it hands out, so we keep copies.
 type peer struct {
-	addr  string
-	meta  []byte
-	state NodeState // from meta; 0 if it does not decode
+	addr    string
+	meta    []byte
+	state   NodeState // from meta; 0 if it does not decode
+	decoded Meta      // meta decoded once, here: Members is called often
+	metaErr error
 }
 
 type failedPeer struct {
@@ -348,9 +350,7 @@ func (c *Cluster) Members() []Member {
 	c.mu.Lock()
 	out := make([]Member, 0, max(1, len(c.peers)))
 	for name, p := range c.peers {
-		m := Member{Name: name, Addr: p.addr}
-		m.Meta, m.MetaErr = DecodeMeta(p.meta)
-		out = append(out, m)
+		out = append(out, Member{Name: name, Addr: p.addr, Meta: p.decoded, MetaErr: p.metaErr})
 	}
 	if len(c.peers) == 0 { // not started
 		out = append(out, Member{Name: c.cfg.Name, Addr: cmp.Or(c.addr, c.cfg.AdvertiseAddr, c.cfg.BindAddr), Meta: c.meta})

@@ -65,6 +65,7 @@ type nodeInfo struct {
 	name    string
 	addr    string
 	meta    []byte
+	decoded Meta
 	state   NodeState // 0 if the meta does not decode
 }
 
@@ -74,8 +75,12 @@ func nodeOf(n *memberlist.Node) nodeInfo {
 	if err == nil {
 		ni.state = m.State
 	}
-	ni.metaErr = err
+	ni.decoded, ni.metaErr = m, err
 	return ni
+}
+
+func (n nodeInfo) peer() peer {
+	return peer{addr: n.addr, meta: n.meta, state: n.state, decoded: n.decoded, metaErr: n.metaErr}
 }
 
 func (c *Cluster) nodeMeta(limit int) []byte {
@@ -196,7 +201,7 @@ func (c *Cluster) notifyJoin(n nodeInfo) {
 		c.rejected("meta", n.metaErr)
 	}
 	c.mu.Lock()
-	c.peers[n.name] = peer{addr: n.addr, meta: n.meta, state: n.state}
+	c.peers[n.name] = n.peer()
 	delete(c.failed, n.name)
 	count := len(c.peers)
 	c.numNodes.Store(int64(count))
@@ -239,7 +244,7 @@ func (c *Cluster) notifyUpdate(n nodeInfo) {
 	}
 	c.mu.Lock()
 	if _, ok := c.peers[n.name]; ok {
-		c.peers[n.name] = peer{addr: n.addr, meta: n.meta, state: n.state}
+		c.peers[n.name] = n.peer()
 	}
 	c.mu.Unlock()
 	c.signal()
