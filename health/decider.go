@@ -23,7 +23,8 @@ type Mesh interface {
 	Synced() bool
 	// Members are the live members, this node included, sorted by name.
 	Members() []Member
-	// Backends are the catalog's active and draining backends, by ID.
+	// Backends are the catalog's active and draining backends, by ID; the
+	// slice may be shared: read only.
 	Backends() []Backend
 	// Observations and Verdicts are what the replica holds.
 	Observations() []Observation

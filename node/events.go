@@ -85,21 +85,31 @@ func (n *Node) meshState() meshState {
 // signal: it follows a coalescing timer) shows as an event.
 const eventPoll = 250 * time.Millisecond
 
-// watchEvents diffs the mesh on every gossip change, and every eventPoll
-// for ring swaps, into the event log.
+// watchEvents diffs the mesh into the event log every eventPoll when
+// gossip changed something or the ring was swapped. Not on every change:
+// most are health observations, nodes × backends of them while a mesh
+// forms, and 100 nodes in one process with 300 backends spent a sixth of
+// their CPU diffing after each.
 func (n *Node) watchEvents(ctx context.Context, changes <-chan struct{}) {
 	t := time.NewTicker(eventPoll)
 	defer t.Stop()
 	ev := n.obs.events
 	prev := n.meshState()
 	ev.add("member", "node %s started with %d members in view", n.cfg.Name, len(prev.members))
+	changed := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-changes:
+			changed = true
+			continue
 		case <-t.C:
 		}
+		if t := n.table.Load(); !changed && (t == nil || t.Fingerprint == prev.ringFP) {
+			continue
+		}
+		changed = false
 		cur := n.meshState()
 		diffEvents(ev, prev, cur)
 		prev = cur
