@@ -179,7 +179,10 @@ func stall(ctx context.Context, l *lab, t *tally) error {
 	// listing 20,000 fds on a busy machine, can miss the peak.
 	open := l.nodes[0].usage()
 	t.note(fmt.Sprintf("n0 with every session open: %d threads, %d fds, %.0f MB RSS, %d goroutines", open.Threads, open.FDs, mb(open.RSSKiB), open.Goroutines), 1)
+	ramp := l.legit.take()
 	sleepCtx(ctx, l.o.hold)
+	held := l.legit.take()
+	t.ramp, t.held = &ramp, &held
 	for _, c := range conns {
 		if c != nil {
 			c.Close()

@@ -533,6 +533,10 @@ type tally struct {
 	mu      sync.Mutex
 	m       map[string]int
 	n, good int
+	// A class that holds its tries open takes the legit load's window
+	// when they are all open (ramp) and at the end of the hold (held),
+	// so that the service while held is judged on its own.
+	ramp, held *window
 }
 
 func newTally() *tally { return &tally{m: map[string]int{}} }

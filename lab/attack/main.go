@@ -217,6 +217,9 @@ type classResult struct {
 	SettleSecs float64        `json:"settle_seconds"`
 	P99BaseMs  float64        `json:"legit_p99_base_ms"`
 	P99Ms      float64        `json:"legit_p99_ms"`
+	// P99HeldMs is the legit p99 while a holding class (stall) held every
+	// try open, after opening them: how the node serves others then.
+	P99HeldMs float64 `json:"legit_p99_held_ms,omitempty"`
 	// The control load goes straight to the echo backend from this
 	// process: when its p99 rises as much, the machine (or this tool)
 	// was busy, not the node slow.
@@ -349,6 +352,11 @@ func runClass(ctx context.Context, l *lab, o options, c class) classResult {
 	err := c.run(cctx, l, t)
 	cancel()
 	during := l.legit.take()
+	if t.ramp != nil && t.held != nil {
+		r.P99HeldMs = p99ms(t.held.rtts)
+		during.rtts = append(append(t.ramp.rtts, t.held.rtts...), during.rtts...)
+		during.errs += t.ramp.errs + t.held.errs
+	}
 	r.P99ControlMs = p99ms(l.control.take().rtts)
 	r.Seconds = time.Since(start).Seconds()
 	r.Peak = peak.stop()
@@ -395,6 +403,11 @@ func runClass(ctx context.Context, l *lab, o options, c class) classResult {
 			fmt.Sprintf("base %d, peak %d, after %d (%.1fs); want at most base + 10 within %v", r.Base.FDs, r.Peak.FDs, r.After.FDs, r.SettleSecs, o.settle)},
 		p99Check(r.P99BaseMs, r.P99Ms, len(during.rtts), o.p99Floor),
 	)
+	if t.held != nil {
+		c := p99Check(r.P99BaseMs, r.P99HeldMs, len(t.held.rtts), o.p99Floor)
+		c.Name, c.Detail = "legit-p99-held", "while every session was held: "+c.Detail
+		r.Checks = append(r.Checks, c)
+	}
 	if c.maxThreads {
 		limit := runtime.GOMAXPROCS(0) + 16
 		r.Checks = append(r.Checks, check{"peak-threads", r.Peak.Threads <= limit,
