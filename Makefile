@@ -44,7 +44,7 @@ bench: build bench-tools
 
 # Convergence at scale: 100 nodes in one process, 300 backends, v2 ring: time until every ring agrees, each node's build time.
 bench-convergence:
-	$(GO) test -run '^$$' -bench 'Convergence/ring=v2/N=100/backends=300' -benchtime 5x -timeout 30m ./node/
+	$(GO) test -run '^$$' -bench 'Convergence/ring=default/N=100/backends=300' -benchtime 5x -timeout 30m ./node/
 
 # Install haproxy, nginx (the proxy comparison) and strace (system calls per handshake) when missing (apt-get).
 bench-tools:

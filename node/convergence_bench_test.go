@@ -29,8 +29,9 @@ import (
 // slowest-s (the last node of the slowest iteration); build-ms-median and
 // build-ms-max, the time a node spent in ring builds for one change
 // (meshlb_ring_build_seconds; wall time, so inflated when N nodes share
-// 2 cores), and cpu-s, the process CPU per change for all N nodes
-// (gossip included).
+// 2 cores), cpu-s, the process CPU per change for all N nodes (gossip
+// included), and idle-cores, the CPU the N nodes take when nothing
+// changes, in cores.
 //
 // ring=default uses the default ring, whose build (~15 ms, the library's
 // partition distribution) every node repeats: N nodes in one process share
@@ -171,6 +172,12 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config, backends int) {
 		nodes = append(nodes, n)
 	}
 	waitFor(b, 300*time.Second, "mesh formed", converged(nodes, backends))
+	// What the N nodes cost doing nothing (probes, acks, gossip timers):
+	// on 2 shared cores it is what a change competes with.
+	time.Sleep(2 * time.Second)
+	idleStart, idleWall := processCPU(), time.Now()
+	time.Sleep(5 * time.Second)
+	idleCores := (processCPU() - idleStart).Seconds() / time.Since(idleWall).Seconds()
 
 	var all []time.Duration
 	var slowest time.Duration
@@ -236,5 +243,6 @@ func benchConvergence(b *testing.B, size int, rcfg ring.Config, backends int) {
 	b.ReportMetric(1000*builds[len(builds)/2], "build-ms-median")
 	b.ReportMetric(1000*builds[len(builds)-1], "build-ms-max")
 	b.ReportMetric(cpu.Seconds()/float64(iter), "cpu-s")
+	b.ReportMetric(idleCores, "idle-cores")
 	b.ReportMetric(0, "ns/op") // wall time per iteration includes the polling; the metrics above are the result
 }
