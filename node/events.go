@@ -106,7 +106,7 @@ func (n *Node) watchEvents(ctx context.Context, changes <-chan struct{}) {
 			continue
 		case <-t.C:
 		}
-		if t := n.table.Load(); !changed && (t == nil || t.Fingerprint == prev.ringFP) {
+		if tab := n.table.Load(); !changed && (tab == nil || tab.Fingerprint == prev.ringFP) {
 			continue
 		}
 		changed = false
