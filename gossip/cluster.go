@@ -77,6 +77,11 @@ type Cluster struct {
 	addr      string                // advertised gossip address, once started
 	history   digestHistory         // recent catalog digests
 	peers     map[string]peer       // live members by name, self included
+	// peersGen counts changes of peers; sorted is Members' answer at
+	// sortedGen, so that the callers on every gossip change (the
+	// decider, drift, the event log) don't sort the members each time.
+	peersGen, sortedGen uint64
+	sorted              []Member
 	failed    map[string]failedPeer // members that disappeared without leaving
 
 	// life serialises Start, SetMeta, Leave and Shutdown.
@@ -348,16 +353,19 @@ func (c *Cluster) knownDigest(d uint64) bool {
 // Members returns the live members, this node included, sorted by name.
 func (c *Cluster) Members() []Member {
 	c.mu.Lock()
-	out := make([]Member, 0, max(1, len(c.peers)))
-	for name, p := range c.peers {
-		out = append(out, Member{Name: name, Addr: p.addr, Meta: p.decoded, MetaErr: p.metaErr})
-	}
+	defer c.mu.Unlock()
 	if len(c.peers) == 0 { // not started
-		out = append(out, Member{Name: c.cfg.Name, Addr: cmp.Or(c.addr, c.cfg.AdvertiseAddr, c.cfg.BindAddr), Meta: c.meta})
+		return []Member{{Name: c.cfg.Name, Addr: cmp.Or(c.addr, c.cfg.AdvertiseAddr, c.cfg.BindAddr), Meta: c.meta}}
 	}
-	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
-	return out
+	if c.sorted == nil || c.sortedGen != c.peersGen {
+		out := make([]Member, 0, len(c.peers))
+		for name, p := range c.peers {
+			out = append(out, Member{Name: name, Addr: p.addr, Meta: p.decoded, MetaErr: p.metaErr})
+		}
+		slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
+		c.sorted, c.sortedGen = out, c.peersGen
+	}
+	return slices.Clone(c.sorted)
 }
 
 // FailedMember is a member that went away without leaving: memberlist

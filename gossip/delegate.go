@@ -202,6 +202,7 @@ func (c *Cluster) notifyJoin(n nodeInfo) {
 	}
 	c.mu.Lock()
 	c.peers[n.name] = n.peer()
+	c.peersGen++
 	delete(c.failed, n.name)
 	count := len(c.peers)
 	c.numNodes.Store(int64(count))
@@ -223,6 +224,7 @@ func (c *Cluster) notifyLeave(n nodeInfo) {
 	c.mu.Lock()
 	p, known := c.peers[n.name]
 	delete(c.peers, n.name)
+	c.peersGen++
 	leaving := n.state == NodeLeaving || (known && p.state == NodeLeaving)
 	if leaving {
 		delete(c.failed, n.name)
@@ -245,6 +247,7 @@ func (c *Cluster) notifyUpdate(n nodeInfo) {
 	c.mu.Lock()
 	if _, ok := c.peers[n.name]; ok {
 		c.peers[n.name] = n.peer()
+		c.peersGen++
 	}
 	c.mu.Unlock()
 	c.signal()
