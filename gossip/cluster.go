@@ -74,15 +74,15 @@ type Cluster struct {
 	clock     uint64             // last HLC value seen or issued
 	meta      Meta
 	metaBytes []byte
-	addr      string                // advertised gossip address, once started
-	history   digestHistory         // recent catalog digests
-	peers     map[string]peer       // live members by name, self included
+	addr      string          // advertised gossip address, once started
+	history   digestHistory   // recent catalog digests
+	peers     map[string]peer // live members by name, self included
 	// peersGen counts changes of peers; sorted is Members' answer at
 	// sortedGen, so that the callers on every gossip change (the
 	// decider, drift, the event log) don't sort the members each time.
 	peersGen, sortedGen uint64
 	sorted              []Member
-	failed    map[string]failedPeer // members that disappeared without leaving
+	failed              map[string]failedPeer // members that disappeared without leaving
 
 	// life serialises Start, SetMeta, Leave and Shutdown.
 	life     sync.Mutex
