@@ -35,12 +35,21 @@ func TestKilledBackendLeavesEveryRing(t *testing.T) {
 	if !strings.Contains(line, "unhealthy") || !strings.Contains(line, "nodes see it down") {
 		t.Fatalf("backends list does not show %s unhealthy:\n%s", victim, out)
 	}
-	resp, err := http.Get("http://" + m.admins[1] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// The ring drops web-2 once a quorum sees it down; n1's own check may
+	// fail a moment later (CI under -race), so its local view is polled.
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := http.Get("http://" + m.admins[1] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), `meshlb_backend_local_up{backend="web-2"} 0`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{
 		`meshlb_backend_state{backend="web-2",state="unhealthy"} 1`,
 		`meshlb_backend_state{backend="web-1",state="active"} 1`,
