@@ -180,9 +180,11 @@ func stall(ctx context.Context, l *lab, t *tally) error {
 	open := l.nodes[0].usage()
 	t.note(fmt.Sprintf("n0 with every session open: %d threads, %d fds, %.0f MB RSS, %d goroutines", open.Threads, open.FDs, mb(open.RSSKiB), open.Goroutines), 1)
 	ramp := l.legit.take()
+	rampControl := l.control.take()
 	sleepCtx(ctx, l.o.hold)
-	held := l.legit.take()
+	held, heldControl := l.legit.take(), l.control.take()
 	t.ramp, t.held = &ramp, &held
+	t.rampControl, t.heldControl = &rampControl, &heldControl
 	for _, c := range conns {
 		if c != nil {
 			c.Close()

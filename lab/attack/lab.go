@@ -537,6 +537,9 @@ type tally struct {
 	// when they are all open (ramp) and at the end of the hold (held),
 	// so that the service while held is judged on its own.
 	ramp, held *window
+	// heldControl is the control load's window over the same hold: what
+	// the machine did to a p99 meanwhile.
+	rampControl, heldControl *window
 }
 
 func newTally() *tally { return &tally{m: map[string]int{}} }

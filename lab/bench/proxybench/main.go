@@ -84,9 +84,15 @@ type options struct {
 	// straceHS is the number of handshakes counted under strace -f -c
 	// after the runs (0: none).
 	straceHS int
+	// storm is the reconnect storm's sessions (storm.go; 0: none).
+	storm     int
+	stormOnly bool
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "storm-client" {
+		os.Exit(stormClientMain(os.Args[2:]))
+	}
 	var o options
 	flag.StringVar(&o.meshlb, "meshlb", "bin/meshlb", "meshlb binary (build it first)")
 	flag.IntVar(&o.idle, "idle", 9000, "idle WebSockets for the RSS figure")
@@ -104,7 +110,13 @@ func main() {
 	flag.StringVar(&o.tls, "tls", "on", "TLS rows beside HAProxy: on (after the others), only, or off")
 	flag.IntVar(&o.tlsHandshakes, "tls-handshakes", 1000, "handshakes per TLS handshake run (full, and resumed)")
 	flag.IntVar(&o.straceHS, "strace", 500, "handshakes whose system calls strace -c counts per proxy after the runs (0: none)")
+	flag.IntVar(&o.storm, "storm", 30000, "WebSockets of the reconnect storm over a 3-node mesh, n0 killed; the peers get a burst of a third of them (0: no storm)")
+	flag.BoolVar(&o.stormOnly, "storm-only", false, "run only the reconnect storm")
 	flag.Parse()
+	if o.stormOnly && o.storm < 6 {
+		fmt.Fprintln(os.Stderr, "proxybench: --storm-only wants --storm >= 6")
+		os.Exit(2)
+	}
 	if o.runs < 1 || o.idle < 1 || o.conns < 1 || o.inflight < 1 || o.handshakes < 1 || o.hsConc < 1 || o.latConns < 1 {
 		fmt.Fprintln(os.Stderr, "proxybench: counts must be >= 1")
 		os.Exit(2)
@@ -115,7 +127,7 @@ func main() {
 	case "only":
 		err = b.runTLS()
 	case "on":
-		if err = b.run(); err == nil {
+		if err = b.run(); err == nil && !o.stormOnly {
 			err = b.runTLS()
 		}
 	case "off":
@@ -162,12 +174,14 @@ type result struct {
 }
 
 type bench struct {
-	o        options
-	dir      string
-	backends []string // host:port
-	bprocs   []*wsload.Proc
-	all      []*wsload.Proc
-	targets  []*target
+	o         options
+	dir       string
+	backends  []string // host:port
+	bprocs    []*wsload.Proc
+	all       []*wsload.Proc
+	targets   []*target
+	storm     []stormResult
+	stormNote string // why the storm has fewer sessions than asked
 }
 
 func (b *bench) run() error {
@@ -212,6 +226,11 @@ func (b *bench) run() error {
 		b.targets = append(b.targets, t)
 	}
 	sticky := b.stickyAll()
+	if b.o.stormOnly {
+		err := b.runStorm()
+		b.printStorm()
+		return err
+	}
 
 	// Warm every path up so code is paged in before baselines are read.
 	for _, t := range b.targets {
@@ -271,7 +290,14 @@ func (b *bench) run() error {
 			t.sys = &sc
 		}
 	}
+	if b.o.storm > 0 {
+		if err := b.runStorm(); err != nil {
+			b.print(sticky)
+			return err
+		}
+	}
 	b.print(sticky)
+	b.printStorm()
 	return nil
 }
 
