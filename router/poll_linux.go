@@ -378,7 +378,7 @@ func (p *poller) add(c *wsConn) error {
 		// EPOLLOUT costs nothing until a write finds the socket full:
 		// only then does the kernel report room.
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(slot), Pad: int32(c.gen<<1 | s.up)}
-		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+		if err := rawEpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 			p.remove(c)
 			return fmt.Errorf("epoll add: %w", err)
 		}
@@ -648,8 +648,8 @@ func (c *wsConn) unref() {
 // caller holds mu for writing; the parked directions are let go after
 // (dropParked).
 func (c *wsConn) closeFDs() {
-	_ = unix.Close(c.cfd)
-	_ = unix.Close(c.bfd)
+	_ = rawClose(c.cfd)
+	_ = rawClose(c.bfd)
 	for _, t := range []*time.Timer{c.pingT, c.idleT, c.lingerT} {
 		if t != nil {
 			t.Stop()
@@ -1048,7 +1048,7 @@ func (c *wsConn) shutdownWrite(fd int) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if !c.closed {
-		_ = unix.Shutdown(fd, unix.SHUT_WR)
+		_ = rawShutdown(fd, unix.SHUT_WR)
 	}
 }
 
@@ -1149,7 +1149,7 @@ func (c *wsConn) readFD(fd int, p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	for {
-		n, err := unix.Read(fd, p)
+		n, err := rawRead(fd, p)
 		if err == unix.EINTR {
 			continue
 		}
@@ -1170,7 +1170,7 @@ func (c *wsConn) writeFD(fd int, p []byte) (int, error) {
 	}
 	written := 0
 	for written < len(p) {
-		n, err := unix.Write(fd, p[written:])
+		n, err := rawWrite(fd, p[written:])
 		if n > 0 {
 			written += n
 			continue
