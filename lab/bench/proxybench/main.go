@@ -25,6 +25,11 @@
 //   - System calls per handshake: after the runs, --strace handshakes
 //     with strace -f -c attached to each proxy (strace.go); a count, not
 //     a rate, since strace slows the proxy down.
+//   - The reconnect storm (storm.go, after the runs, once): --storm
+//     WebSockets over a fresh 3-node mesh, kill -9 of one node, and the
+//     time until its clients are back on their own backends through the
+//     others; beside it the same reconnects arriving at once at HAProxy,
+//     at NGINX and at one meshlb node. --storm-only runs it alone.
 //
 // Each figure also gets meshlb's ratio to the best of HAProxy and NGINX.
 //
@@ -53,6 +58,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -638,9 +644,11 @@ func (b *bench) startHAProxy() (*target, error) {
 	for i, a := range b.backends {
 		fmt.Fprintf(&servers, "    server web-%d %s\n", i+1, a)
 	}
+	// Room for the storm's burst (storm.go) where the limit allows it.
+	maxconn, fds := b.proxyLimits()
 	cfg := fmt.Sprintf(`global
-    maxconn 9900
-    ulimit-n 20000
+    maxconn %d
+    ulimit-n %d
 defaults
     mode http
     timeout connect 5s
@@ -653,7 +661,7 @@ frontend fe
 backend be
     balance url_param session_id
     hash-type consistent
-%s`, addr, servers.String())
+%s`, maxconn, fds, addr, servers.String())
 	path := filepath.Join(b.dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -666,6 +674,20 @@ backend be
 		return nil, fmt.Errorf("haproxy: %w (log %s)", err, filepath.Join(b.dir, "haproxy.log"))
 	}
 	return &target{name: "haproxy", addr: addr, procs: []*wsload.Proc{p}, owned: []*wsload.Proc{p}}, nil
+}
+
+// proxyLimits are HAProxy's maxconn and the proxies' open-file limit:
+// 9,900 connections and 20,000 files, more if the storm's burst needs
+// them and this process's limit allows.
+func (b *bench) proxyLimits() (maxconn, fds int) {
+	maxconn = max(9900, b.o.storm/3+1000)
+	fds = 2*maxconn + 200
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && uint64(fds) > l.Cur {
+		fds = int(l.Cur)
+		maxconn = min(maxconn, (fds-200)/2)
+	}
+	return maxconn, fds
 }
 
 func (b *bench) startNGINX() (*target, error) {
@@ -681,13 +703,14 @@ func (b *bench) startNGINX() (*target, error) {
 	for _, a := range b.backends {
 		fmt.Fprintf(&servers, "        server %s;\n", a)
 	}
+	_, fds := b.proxyLimits()
 	cfg := fmt.Sprintf(`daemon off;
 master_process on;
 worker_processes auto;
-worker_rlimit_nofile 20000;
+worker_rlimit_nofile %[4]d;
 pid %[1]s/nginx.pid;
 error_log %[1]s/nginx-error.log warn;
-events { worker_connections 19500; }
+events { worker_connections %[5]d; }
 http {
     access_log off;
     client_body_temp_path %[1]s/body;
@@ -711,7 +734,7 @@ http {
         }
     }
 }
-`, b.dir, servers.String(), addr)
+`, b.dir, servers.String(), addr, fds, fds-500)
 	if os.Geteuid() == 0 {
 		cfg = "user root;\n" + cfg
 	}
