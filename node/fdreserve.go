@@ -212,18 +212,27 @@ func (l *reserveListener) shed() (c net.Conn, handled bool) {
 	if err != nil {
 		return nil, false
 	}
-	answerNoFD(c)
+	answerNoFD(c, moreQueued(l.Listener))
 	return nil, true
 }
 
+// noFDReadWait is how long a shed waits for a lone client's request.
+const noFDReadWait = 20 * time.Millisecond
+
 // answerNoFD writes the 503 and closes c. It first reads what the client
-// has sent, briefly: closing a socket with unread bytes sends a reset,
-// which can destroy the answer before the client reads it. The wait is
-// short because the accept loop is blocked meanwhile.
-func answerNoFD(c net.Conn) {
+// has sent: closing a socket with unread bytes sends a reset, which can
+// destroy the answer before the client reads it. A lone client gets up to
+// noFDReadWait for its request to arrive. With others queued behind it,
+// it gets only what is there already: the accept loop and the one reserve
+// descriptor wait meanwhile, and a flood of connections that send nothing
+// (1,000 of them, 20 ms each) kept a real client behind them from its 503
+// for longer than it would wait.
+func answerNoFD(c net.Conn, hurry bool) {
 	var buf [4096]byte
-	_ = c.SetDeadline(time.Now().Add(20 * time.Millisecond))
-	_, _ = c.Read(buf[:])
+	if !hurry || !readNow(c, buf[:]) {
+		_ = c.SetDeadline(time.Now().Add(noFDReadWait))
+		_, _ = c.Read(buf[:])
+	}
 	_ = c.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = c.Write(response503NoFD)
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {

@@ -26,7 +26,36 @@ const queuedWaitSlice = 50 * time.Millisecond
 // in Accept, for any other thread of the process to take. The netpoller
 // cannot wait here (net refuses RawConn.Read on a listener), so this polls
 // level-triggered on the accept goroutine's thread.
-func waitQueued(ln net.Listener) (queued, ok bool) {
+func waitQueued(ln net.Listener) (queued, ok bool) { return pollQueued(ln, queuedWaitSlice) }
+
+// moreQueued reports whether another client waits on ln now, without
+// waiting; false if ln cannot be polled.
+func moreQueued(ln net.Listener) bool {
+	queued, _ := pollQueued(ln, 0)
+	return queued
+}
+
+// readNow reads what c's client has sent so far into buf, without
+// waiting; ok is false if c cannot be read that way.
+func readNow(c net.Conn, buf []byte) (ok bool) {
+	sc, isConn := c.(syscall.Conn)
+	if !isConn {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	return rc.Read(func(fd uintptr) bool {
+		for {
+			if _, err := unix.Read(int(fd), buf); err != unix.EINTR {
+				return true // data, EOF or EAGAIN: done either way
+			}
+		}
+	}) == nil
+}
+
+func pollQueued(ln net.Listener, wait time.Duration) (queued, ok bool) {
 	sc, isConn := ln.(syscall.Conn)
 	if !isConn {
 		return false, false
@@ -40,7 +69,7 @@ func waitQueued(ln net.Listener) (queued, ok bool) {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		for {
 			var n int
-			n, perr = unix.Poll(fds, int(queuedWaitSlice/time.Millisecond))
+			n, perr = unix.Poll(fds, int(wait/time.Millisecond))
 			if errors.Is(perr, unix.EINTR) {
 				continue
 			}

@@ -56,6 +56,9 @@ const (
 	// Gossip reaches 50 nodes in well under a second; the rest is slack
 	// for a node that repairs by push/pull.
 	keyAckTimeout = 15 * time.Second
+	// keyViewLag bounds how long "use" waits for this node's view of the
+	// others' keys to catch up with an install it holds already.
+	keyViewLag = 3 * time.Second
 )
 
 // security is the node's share of Security: built in New.
@@ -546,10 +549,17 @@ func (n *Node) handleKeyStep(w http.ResponseWriter, r *http.Request) {
 		_, err = n.cluster.Put(kindKeyIntent, id, append([]byte{intentInstalled}, key...))
 		done = func(s nodeKeys) bool { return slices.Contains(s.KeyIDs, id) }
 	case "use":
-		var lacking []string
-		for _, s := range n.liveKeyStatus() {
-			if !slices.Contains(s.KeyIDs, id) {
-				lacking = append(lacking, s.Name)
+		lacking := n.lackingKey(id)
+		if _, all, _ := n.cluster.Keys(); len(lacking) > 0 && slices.ContainsFunc(all, func(k []byte) bool { return bytes.Equal(k, key) }) {
+			// Installed here: an install through another node completed
+			// by that node's view, and this one may hear the last
+			// nodes' status a moment later. A script that installs
+			// through one node and uses through another must not get a
+			// 409 for that.
+			deadline := time.Now().Add(keyViewLag)
+			for len(lacking) > 0 && time.Now().Before(deadline) && r.Context().Err() == nil {
+				time.Sleep(25 * time.Millisecond)
+				lacking = n.lackingKey(id)
 			}
 		}
 		if len(lacking) > 0 {
@@ -599,6 +609,17 @@ func (n *Node) handleKeyStep(w http.ResponseWriter, r *http.Request) {
 	n.log.Info().Str("op", req.Op).Str("key_id", id).Bool("complete", ans.Complete).
 		Strs("missing", ans.Missing).Str("duration", ans.Duration).Msg("gossip key step")
 	writeJSON(w, http.StatusOK, ans)
+}
+
+// lackingKey names the live nodes whose status does not list key id.
+func (n *Node) lackingKey(id string) []string {
+	var lacking []string
+	for _, s := range n.liveKeyStatus() {
+		if !slices.Contains(s.KeyIDs, id) {
+			lacking = append(lacking, s.Name)
+		}
+	}
+	return lacking
 }
 
 // waitKeyStep polls the live nodes' status until all show the step, the
