@@ -22,10 +22,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/meshlb/meshlb/config"
+	"github.com/meshlb/meshlb/internal/threadtrim"
 	"github.com/meshlb/meshlb/node"
 )
 
@@ -106,6 +108,10 @@ func runNode(args, environ []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshlb node: %v\n", err)
 		return 1
 	}
+	// A burst of blocking calls leaves OS threads that Go never ends.
+	go threadtrim.Run(ctx, threadTrimInterval, func(ended int) {
+		log.Debug().Int("ended", ended).Msg("idle threads ended")
+	})
 	<-ctx.Done()
 	stop() // from here a second signal takes the default action: exit at once
 	log.Info().Msg("signal received; leaving the mesh (send it again to stop at once)")
@@ -119,6 +125,10 @@ func runNode(args, environ []string, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// threadTrimInterval is how often the node ends idle OS threads past
+// GOMAXPROCS + threadtrim.Slack.
+const threadTrimInterval = 10 * time.Second
 
 // logTimeFormat gives log timestamps milliseconds: zerolog's default is
 // whole seconds, too coarse to order a mesh's events across nodes.
