@@ -99,12 +99,12 @@ func stormClientMain(args []string) int {
 			say("status %d %d", w.lost.Load(), w.back.Load())
 		case "report":
 			close(w.done)
+			w.mu.Lock()
 			for _, c := range w.conns {
 				if c != nil {
 					c.Close()
 				}
 			}
-			w.mu.Lock()
 			r := stormReport{GapsUs: w.gaps, BackUnixNs: w.lastBack, Errors: w.errs, Moved: w.moved,
 				Lost: int(w.lost.Load() - w.back.Load())}
 			w.mu.Unlock()
@@ -169,7 +169,9 @@ func (w *stormWorker) hold() (ok, failed int) {
 					continue
 				}
 				nok.Add(1)
+				w.mu.Lock()
 				w.conns[k] = c
+				w.mu.Unlock()
 				go w.watch(k, i, c, backend)
 			}
 		})
