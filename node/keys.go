@@ -540,28 +540,26 @@ func (n *Node) handleKeyStep(w http.ResponseWriter, r *http.Request) {
 	}
 	id := gossip.KeyID(key)
 	var done func(nodeKeys) bool
+	installed := func(s nodeKeys) bool { return slices.Contains(s.KeyIDs, id) }
 	switch req.Op {
 	case "install":
-		if _, all, _ := n.cluster.Keys(); len(all) >= gossip.MaxKeys && !slices.ContainsFunc(all, func(k []byte) bool { return bytes.Equal(k, key) }) {
+		if _, all, _ := n.cluster.Keys(); len(all) >= gossip.MaxKeys && !holds(all, key) {
 			writeError(w, http.StatusConflict, fmt.Sprintf("the keyring holds %d keys already; remove one first", len(all)))
 			return
 		}
 		_, err = n.cluster.Put(kindKeyIntent, id, append([]byte{intentInstalled}, key...))
-		done = func(s nodeKeys) bool { return slices.Contains(s.KeyIDs, id) }
+		done = installed
 	case "use":
-		lacking := n.lackingKey(id)
-		if _, all, _ := n.cluster.Keys(); len(lacking) > 0 && slices.ContainsFunc(all, func(k []byte) bool { return bytes.Equal(k, key) }) {
+		timeout := time.Duration(0) // this node's view as it is
+		if _, all, _ := n.cluster.Keys(); holds(all, key) {
 			// Installed here: an install through another node completed
 			// by that node's view, and this one may hear the last
 			// nodes' status a moment later. A script that installs
 			// through one node and uses through another must not get a
 			// 409 for that.
-			deadline := time.Now().Add(keyViewLag)
-			for len(lacking) > 0 && time.Now().Before(deadline) && r.Context().Err() == nil {
-				time.Sleep(25 * time.Millisecond)
-				lacking = n.lackingKey(id)
-			}
+			timeout = keyViewLag
 		}
+		lacking := n.waitKeyStep(r.Context(), "install", id, installed, timeout).Missing
 		if len(lacking) > 0 {
 			writeJSON(w, http.StatusConflict, map[string]any{"error": "key " + id + " is not installed on every live node; install it first", "missing": lacking})
 			return
@@ -604,28 +602,22 @@ func (n *Node) handleKeyStep(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	n.applyKeyIntents()
-	ans := n.waitKeyStep(r.Context(), req.Op, id, done)
+	ans := n.waitKeyStep(r.Context(), req.Op, id, done, cmp.Or(n.sec.ackTimeoutForTest, keyAckTimeout))
 	ans.Duration = time.Since(start).Round(time.Millisecond).String()
 	n.log.Info().Str("op", req.Op).Str("key_id", id).Bool("complete", ans.Complete).
 		Strs("missing", ans.Missing).Str("duration", ans.Duration).Msg("gossip key step")
 	writeJSON(w, http.StatusOK, ans)
 }
 
-// lackingKey names the live nodes whose status does not list key id.
-func (n *Node) lackingKey(id string) []string {
-	var lacking []string
-	for _, s := range n.liveKeyStatus() {
-		if !slices.Contains(s.KeyIDs, id) {
-			lacking = append(lacking, s.Name)
-		}
-	}
-	return lacking
+// holds reports whether keyring all holds key.
+func holds(all [][]byte, key []byte) bool {
+	return slices.ContainsFunc(all, func(k []byte) bool { return bytes.Equal(k, key) })
 }
 
-// waitKeyStep polls the live nodes' status until all show the step, the
+// waitKeyStep polls the live nodes' status until all show the step,
 // timeout passes or the caller goes away.
-func (n *Node) waitKeyStep(ctx context.Context, op, id string, done func(nodeKeys) bool) KeyStepAnswer {
-	deadline := time.Now().Add(cmp.Or(n.sec.ackTimeoutForTest, keyAckTimeout))
+func (n *Node) waitKeyStep(ctx context.Context, op, id string, done func(nodeKeys) bool, timeout time.Duration) KeyStepAnswer {
+	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for {

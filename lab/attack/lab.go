@@ -537,8 +537,8 @@ type tally struct {
 	// when they are all open (ramp) and at the end of the hold (held),
 	// so that the service while held is judged on its own.
 	ramp, held *window
-	// heldControl is the control load's window over the same hold: what
-	// the machine did to a p99 meanwhile.
+	// rampControl and heldControl are the control load's windows over
+	// the same spans: what the machine did to a p99 meanwhile.
 	rampControl, heldControl *window
 }
 

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshlb/meshlb/lab/internal/wsload"
@@ -64,9 +65,10 @@ func stormSessions(want int, limit uint64) (int, string) {
 
 // stormWorkers are the client processes of one storm.
 type stormWorkers struct {
-	procs []*exec.Cmd
-	in    []io.WriteCloser
-	out   []*bufio.Scanner
+	stopOnce sync.Once
+	procs    []*exec.Cmd
+	in       []io.WriteCloser
+	out      []*bufio.Scanner
 }
 
 const stormPerWorker = 5000
@@ -187,7 +189,10 @@ func (sw *stormWorkers) report(name string, since time.Time) (stormResult, error
 	return r, nil
 }
 
-func (sw *stormWorkers) stop() {
+// stop ends the workers (report does, and the caller defers it too).
+func (sw *stormWorkers) stop() { sw.stopOnce.Do(sw.end) }
+
+func (sw *stormWorkers) end() {
 	for _, in := range sw.in {
 		in.Close()
 	}
