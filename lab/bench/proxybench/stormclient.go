@@ -203,10 +203,7 @@ func (w *stormWorker) watch(k, i int, c net.Conn, backend string) {
 			w.fail(err)
 			continue
 		}
-		w.mu.Lock()
-		w.conns[k] = nc
-		w.mu.Unlock()
-		w.backAt(lostAt, got != backend)
+		w.backAt(k, nc, lostAt, got != backend)
 		return
 	}
 }
@@ -224,18 +221,17 @@ func (w *stormWorker) goBurst() {
 				w.fail(err)
 				return
 			}
-			w.mu.Lock()
-			w.conns[k] = c
-			w.mu.Unlock()
-			w.backAt(start, false)
+			w.backAt(k, c, start, false)
 		})
 	}
 	wg.Wait()
 }
 
-func (w *stormWorker) backAt(since time.Time, moved bool) {
+// backAt records client k back on c, since it was lost (or the burst).
+func (w *stormWorker) backAt(k int, c net.Conn, since time.Time, moved bool) {
 	now := time.Now()
 	w.mu.Lock()
+	w.conns[k] = c
 	w.gaps = append(w.gaps, now.Sub(since).Microseconds())
 	w.lastBack = max(w.lastBack, now.UnixNano())
 	if moved {
